@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Provision the real components sp's tests and demo run against, idempotently, on a fresh
+# Debian host with a Docker engine: a private MariaDB, an authenticated registry on 127.0.0.1
+# and a tiny busybox site image (tags v1, v2, broken) pushed to it.
+#
+#   scripts/rig.sh up     install + start what is missing (safe to run again), write rig.env
+#   scripts/rig.sh down   stop only what `up` started (by pid file)
+#   scripts/rig.sh env    print the rig.env path
+#
+# Everything lives under $SP_RIG_DIR (default /var/lib/sp-rig). Nothing listens beyond
+# 127.0.0.1 except MariaDB, which also binds the Docker bridge gateway so containers reach it.
+set -euo pipefail
+
+RIG_DIR=${SP_RIG_DIR:-/var/lib/sp-rig}
+MYSQL_PORT=${SP_RIG_MYSQL_PORT:-13306}
+REGISTRY_ADDR=${SP_RIG_REGISTRY_ADDR:-127.0.0.1:5000}
+IMAGE_REPO="$REGISTRY_ADDR/sp-test/site"
+
+log() { printf '[rig] %s\n' "$*" >&2; }
+die() { printf '[rig] error: %s\n' "$*" >&2; exit 1; }
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+secret() { # secret FILE: a stable random secret kept in FILE
+  if [ ! -s "$1" ]; then
+    (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$1")
+  fi
+  cat "$1"
+}
+
+install_packages() {
+  local need=()
+  command -v mariadbd >/dev/null || need+=(mariadb-server)
+  command -v mariadb >/dev/null || need+=(mariadb-client)
+  command -v mariadb-dump >/dev/null || need+=(mariadb-client)
+  command -v docker-registry >/dev/null || need+=(docker-registry)
+  command -v htpasswd >/dev/null || need+=(apache2-utils)
+  [ -x /bin/busybox ] && /bin/busybox --list | grep -qx httpd || need+=(busybox-static)
+  command -v curl >/dev/null || need+=(curl)
+  command -v zstd >/dev/null || need+=(zstd)
+  command -v docker >/dev/null || need+=(docker.io)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+
+ensure_docker() {
+  if docker info >/dev/null 2>&1; then return; fi
+  log "no Docker engine answering; starting dockerd"
+  mkdir -p "$RIG_DIR/run"
+  setsid dockerd -p "$RIG_DIR/run/dockerd.pid" >"$RIG_DIR/dockerd.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && return; sleep 0.5; done
+  die "dockerd did not come up (see $RIG_DIR/dockerd.log)"
+}
+
+bridge_gateway() { # IPAM often leaves Gateway empty on the default bridge: ask the interface
+  local gw
+  gw=$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' 2>/dev/null | head -n1)
+  if [ -z "$gw" ]; then
+    gw=$(ip -4 -o addr show docker0 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -n1)
+  fi
+  echo "$gw"
+}
+
+start_mariadb() {
+  local gw=$1 dir="$RIG_DIR/mysql" run="$RIG_DIR/run"
+  mkdir -p "$dir/data" "$run"
+  chown mysql:mysql "$dir/data" "$run"
+  cat > "$dir/my.cnf" <<CNF
+[mysqld]
+user = mysql
+datadir = $dir/data
+socket = $run/mysqld.sock
+pid-file = $run/mysqld.pid
+port = $MYSQL_PORT
+bind-address = 127.0.0.1,$gw
+skip-name-resolve
+log-error = $run/mysqld.err
+innodb_buffer_pool_size = 256M
+max_connections = 300
+CNF
+  if ! alive "$run/mysqld.pid"; then
+    if [ ! -d "$dir/data/mysql" ]; then
+      log "initialising MariaDB datadir"
+      mariadb-install-db --defaults-file="$dir/my.cnf" --auth-root-authentication-method=socket >/dev/null
+    fi
+    log "starting MariaDB on 127.0.0.1,$gw:$MYSQL_PORT"
+    setsid mariadbd --defaults-file="$dir/my.cnf" >/dev/null 2>&1 < /dev/null &
+  fi
+  for _ in $(seq 1 60); do
+    mariadb --socket="$run/mysqld.sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  mariadb --socket="$run/mysqld.sock" -uroot -e 'SELECT 1' >/dev/null || die "MariaDB did not start (see $run/mysqld.err)"
+  local pw; pw=$(secret "$RIG_DIR/mysql-admin.password")
+  mariadb --socket="$run/mysqld.sock" -uroot <<SQL
+DELETE FROM mysql.global_priv WHERE User = '';
+FLUSH PRIVILEGES;
+CREATE USER IF NOT EXISTS 'sp_admin'@'127.0.0.1' IDENTIFIED BY '$pw';
+CREATE USER IF NOT EXISTS 'sp_admin'@'localhost' IDENTIFIED BY '$pw';
+GRANT ALL PRIVILEGES ON *.* TO 'sp_admin'@'127.0.0.1' WITH GRANT OPTION;
+GRANT ALL PRIVILEGES ON *.* TO 'sp_admin'@'localhost' WITH GRANT OPTION;
+SQL
+}
+
+start_registry() {
+  local dir="$RIG_DIR/registry" run="$RIG_DIR/run"
+  mkdir -p "$dir/storage" "$run"
+  local pw; pw=$(secret "$RIG_DIR/registry.password")
+  htpasswd -Bbc "$dir/htpasswd" sp-ci "$pw" 2>/dev/null
+  cat > "$dir/config.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY_ADDR
+  secret: $(secret "$RIG_DIR/registry.http-secret")
+auth:
+  htpasswd:
+    realm: sp-rig
+    path: $dir/htpasswd
+YML
+  if ! alive "$run/registry.pid"; then
+    log "starting registry on $REGISTRY_ADDR"
+    setsid docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 < /dev/null &
+    echo $! > "$run/registry.pid"
+  fi
+  for _ in $(seq 1 40); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$REGISTRY_ADDR/v2/")" = 401 ] && return
+    sleep 0.25
+  done
+  die "registry did not answer on $REGISTRY_ADDR (see $dir/registry.log)"
+}
+
+# build_image TAG INDEX_TEXT CMD_JSON: a busybox rootfs serving /www (with /www/data -> /data)
+build_image() {
+  local tag=$1 text=$2 cmd=$3 root
+  root=$(mktemp -d)
+  mkdir -p "$root/bin" "$root/www" "$root/tmp" "$root/data"
+  chmod 1777 "$root/tmp"
+  cp /bin/busybox "$root/bin/busybox"
+  for a in sh httpd ls cat wget nc sleep echo env id false true test mkdir; do ln -s busybox "$root/bin/$a"; done
+  printf '%s\n' "$text" > "$root/www/index.html"
+  ln -s /data "$root/www/data"
+  tar -C "$root" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$root.tar" .
+  docker import --change "CMD $cmd" --change 'EXPOSE 8080' --change 'ENV PATH=/bin' \
+    "$root.tar" "$IMAGE_REPO:$tag" >/dev/null
+  rm -rf "$root" "$root.tar"
+}
+
+build_images() {
+  local httpd='["/bin/httpd","-f","-p","8080","-h","/www"]'
+  build_image v1 "site v1" "$httpd"
+  build_image v2 "site v2" "$httpd"
+  build_image broken "broken" '["/bin/false"]'
+  local cfg="$RIG_DIR/docker-config"
+  mkdir -p "$cfg"
+  secret "$RIG_DIR/registry.password" | DOCKER_CONFIG=$cfg docker login -u sp-ci --password-stdin "$REGISTRY_ADDR" >/dev/null 2>&1
+  for t in v1 v2 broken; do DOCKER_CONFIG=$cfg docker push -q "$IMAGE_REPO:$t" >/dev/null; done
+  log "pushed $IMAGE_REPO:{v1,v2,broken}"
+}
+
+up() {
+  [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts services)"
+  mkdir -p "$RIG_DIR"
+  install_packages
+  ensure_docker
+  local gw; gw=$(bridge_gateway)
+  [ -n "$gw" ] || die "cannot read the Docker bridge gateway address"
+  start_mariadb "$gw"
+  start_registry
+  build_images
+  cat > "$RIG_DIR/rig.env" <<ENV
+SP_RIG_MYSQL_URL=mysql://sp_admin:$(secret "$RIG_DIR/mysql-admin.password")@127.0.0.1:$MYSQL_PORT
+SP_RIG_MYSQL_PORT=$MYSQL_PORT
+SP_RIG_MYSQL_SOCKET=$RIG_DIR/run/mysqld.sock
+SP_RIG_GATEWAY=$gw
+SP_RIG_REGISTRY=$REGISTRY_ADDR
+SP_RIG_REGISTRY_USER=sp-ci
+SP_RIG_REGISTRY_PASSWORD=$(secret "$RIG_DIR/registry.password")
+SP_RIG_IMAGE=$IMAGE_REPO
+ENV
+  chmod 600 "$RIG_DIR/rig.env"
+  log "ready: $RIG_DIR/rig.env"
+}
+
+down() {
+  local run="$RIG_DIR/run"
+  for p in registry mysqld dockerd; do
+    if alive "$run/$p.pid"; then log "stopping $p"; kill "$(cat "$run/$p.pid")"; fi
+  done
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  env) echo "$RIG_DIR/rig.env" ;;
+  *) die "usage: $0 up|down|env" ;;
+esac

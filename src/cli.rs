@@ -1,0 +1,171 @@
+//! Command-line definitions (clap) only: no behaviour lives here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// sp — run several web sites on one host, each a container with its own directory and
+/// database, and bring them all back from a snapshot when the host dies.
+#[derive(Debug, Parser)]
+#[command(name = "sp", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Config file (TOML).
+    #[arg(long, global = true, env = "SP_CONFIG", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented default config and create sp's directories (never overwrites).
+    Init(InitArgs),
+    /// Check Docker, MySQL, directories and disk space; non-zero exit if anything fails.
+    Doctor,
+    /// Registry credentials used for every pull.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Add, deploy and manage sites.
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Converge containers, databases and users to the site.toml files (idempotent).
+    Apply {
+        /// Only this site.
+        name: Option<String>,
+    },
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Label value that keeps this sp's containers apart from other instances on the engine.
+    #[arg(long)]
+    pub instance: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    pub sites_dir: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Admin connection URL (mysql://USER@HOST:PORT); keep passwords in mysql.password_file.
+    #[arg(long, value_name = "URL")]
+    pub mysql_url: Option<String>,
+    /// HOST:PORT containers use to reach MySQL.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub mysql_host_for_containers: Option<String>,
+    /// Host ports to publish sites on, FIRST-LAST.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub port_range: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Store credentials (mode 0600) for pulls from HOST, e.g. a GitLab deploy token.
+    Login {
+        /// Registry host[:port], e.g. registry.gitlab.com.
+        host: String,
+        #[arg(long, short)]
+        username: String,
+        /// Read the password or token from stdin (the only way: argv is visible to all).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Store without checking them against the registry.
+        #[arg(long)]
+        no_verify: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Create a site: spec, data dir, database + user, container.
+    Add(SiteAddArgs),
+    /// List sites.
+    List,
+    /// Show one site.
+    Show { name: String },
+    /// Pull, run the release command, start the new container, wait for health, retire the old.
+    Deploy {
+        name: String,
+        /// Deploy this image instead of the spec's (recorded in the spec on success).
+        #[arg(long, value_name = "REF")]
+        image: Option<String>,
+    },
+    /// Redeploy the previous image digest.
+    Rollback { name: String },
+    /// Start the site's container.
+    Start { name: String },
+    /// Stop the site's container (sp apply leaves it stopped).
+    Stop { name: String },
+    /// Restart the site's container.
+    Restart { name: String },
+    /// Print the container's output.
+    Logs {
+        name: String,
+        /// Keep printing new output.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+    },
+    /// Run a command in the running container as the site's user.
+    Exec {
+        name: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Remove the container; --purge also deletes the database, user and files.
+    Remove {
+        name: String,
+        /// Also delete the database, its user and /sites/NAME (asks for the name).
+        #[arg(long)]
+        purge: bool,
+        /// Do not ask.
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SiteAddArgs {
+    /// Site name: lowercase letters, digits and '-', starting with a letter, at most 32.
+    pub name: String,
+    /// Image reference, e.g. registry.gitlab.com/acme/blog:main.
+    #[arg(long, value_name = "REF")]
+    pub image: String,
+    /// A domain the site answers to (repeatable).
+    #[arg(long = "domain", value_name = "DOMAIN")]
+    pub domains: Vec<String>,
+    /// Port the app listens on inside the container (default: the image's EXPOSE, else 8000).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// No database or database user for this site.
+    #[arg(long)]
+    pub no_db: bool,
+    /// Memory limit, e.g. 512m.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// HTTP path that answers 2xx/3xx when the app is healthy.
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+}

@@ -1,0 +1,250 @@
+//! The host config (`/etc/simple-paas/config.toml`, or `--config`/`SP_CONFIG`).
+//!
+//! Every key has a default, so a config only names what differs. Unknown keys are refused so
+//! a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where sp looks for its config when neither `--config` nor `SP_CONFIG` says.
+pub const DEFAULT_PATH: &str = "/etc/simple-paas/config.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Label value that marks this sp's containers; two instances on one engine never touch
+    /// each other's containers.
+    pub instance: String,
+    /// One directory per site.
+    pub sites_dir: PathBuf,
+    /// Where snapshots are written.
+    pub backup_dir: PathBuf,
+    /// sp's own state: the host lock.
+    pub state_dir: PathBuf,
+    /// Seconds a mutating command waits for another one to finish.
+    pub lock_timeout: u64,
+    pub mysql: MysqlConfig,
+    pub docker: DockerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MysqlConfig {
+    /// Admin connection: `mysql://USER[:PASSWORD]@HOST:PORT` or `mysql://USER@localhost?socket=PATH`.
+    pub url: String,
+    /// File holding the admin password, when the URL carries none (keeps it out of the config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// `HOST:PORT` containers use to reach the server (`host.docker.internal` is the bridge gateway).
+    pub host_for_containers: String,
+    /// Host part of the per-site MySQL users, e.g. `%` or `172.17.%`.
+    pub user_host: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Network the site containers join (`bridge` is Docker's default; others are created).
+    pub network: String,
+    /// Host ports sp publishes sites on, on 127.0.0.1 only: "FIRST-LAST".
+    pub port_range: String,
+    /// First uid handed to sites; each site gets the next free one.
+    pub first_uid: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            instance: "default".into(),
+            sites_dir: "/sites".into(),
+            backup_dir: "/var/backups/simple-paas".into(),
+            state_dir: "/var/lib/simple-paas".into(),
+            lock_timeout: 300,
+            mysql: MysqlConfig::default(),
+            docker: DockerConfig::default(),
+        }
+    }
+}
+
+impl Default for MysqlConfig {
+    fn default() -> Self {
+        MysqlConfig {
+            url: "mysql://root@localhost?socket=/run/mysqld/mysqld.sock".into(),
+            password_file: None,
+            host_for_containers: "host.docker.internal:3306".into(),
+            user_host: "%".into(),
+        }
+    }
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            network: "bridge".into(),
+            port_range: "20000-29999".into(),
+            first_uid: 20000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bad = |message: String| Error::Config {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                bad("not found; run `sp init` to write one".into())
+            } else {
+                bad(e.to_string())
+            }
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| bad(crate::site::one_line(&e.to_string())))?;
+        cfg.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let label_ok = !self.instance.is_empty()
+            && self.instance.len() <= 40
+            && self
+                .instance
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !label_ok {
+            return Err(format!("instance {:?}: use 1-40 of [A-Za-z0-9_-]", self.instance));
+        }
+        for (k, p) in [
+            ("sites_dir", &self.sites_dir),
+            ("backup_dir", &self.backup_dir),
+            ("state_dir", &self.state_dir),
+        ] {
+            if !p.is_absolute() {
+                return Err(format!("{k} must be an absolute path"));
+            }
+        }
+        self.port_range()?;
+        split_host_port(&self.mysql.host_for_containers)
+            .ok_or_else(|| "mysql.host_for_containers must be HOST:PORT".to_string())?;
+        if self.mysql.user_host.is_empty() || self.mysql.user_host.contains('\'') {
+            return Err("mysql.user_host must be a MySQL host pattern like % or 172.17.%".into());
+        }
+        Ok(())
+    }
+
+    /// The inclusive host-port range sites are published on.
+    pub fn port_range(&self) -> std::result::Result<(u16, u16), String> {
+        let r = &self.docker.port_range;
+        let parsed = r
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+        match parsed {
+            Some((a, b)) if a >= 1024 && a <= b => Ok((a, b)),
+            _ => Err(format!("docker.port_range {r:?}: use FIRST-LAST, ports 1024-65535")),
+        }
+    }
+
+    /// The commented config `sp init` writes.
+    pub fn commented_default(&self) -> String {
+        let c = self;
+        format!(
+            r#"# sp host config. Every key is optional; these are the defaults unless noted.
+
+# Label value on every container this sp runs; two sp instances on one Docker engine
+# never touch each other's containers.
+instance = "{instance}"
+
+# One directory per site: /sites/NAME/{{site.toml,data/,secrets/}}.
+sites_dir = "{sites}"
+
+# Where snapshots go.
+backup_dir = "{backup}"
+
+# sp's own state (the host lock).
+state_dir = "{state}"
+
+# Seconds a mutating command waits for another sp command to finish.
+lock_timeout = {lock}
+
+[mysql]
+# Admin connection used to create databases and users (needs CREATE USER and GRANT OPTION).
+# TCP: "mysql://sp_admin@127.0.0.1:3306"; socket: "mysql://root@localhost?socket=/run/mysqld/mysqld.sock"
+url = "{url}"
+# Admin password, kept out of this file (mode 0600). Leave unset for socket auth.
+# password_file = "/etc/simple-paas/mysql-admin.password"
+# How containers reach the server. host.docker.internal is the Docker bridge gateway
+# (172.17.0.1): make MariaDB listen there too (bind-address = 127.0.0.1,172.17.0.1).
+host_for_containers = "{hfc}"
+# Host part of the per-site database users.
+user_host = "{uh}"
+
+[docker]
+# Network the site containers join ("bridge" is Docker's default; others are created).
+network = "{net}"
+# Host ports (127.0.0.1 only) sp publishes sites on; the HTTPS proxy forwards to them.
+port_range = "{ports}"
+# First uid handed to sites; each site gets its own.
+first_uid = {uid}
+"#,
+            instance = c.instance,
+            sites = c.sites_dir.display(),
+            backup = c.backup_dir.display(),
+            state = c.state_dir.display(),
+            lock = c.lock_timeout,
+            url = c.mysql.url,
+            hfc = c.mysql.host_for_containers,
+            uh = c.mysql.user_host,
+            net = c.docker.network,
+            ports = c.docker.port_range,
+            uid = c.docker.first_uid,
+        )
+    }
+}
+
+/// Splits `HOST:PORT`.
+pub fn split_host_port(text: &str) -> Option<(&str, u16)> {
+    let (h, p) = text.rsplit_once(':')?;
+    let port = p.parse::<u16>().ok().filter(|p| *p > 0)?;
+    (!h.is_empty()).then_some((h, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_the_commented_file() {
+        let text = Config::default().commented_default();
+        let cfg: Config = toml::from_str(&text).unwrap();
+        assert_eq!(cfg.sites_dir, PathBuf::from("/sites"));
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/config.example.toml");
+        Config::load(&path).unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let bad = [
+            "unknown_key = 1",
+            "instance = \"a b\"",
+            "sites_dir = \"relative\"",
+            "[docker]\nport_range = \"80-90\"",
+            "[docker]\nport_range = \"3000-2000\"",
+            "[mysql]\nhost_for_containers = \"nohost\"",
+        ];
+        for text in bad {
+            let parsed: std::result::Result<Config, _> = toml::from_str(text);
+            let ok = parsed.map(|c| c.validate().is_ok()).unwrap_or(false);
+            assert!(!ok, "{text}");
+        }
+    }
+}

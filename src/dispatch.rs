@@ -1,0 +1,143 @@
+//! Turns a parsed command line into one op call and renders its report. The binary hands
+//! in its output streams; what to print is decided here, how to print (stdout/stderr) by main.
+
+use std::io::{BufRead, Write};
+
+use serde::Serialize;
+
+use crate::cli::{Cli, Command, RegistryCommand, SiteCommand};
+use crate::error::{Error, Result};
+use crate::ops::{self, Ctx, Notifier};
+
+/// The streams an op may write to.
+pub struct Io<'a> {
+    pub out: &'a mut (dyn Write + Send),
+    pub err: &'a mut (dyn Write + Send),
+    pub stdin: &'a mut (dyn BufRead + Send),
+}
+
+/// Prints a report as JSON or as text.
+fn emit<T: Serialize + std::fmt::Display>(cli: &Cli, io: &mut Io, report: &T) -> Result<()> {
+    let text = if cli.json {
+        serde_json::to_string_pretty(report).map_err(|e| Error::Other(format!("encode JSON: {e}")))?
+    } else {
+        report.to_string()
+    };
+    writeln!(io.out, "{text}").map_err(|e| Error::io("write output", e))
+}
+
+/// Runs the command; returns the process exit code for commands that decide their own
+/// (doctor, exec), 0 otherwise.
+pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
+    if let Command::Init(a) = &cli.command {
+        let opts = ops::init::InitOpts {
+            instance: a.instance.clone(),
+            sites_dir: a.sites_dir.clone(),
+            backup_dir: a.backup_dir.clone(),
+            state_dir: a.state_dir.clone(),
+            mysql_url: a.mysql_url.clone(),
+            mysql_host_for_containers: a.mysql_host_for_containers.clone(),
+            port_range: a.port_range.clone(),
+        };
+        let report = ops::init::run(&cli.config, &opts)?;
+        emit(&cli, io, &report)?;
+        return Ok(0);
+    }
+    if let Command::Completions { shell } = &cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(*shell, &mut cmd, "sp", io.out);
+        return Ok(0);
+    }
+    if let Command::Man = &cli.command {
+        let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+        man.render(io.out).map_err(|e| Error::io("write man page", e))?;
+        return Ok(0);
+    }
+    let ctx = Ctx::load(&cli.config, notify)?;
+    match &cli.command {
+        Command::Init(_) | Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Doctor => {
+            let report = ops::doctor::run(&ctx).await?;
+            emit(&cli, io, &report)?;
+            return Ok(if report.ok() { 0 } else { 1 });
+        }
+        Command::Registry(RegistryCommand::Login {
+            host,
+            username,
+            no_verify,
+            ..
+        }) => {
+            let mut password = String::new();
+            io.stdin
+                .read_line(&mut password)
+                .map_err(|e| Error::io("read password from stdin", e))?;
+            let opts = ops::registry_login::LoginOpts {
+                host: host.clone(),
+                username: username.clone(),
+                password: password.trim_end_matches(['\n', '\r']).to_string(),
+                no_verify: *no_verify,
+            };
+            emit(&cli, io, &ops::registry_login::run(&ctx, &opts).await?)?;
+        }
+        Command::Apply { name } => {
+            emit(&cli, io, &ops::apply::run(&ctx, name.as_deref()).await?)?;
+        }
+        Command::Site(sc) => return site(&cli, &ctx, sc, io).await,
+    }
+    Ok(0)
+}
+
+async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result<i32> {
+    use ops::control::Action;
+    match sc {
+        SiteCommand::Add(a) => {
+            let opts = ops::site_add::SiteAddOpts {
+                name: a.name.clone(),
+                image: a.image.clone(),
+                domains: a.domains.clone(),
+                port: a.port,
+                env: a.env.clone(),
+                no_db: a.no_db,
+                memory: a.memory.clone(),
+                health_path: a.health_path.clone(),
+                release: Vec::new(),
+            };
+            emit(cli, io, &ops::site_add::run(ctx, &opts).await?)?;
+        }
+        SiteCommand::List => emit(cli, io, &ops::site_info::list(ctx).await?)?,
+        SiteCommand::Show { name } => emit(cli, io, &ops::site_info::show(ctx, name).await?)?,
+        SiteCommand::Deploy { name, image } => {
+            let opts = ops::deploy::DeployOpts {
+                site: name.clone(),
+                image: image.clone(),
+            };
+            emit(cli, io, &ops::deploy::deploy(ctx, &opts).await?)?;
+        }
+        SiteCommand::Rollback { name } => emit(cli, io, &ops::deploy::rollback(ctx, name).await?)?,
+        SiteCommand::Start { name } => emit(cli, io, &ops::control::control(ctx, name, Action::Start).await?)?,
+        SiteCommand::Stop { name } => emit(cli, io, &ops::control::control(ctx, name, Action::Stop).await?)?,
+        SiteCommand::Restart { name } => emit(cli, io, &ops::control::control(ctx, name, Action::Restart).await?)?,
+        SiteCommand::Logs { name, follow, tail } => ops::control::logs(ctx, name, *follow, *tail, io.out).await?,
+        SiteCommand::Exec { name, cmd } => {
+            let code = ops::control::exec(ctx, name, cmd, io.out, io.err).await?;
+            return Ok(code.clamp(0, 255) as i32);
+        }
+        SiteCommand::Remove { name, purge, yes } => {
+            let opts = ops::site_remove::RemoveOpts {
+                site: name.clone(),
+                purge: *purge,
+                yes: *yes,
+            };
+            let (err, stdin) = (&mut *io.err, &mut *io.stdin);
+            let mut confirm = |prompt: &str| {
+                let _ = write!(err, "{prompt}");
+                let _ = err.flush();
+                let mut line = String::new();
+                stdin.read_line(&mut line).ok().filter(|n| *n > 0).map(|_| line)
+            };
+            let report = ops::site_remove::run(ctx, &opts, &mut confirm).await?;
+            emit(cli, io, &report)?;
+        }
+    }
+    Ok(0)
+}

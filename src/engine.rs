@@ -1,0 +1,556 @@
+//! The Docker engine, through bollard.
+//!
+//! [`container_spec`] is a pure builder (unit-tested); [`Engine`] sends requests. sp finds its
+//! containers by labels (`sp.instance`, `sp.site`, `sp.role`), never by stored ids, so two sp
+//! instances on one engine never see each other's containers.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::auth::DockerCredentials;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::registry::Credential;
+use crate::site::ImageRef;
+
+pub const LABEL_INSTANCE: &str = "sp.instance";
+pub const LABEL_SITE: &str = "sp.site";
+pub const LABEL_ROLE: &str = "sp.role";
+pub const LABEL_CONFIG: &str = "sp.config";
+
+/// What a site container is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The long-running app.
+    Web,
+    /// A one-off release command before a deploy.
+    Release,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Web => "web",
+            Role::Release => "release",
+        }
+    }
+}
+
+/// Everything that decides how a site container is created.
+#[derive(Debug, Clone)]
+pub struct ContainerPlan {
+    pub instance: String,
+    pub site: String,
+    pub role: Role,
+    /// Image pinned by digest.
+    pub image: String,
+    /// `uid:gid` the process runs as.
+    pub user: String,
+    pub env: BTreeMap<String, String>,
+    /// `host_path:container_path[:ro]`.
+    pub binds: Vec<String>,
+    pub network: String,
+    /// Container port and the 127.0.0.1 host port it is published on.
+    pub publish: Option<(u16, u16)>,
+    pub memory: Option<i64>,
+    /// Overrides the image's command (release containers).
+    pub cmd: Option<Vec<String>>,
+}
+
+impl ContainerPlan {
+    /// A hash of everything except the host port: when it changes, `sp apply` recreates.
+    pub fn config_hash(&self) -> String {
+        let mut h = Sha256::new();
+        let text = format!(
+            "{}\n{}\n{:?}\n{:?}\n{}\n{:?}\n{:?}\n{:?}",
+            self.image,
+            self.user,
+            self.env,
+            self.binds,
+            self.network,
+            self.publish.map(|p| p.0),
+            self.memory,
+            self.cmd
+        );
+        h.update(text.as_bytes());
+        hex::encode(&h.finalize()[..8])
+    }
+}
+
+/// The bollard create body for a plan.
+pub fn container_spec(plan: &ContainerPlan) -> ContainerCreateBody {
+    let labels: HashMap<String, String> = [
+        (LABEL_INSTANCE, plan.instance.clone()),
+        (LABEL_SITE, plan.site.clone()),
+        (LABEL_ROLE, plan.role.as_str().to_string()),
+        (LABEL_CONFIG, plan.config_hash()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let (exposed, port_bindings) = match plan.publish {
+        Some((inner, host)) => {
+            let key = format!("{inner}/tcp");
+            let binding = PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(host.to_string()),
+            };
+            (Some(vec![key.clone()]), Some(HashMap::from([(key, Some(vec![binding]))])))
+        }
+        None => (None, None),
+    };
+    let restart = match plan.role {
+        Role::Web => RestartPolicyNameEnum::UNLESS_STOPPED,
+        Role::Release => RestartPolicyNameEnum::NO,
+    };
+    ContainerCreateBody {
+        image: Some(plan.image.clone()),
+        user: Some(plan.user.clone()),
+        env: Some(plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        exposed_ports: exposed,
+        cmd: plan.cmd.clone(),
+        host_config: Some(HostConfig {
+            binds: Some(plan.binds.clone()),
+            port_bindings,
+            network_mode: Some(plan.network.clone()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(restart),
+                maximum_retry_count: None,
+            }),
+            extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
+            memory: plan.memory,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One of sp's containers, as listed.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub site: String,
+    pub role: String,
+    pub config: String,
+    pub image: String,
+    /// created, running, exited, paused, ...
+    pub state: String,
+    pub host_port: Option<u16>,
+}
+
+impl ContainerInfo {
+    pub fn running(&self) -> bool {
+        self.state == "running"
+    }
+}
+
+/// How a container ended up, for health checks and one-off runs.
+#[derive(Debug, Clone)]
+pub struct ContainerStatus {
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub restarting: bool,
+    /// How often Docker restarted it (a crash loop shows here).
+    pub restart_count: i64,
+}
+
+/// A connection to the Docker engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+impl Engine {
+    /// Connects to the local engine and negotiates the API version (Debian's engine speaks 1.41).
+    pub async fn connect() -> Result<Engine> {
+        let docker = Docker::connect_with_local_defaults().map_err(|e| Error::docker("connect", e))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| Error::docker("connect to the engine (is dockerd running?)", e))?;
+        Ok(Engine { docker })
+    }
+
+    /// The engine's version string.
+    pub async fn version(&self) -> Result<String> {
+        let v = self.docker.version().await.map_err(|e| Error::docker("version", e))?;
+        Ok(format!(
+            "{} (API {})",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        ))
+    }
+
+    /// Pulls `image` with the registry's stored credential and returns it pinned by digest.
+    pub async fn pull(&self, image: &ImageRef, cred: Option<&Credential>) -> Result<String> {
+        let tag = image.digest.clone().unwrap_or_else(|| image.tag_or_latest().to_string());
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(&image.repository())
+            .tag(&tag)
+            .build();
+        let creds = cred.map(|c| DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: Some(image.registry.clone()),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(opts), None, creds);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| Error::docker(format!("pull {image}"), e))?;
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(Error::Docker {
+                    context: format!("pull {image}"),
+                    message: err,
+                });
+            }
+        }
+        let local = match &image.digest {
+            Some(d) => image.pinned(d),
+            None => format!("{}:{tag}", image.repository()),
+        };
+        self.pinned_ref(&local, image).await
+    }
+
+    /// The `repo@sha256:…` of a local image.
+    pub async fn pinned_ref(&self, local: &str, image: &ImageRef) -> Result<String> {
+        let inspect = self
+            .docker
+            .inspect_image(local)
+            .await
+            .map_err(|e| Error::docker(format!("inspect {local}"), e))?;
+        let repo = image.repository();
+        for rd in inspect.repo_digests.unwrap_or_default() {
+            if let Some((name, digest)) = rd.split_once('@') {
+                let same = ImageRef::parse(name).map(|r| r.repository() == repo).unwrap_or(false);
+                if same {
+                    return Ok(image.pinned(digest));
+                }
+            }
+        }
+        Err(Error::Docker {
+            context: format!("inspect {local}"),
+            message: "the image has no registry digest for this repository (was it pulled from a registry?)".into(),
+        })
+    }
+
+    /// True when the image is present locally.
+    pub async fn has_image(&self, reference: &str) -> bool {
+        self.docker.inspect_image(reference).await.is_ok()
+    }
+
+    /// Ports the image EXPOSEs.
+    pub async fn exposed_ports(&self, reference: &str) -> Result<Vec<u16>> {
+        let inspect = self
+            .docker
+            .inspect_image(reference)
+            .await
+            .map_err(|e| Error::docker(format!("inspect {reference}"), e))?;
+        let mut ports: Vec<u16> = inspect
+            .config
+            .and_then(|c| c.exposed_ports)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.split('/').next()?.parse().ok())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        Ok(ports)
+    }
+
+    /// Creates the network if it is not `bridge`/`host` and does not exist.
+    pub async fn ensure_network(&self, name: &str, instance: &str) -> Result<()> {
+        if matches!(name, "bridge" | "host" | "none") {
+            return Ok(());
+        }
+        if self
+            .docker
+            .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(LABEL_INSTANCE.to_string(), instance.to_string())])),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(req)
+            .await
+            .map_err(|e| Error::docker(format!("create network {name}"), e))?;
+        Ok(())
+    }
+
+    /// sp's containers of this instance, optionally of one site and role, running or not.
+    pub async fn list(&self, instance: &str, site: Option<&str>, role: Option<Role>) -> Result<Vec<ContainerInfo>> {
+        let mut labels = vec![format!("{LABEL_INSTANCE}={instance}")];
+        if let Some(s) = site {
+            labels.push(format!("{LABEL_SITE}={s}"));
+        }
+        if let Some(r) = role {
+            labels.push(format!("{LABEL_ROLE}={}", r.as_str()));
+        }
+        let filters = HashMap::from([("label".to_string(), labels)]);
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| Error::docker("list containers", e))?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let host_port = c
+                    .ports
+                    .unwrap_or_default()
+                    .iter()
+                    .find_map(|p| p.public_port);
+                ContainerInfo {
+                    id: c.id.unwrap_or_default(),
+                    name: c
+                        .names
+                        .and_then(|n| n.first().cloned())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    site: labels.get(LABEL_SITE).cloned().unwrap_or_default(),
+                    role: labels.get(LABEL_ROLE).cloned().unwrap_or_default(),
+                    config: labels.get(LABEL_CONFIG).cloned().unwrap_or_default(),
+                    image: c.image.unwrap_or_default(),
+                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                    host_port,
+                }
+            })
+            .collect())
+    }
+
+    /// Creates a container from a plan (not started); returns its id.
+    pub async fn create(&self, name: &str, plan: &ContainerPlan) -> Result<String> {
+        let opts = CreateContainerOptionsBuilder::default().name(name).build();
+        let resp = self
+            .docker
+            .create_container(Some(opts), container_spec(plan))
+            .await
+            .map_err(|e| Error::docker(format!("create container {name}"), e))?;
+        Ok(resp.id)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<()> {
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| Error::docker(format!("start {}", short(id)), e))
+    }
+
+    /// Starts a container unless it already runs.
+    pub async fn start_if_stopped(&self, id: &str) -> Result<()> {
+        match self.docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(Error::docker(format!("start {}", short(id)), e)),
+        }
+    }
+
+    pub async fn stop(&self, id: &str) -> Result<()> {
+        let opts = StopContainerOptionsBuilder::default().t(10).build();
+        match self.docker.stop_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(Error::docker(format!("stop {}", short(id)), e)),
+        }
+    }
+
+    /// Removes a container (forcing a running one); a missing container is not an error.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(Error::docker(format!("remove {}", short(id)), e)),
+        }
+    }
+
+    pub async fn status(&self, id: &str) -> Result<ContainerStatus> {
+        let c = self
+            .docker
+            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(|e| Error::docker(format!("inspect {}", short(id)), e))?;
+        let restart_count = c.restart_count.unwrap_or(0);
+        let st = c.state.unwrap_or_default();
+        Ok(ContainerStatus {
+            restart_count,
+            running: st.running.unwrap_or(false),
+            exit_code: st.exit_code,
+            restarting: st.restarting.unwrap_or(false),
+        })
+    }
+
+    /// The container's log stream (stdout and stderr interleaved).
+    pub fn logs(&self, id: &str, follow: bool, tail: Option<u32>) -> impl Stream<Item = Result<LogOutput>> + '_ {
+        let tail = tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into());
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .tail(&tail)
+            .build();
+        let id = id.to_string();
+        self.docker
+            .logs(&id, Some(opts))
+            .map(move |r| r.map_err(|e| Error::docker("read logs", e)))
+    }
+
+    /// The last `n` log lines as text (for error messages).
+    pub async fn tail_logs(&self, id: &str, n: u32) -> String {
+        let mut out = Vec::new();
+        let mut s = Box::pin(self.logs(id, false, Some(n)));
+        while let Some(Ok(chunk)) = s.next().await {
+            out.extend_from_slice(&chunk.into_bytes());
+        }
+        String::from_utf8_lossy(&out).trim().to_string()
+    }
+
+    /// Waits until a container stops, returning its exit code.
+    pub async fn wait(&self, id: &str) -> Result<i64> {
+        let mut s = self
+            .docker
+            .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let mut code = None;
+        while let Some(r) = s.next().await {
+            match r {
+                Ok(w) => code = Some(w.status_code),
+                // bollard reports a non-zero exit as an error carrying the code.
+                Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => code = Some(c),
+                Err(e) => return Err(Error::docker(format!("wait for {}", short(id)), e)),
+            }
+        }
+        match code {
+            Some(c) => Ok(c),
+            None => Ok(self.status(id).await?.exit_code.unwrap_or(-1)),
+        }
+    }
+
+    /// Runs `cmd` in a running container as `user`, streaming output; returns the exit code.
+    pub async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        user: Option<&str>,
+        out: &mut (dyn std::io::Write + Send),
+        err: &mut (dyn std::io::Write + Send),
+    ) -> Result<i64> {
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    user: user.map(str::to_string),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| Error::docker("exec", e))?;
+        match self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| Error::docker("exec", e))?
+        {
+            StartExecResults::Attached { mut output, .. } => {
+                while let Some(chunk) = output.next().await {
+                    match chunk.map_err(|e| Error::docker("exec output", e))? {
+                        LogOutput::StdErr { message } => {
+                            let _ = err.write_all(&message);
+                        }
+                        other => {
+                            let _ = out.write_all(&other.into_bytes());
+                        }
+                    }
+                }
+            }
+            StartExecResults::Detached => {}
+        }
+        let _ = out.flush();
+        let inspect = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| Error::docker("exec", e))?;
+        Ok(inspect.exit_code.unwrap_or(-1))
+    }
+}
+
+/// First 12 characters of an id.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> ContainerPlan {
+        ContainerPlan {
+            instance: "t1".into(),
+            site: "blog".into(),
+            role: Role::Web,
+            image: format!("reg.example.com/blog@sha256:{}", "a".repeat(64)),
+            user: "20001:20001".into(),
+            env: [("A".to_string(), "1".to_string())].into(),
+            binds: vec!["/sites/blog/data:/data".into()],
+            network: "bridge".into(),
+            publish: Some((8000, 20001)),
+            memory: Some(256 << 20),
+            cmd: None,
+        }
+    }
+
+    #[test]
+    fn web_container_publishes_on_loopback_only() {
+        let body = container_spec(&plan());
+        let hc = body.host_config.unwrap();
+        let b = &hc.port_bindings.unwrap()["8000/tcp"];
+        let b = &b.as_ref().unwrap()[0];
+        assert_eq!(b.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(b.host_port.as_deref(), Some("20001"));
+        assert_eq!(body.exposed_ports.unwrap(), vec!["8000/tcp".to_string()]);
+        assert_eq!(hc.restart_policy.unwrap().name, Some(RestartPolicyNameEnum::UNLESS_STOPPED));
+        assert_eq!(body.user.as_deref(), Some("20001:20001"));
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_SITE], "blog");
+        assert_eq!(labels[LABEL_INSTANCE], "t1");
+        assert_eq!(labels[LABEL_ROLE], "web");
+        assert_eq!(body.env.unwrap(), vec!["A=1".to_string()]);
+    }
+
+    #[test]
+    fn config_hash_ignores_host_port_but_not_env() {
+        let a = plan();
+        let mut b = plan();
+        b.publish = Some((8000, 20002));
+        assert_eq!(a.config_hash(), b.config_hash());
+        b.env.insert("B".into(), "2".into());
+        assert_ne!(a.config_hash(), b.config_hash());
+    }
+}

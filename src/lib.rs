@@ -1,0 +1,30 @@
+//! # sp — a backup-and-restore-centric host manager
+//!
+//! One host runs several unrelated web sites. Each site is a container pulled from a registry,
+//! a directory tree under `/sites/NAME` and its own database and user on one shared
+//! MySQL/MariaDB server.
+//!
+//! ## Map
+//! - [`ops`]: one module per verb, and the only place that orchestrates. Start there.
+//! - [`site`]: the `site.toml` spec and input validation — the model every layer shares.
+//! - [`config`]: the host config. [`registry`]: stored registry credentials.
+//! - [`engine`]: Docker (bollard). [`db`]: MySQL (mysql_async). [`lock`]: the host lock.
+//! - [`cli`]: clap definitions; [`dispatch`]: command line → op → rendered report.
+//! - [`error`]: the error type and its policy.
+//!
+//! The library never prints: ops return reports (`Display` + `Serialize`) and send progress
+//! notes through the [`ops::Notifier`] the binary supplies.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod dispatch;
+pub mod engine;
+pub mod error;
+pub mod fsutil;
+pub mod lock;
+pub mod ops;
+pub mod registry;
+pub mod site;
+
+pub use error::{Error, Result};

@@ -1,0 +1,124 @@
+//! `sp apply [NAME]`: converge the host to the `site.toml` files.
+//!
+//! For each site: directories and owners, database and user (with the password on file),
+//! and the container: recreated when missing or when its configuration drifted from the spec,
+//! started when it stopped by itself. A site the user stopped stays stopped. Running it twice
+//! changes nothing the second time.
+
+use serde::Serialize;
+
+use crate::engine::{Engine, Role};
+use crate::error::{Result, StepExt};
+use crate::site::SiteSpec;
+
+use super::deploy::{rollout, Release};
+use super::provision::{self, container_plan};
+use super::Ctx;
+
+#[derive(Debug, Serialize)]
+pub struct ApplyReport {
+    pub sites: Vec<SiteChanges>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SiteChanges {
+    pub site: String,
+    pub changes: Vec<String>,
+}
+
+impl ApplyReport {
+    pub fn changed(&self) -> bool {
+        self.sites.iter().any(|s| !s.changes.is_empty())
+    }
+}
+
+impl std::fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.sites.is_empty() {
+            return write!(f, "no sites");
+        }
+        let mut first = true;
+        for s in &self.sites {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            if s.changes.is_empty() {
+                write!(f, "{}: up to date", s.site)?;
+            } else {
+                write!(f, "{}: {}", s.site, s.changes.join("; "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `sp apply [NAME]`.
+pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
+    let specs = match site {
+        Some(name) => vec![ctx.site(name)?],
+        None => ctx.sites()?,
+    };
+    let _lock = ctx.lock("apply")?;
+    let engine = ctx.engine().await?;
+    let db = if specs.iter().any(|s| s.database.enabled) { Some(ctx.db()?) } else { None };
+    let mut sites = Vec::new();
+    for spec in &specs {
+        let mut changes = provision::ensure_dirs(&ctx.paths(&spec.name), spec.uid).step(&spec.name, "files")?;
+        if let (true, Some(db)) = (spec.database.enabled, &db) {
+            changes.extend(provision::ensure_database(ctx, db, spec).await.step(&spec.name, "database")?);
+        }
+        changes.extend(converge_container(ctx, &engine, spec).await?);
+        sites.push(SiteChanges {
+            site: spec.name.clone(),
+            changes,
+        });
+    }
+    if let Some(db) = db {
+        db.close().await;
+    }
+    Ok(ApplyReport { sites })
+}
+
+async fn converge_container(ctx: &Ctx, engine: &Engine, spec: &SiteSpec) -> Result<Vec<String>> {
+    let name = spec.name.as_str();
+    let state = ctx.deploy_state(name)?;
+    let mut changes = Vec::new();
+    let image = match &state.current {
+        Some(pinned) => pinned.clone(),
+        None => {
+            let pinned = provision::pull(ctx, engine, &spec.image).await.step(name, "pull")?;
+            changes.push(format!("first deploy of {pinned}"));
+            let r = rollout(ctx, engine, spec, &pinned, Release::Run).await?;
+            changes.push(format!("started {}", r.container));
+            return Ok(changes);
+        }
+    };
+    let containers = engine.list(&ctx.config.instance, Some(name), Some(Role::Web)).await?;
+    let want = container_plan(ctx, spec, &image, Role::Web, None, None)?.config_hash();
+    let good = containers.iter().find(|c| c.config == want);
+    match good {
+        None => {
+            let why = if containers.is_empty() { "container was missing" } else { "spec changed" };
+            let r = rollout(ctx, engine, spec, &image, Release::Skip).await?;
+            changes.push(format!("{why}: started {}", r.container));
+        }
+        Some(c) => {
+            for other in containers.iter().filter(|o| o.id != c.id) {
+                engine.remove(&other.id).await.step(name, "remove stray container")?;
+                changes.push(format!("removed stray container {}", other.name));
+            }
+            if !c.running() && !state.stopped {
+                engine.start_if_stopped(&c.id).await.step(name, "start")?;
+                changes.push(format!("started {}", c.name));
+            }
+            if state.host_port != c.host_port && c.host_port.is_some() {
+                let mut st = state.clone();
+                st.host_port = c.host_port;
+                ctx.save_deploy_state(name, &st)?;
+                changes.push("recorded host port".into());
+            }
+        }
+    }
+    Ok(changes)
+}

@@ -1,0 +1,158 @@
+//! `sp site deploy` and `sp site rollback`, and the roll-out they share with `site add` and
+//! `apply`.
+//!
+//! A roll-out:
+//! 1. makes the pinned image present (pull with the stored credential);
+//! 2. runs the spec's release command, if any, in the new image (Heroku's release phase);
+//! 3. starts a new container on a fresh 127.0.0.1 port next to the old one;
+//! 4. waits for it to be healthy;
+//! 5. removes the old container(s) and records the new digest (and the previous one).
+//!
+//! If any step fails, the new container is removed, the old one keeps serving, and the error
+//! names the step.
+
+use serde::Serialize;
+
+use crate::engine::{Engine, Role};
+use crate::error::{Error, Result, StepExt};
+use crate::site::SiteSpec;
+
+use super::provision::{self, container_plan, container_name, wait_healthy};
+use super::Ctx;
+
+/// What a roll-out did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollout {
+    pub site: String,
+    /// The image now running, pinned by digest.
+    pub image: String,
+    pub previous: Option<String>,
+    pub host_port: u16,
+    pub container: String,
+}
+
+impl std::fmt::Display for Rollout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: running {} on 127.0.0.1:{} (container {})",
+            self.site, self.image, self.host_port, self.container
+        )
+    }
+}
+
+/// Whether the roll-out runs the release command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    Run,
+    Skip,
+}
+
+/// Rolls `pinned` out for `spec` (the steps in the module docs). The caller holds the lock.
+pub async fn rollout(ctx: &Ctx, engine: &Engine, spec: &SiteSpec, pinned: &str, release: Release) -> Result<Rollout> {
+    let site = spec.name.as_str();
+    let pinned = provision::ensure_image(ctx, engine, pinned).await.step(site, "pull")?;
+    if release == Release::Run && !spec.release.is_empty() {
+        run_release(ctx, engine, spec, &pinned).await.step(site, "release")?;
+    }
+    engine
+        .ensure_network(&ctx.config.docker.network, &ctx.config.instance)
+        .await
+        .step(site, "network")?;
+    let old = engine.list(&ctx.config.instance, Some(site), Some(Role::Web)).await?;
+    let port = provision::allocate_port(ctx, engine).await.step(site, "port")?;
+    let plan = container_plan(ctx, spec, &pinned, Role::Web, Some(port), None)?;
+    let name = container_name(ctx, site, Role::Web);
+    ctx.note(&format!("{site}: starting {name} on 127.0.0.1:{port}"));
+    let id = engine.create(&name, &plan).await.step(site, "create")?;
+    let started = async {
+        engine.start(&id).await.step(site, "start")?;
+        wait_healthy(engine, &id, spec, port).await.step(site, "health")
+    }
+    .await;
+    if let Err(e) = started {
+        let _ = engine.remove(&id).await;
+        return Err(e);
+    }
+    for c in old.iter().filter(|c| c.id != id) {
+        engine.remove(&c.id).await.step(site, "remove old container")?;
+    }
+    let mut state = ctx.deploy_state(site)?;
+    if state.current.as_deref() != Some(pinned.as_str()) {
+        state.previous = state.current.take();
+    }
+    state.current = Some(pinned.clone());
+    state.host_port = Some(port);
+    state.stopped = false;
+    state.deployed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    ctx.save_deploy_state(site, &state).step(site, "record")?;
+    Ok(Rollout {
+        site: site.to_string(),
+        image: pinned,
+        previous: state.previous,
+        host_port: port,
+        container: name,
+    })
+}
+
+/// Runs the release command in a one-off container of the new image; fails on non-zero exit.
+async fn run_release(ctx: &Ctx, engine: &Engine, spec: &SiteSpec, pinned: &str) -> Result<()> {
+    ctx.note(&format!("{}: running release command {:?}", spec.name, spec.release));
+    let plan = container_plan(ctx, spec, pinned, Role::Release, None, Some(spec.release.clone()))?;
+    let name = container_name(ctx, &spec.name, Role::Release);
+    let id = engine.create(&name, &plan).await?;
+    let result = async {
+        engine.start(&id).await?;
+        let code = engine.wait(&id).await?;
+        if code != 0 {
+            let logs = engine.tail_logs(&id, 5).await;
+            return Err(Error::Other(format!(
+                "release command exited with code {code}{}",
+                if logs.is_empty() { String::new() } else { format!(": {}", crate::site::one_line(&logs)) }
+            )));
+        }
+        Ok(())
+    }
+    .await;
+    let _ = engine.remove(&id).await;
+    result
+}
+
+/// Options of `sp site deploy`.
+#[derive(Debug, Clone)]
+pub struct DeployOpts {
+    pub site: String,
+    /// A new image reference; it becomes the spec's image when the deploy succeeds.
+    pub image: Option<String>,
+}
+
+/// `sp site deploy NAME [--image REF]`.
+pub async fn deploy(ctx: &Ctx, opts: &DeployOpts) -> Result<Rollout> {
+    let mut spec = ctx.site(&opts.site)?;
+    if let Some(img) = &opts.image {
+        crate::site::ImageRef::parse(img)?;
+    }
+    let _lock = ctx.lock(&format!("site deploy {}", opts.site))?;
+    let engine = ctx.engine().await?;
+    let image = opts.image.clone().unwrap_or_else(|| spec.image.clone());
+    let pinned = provision::pull(ctx, &engine, &image).await.step(&spec.name, "pull")?;
+    let report = rollout(ctx, &engine, &spec, &pinned, Release::Run).await?;
+    if opts.image.is_some() && spec.image != image {
+        spec.image = image;
+        crate::fsutil::write_atomic(&ctx.paths(&spec.name).spec(), spec.to_toml().as_bytes(), 0o644)
+            .step(&spec.name, "record")?;
+    }
+    Ok(report)
+}
+
+/// `sp site rollback NAME`: redeploys the previous digest.
+pub async fn rollback(ctx: &Ctx, site: &str) -> Result<Rollout> {
+    let spec = ctx.site(site)?;
+    let _lock = ctx.lock(&format!("site rollback {site}"))?;
+    let state = ctx.deploy_state(site)?;
+    let Some(previous) = state.previous.clone() else {
+        return Err(Error::NotFound(format!("{site}: no previous deploy to roll back to")));
+    };
+    let engine = ctx.engine().await?;
+    rollout(ctx, &engine, &spec, &previous, Release::Skip).await
+}

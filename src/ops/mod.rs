@@ -1,0 +1,139 @@
+//! Operations: one file per verb, and the only place that orchestrates the systems
+//! (config, site, engine, db, registry, lock). Each op takes the [`Ctx`] and plain options and
+//! returns a report that is both `Display` (for people) and `Serialize` (for `--json`).
+//!
+//! Start here to find any behaviour:
+//! - `sp init` → [`init`], `sp doctor` → [`doctor`], `sp registry login` → [`registry_login`]
+//! - `sp site add` → [`site_add`]; `list`/`show` → [`site_info`]; `deploy`/`rollback` → [`deploy`]
+//! - `start`/`stop`/`restart`/`logs`/`exec` → [`control`]; `remove` → [`site_remove`]
+//! - `sp apply` → [`apply`]; building blocks shared by add, apply and deploy → [`provision`]
+
+pub mod apply;
+pub mod control;
+pub mod deploy;
+pub mod doctor;
+pub mod init;
+pub mod provision;
+pub mod registry_login;
+pub mod site_add;
+pub mod site_info;
+pub mod site_remove;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::lock::HostLock;
+use crate::registry::{credentials_path, Credentials};
+use crate::site::{validate_name, DeployState, SitePaths, SiteSpec};
+
+/// Receives one-line progress notes meant for a person ("pulling …"). The binary prints them
+/// to stderr unless `-q`; the library itself never prints.
+pub type Notifier = Box<dyn Fn(&str) + Send + Sync>;
+
+/// What every op gets: the loaded config and where it came from.
+pub struct Ctx {
+    pub config: Config,
+    pub config_path: PathBuf,
+    notify: Notifier,
+}
+
+impl Ctx {
+    /// Loads the config at `config_path`.
+    pub fn load(config_path: &Path, notify: Notifier) -> Result<Ctx> {
+        Ok(Ctx {
+            config: Config::load(config_path)?,
+            config_path: config_path.to_path_buf(),
+            notify,
+        })
+    }
+
+    /// A context over an explicit config (tests, `sp init`).
+    pub fn new(config: Config, config_path: PathBuf, notify: Notifier) -> Ctx {
+        Ctx {
+            config,
+            config_path,
+            notify,
+        }
+    }
+
+    /// Tells the person at the terminal what is happening.
+    pub fn note(&self, msg: &str) {
+        tracing::info!("{msg}");
+        (self.notify)(msg);
+    }
+
+    /// Takes the host lock for a mutating command.
+    pub fn lock(&self, what: &str) -> Result<HostLock> {
+        HostLock::acquire(
+            &self.config.state_dir,
+            what,
+            Duration::from_secs(self.config.lock_timeout),
+            &mut |holder| self.note(&format!("waiting for the host lock ({holder})")),
+        )
+    }
+
+    pub async fn engine(&self) -> Result<Engine> {
+        Engine::connect().await
+    }
+
+    pub fn db(&self) -> Result<Db> {
+        Db::open(&self.config.mysql)
+    }
+
+    pub fn paths(&self, site: &str) -> SitePaths {
+        SitePaths::new(&self.config.sites_dir, site)
+    }
+
+    pub fn credentials_path(&self) -> PathBuf {
+        credentials_path(&self.config_path)
+    }
+
+    pub fn credentials(&self) -> Result<Credentials> {
+        Credentials::load(&self.credentials_path())
+    }
+
+    /// Loads an existing site's spec; a clear error when there is none.
+    pub fn site(&self, name: &str) -> Result<SiteSpec> {
+        validate_name(name)?;
+        let p = self.paths(name).spec();
+        if !p.exists() {
+            return Err(Error::NotFound(format!("no site named {name:?} (no {})", p.display())));
+        }
+        SiteSpec::load(&p)
+    }
+
+    pub fn deploy_state(&self, name: &str) -> Result<DeployState> {
+        DeployState::load(&self.paths(name).deploy())
+    }
+
+    pub fn save_deploy_state(&self, name: &str, state: &DeployState) -> Result<()> {
+        crate::fsutil::write_atomic(&self.paths(name).deploy(), state.to_toml().as_bytes(), 0o644)
+    }
+
+    /// Names of all sites (directories under `sites_dir` holding a `site.toml`), sorted.
+    pub fn site_names(&self) -> Result<Vec<String>> {
+        let dir = &self.config.sites_dir;
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io_path("read", dir, e)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("site.toml").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| validate_name(n).is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// All site specs, sorted by name.
+    pub fn sites(&self) -> Result<Vec<SiteSpec>> {
+        self.site_names()?.iter().map(|n| self.site(n)).collect()
+    }
+}

@@ -1,0 +1,241 @@
+//! Building blocks shared by `site add`, `deploy` and `apply`: a site's directories, its
+//! database and user, its uid and host port, pulling its image, and the container plan.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use crate::config::split_host_port;
+use crate::db::{generate_password, Db};
+use crate::engine::{ContainerPlan, Engine, Role};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::site::{parse_memory, ImageRef, SitePaths, SiteSpec};
+
+use super::Ctx;
+
+/// Where the database password appears inside the container.
+pub const PASSWORD_IN_CONTAINER: &str = "/run/secrets/db_password";
+
+/// The lowest uid from `first_uid` that no site uses yet.
+pub fn next_uid(ctx: &Ctx) -> Result<u32> {
+    let used: HashSet<u32> = ctx.sites()?.iter().map(|s| s.uid).collect();
+    let mut uid = ctx.config.docker.first_uid;
+    while used.contains(&uid) {
+        uid += 1;
+    }
+    Ok(uid)
+}
+
+/// A free host port in the configured range: not recorded for any site, not published by any
+/// of this instance's containers, and bindable on 127.0.0.1 right now.
+pub async fn allocate_port(ctx: &Ctx, engine: &Engine) -> Result<u16> {
+    let (first, last) = ctx.config.port_range().map_err(Error::Invalid)?;
+    let mut used: HashSet<u16> = HashSet::new();
+    for name in ctx.site_names()? {
+        if let Some(p) = ctx.deploy_state(&name)?.host_port {
+            used.insert(p);
+        }
+    }
+    for c in engine.list(&ctx.config.instance, None, None).await? {
+        if let Some(p) = c.host_port {
+            used.insert(p);
+        }
+    }
+    (first..=last)
+        .find(|p| !used.contains(p) && TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .ok_or_else(|| Error::Other(format!("no free host port left in docker.port_range {first}-{last}")))
+}
+
+/// Creates the site's directories with the right owners and modes; returns what it changed.
+pub fn ensure_dirs(paths: &SitePaths, uid: u32) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for (dir, owner, mode) in [
+        (paths.root.clone(), 0, 0o755),
+        (paths.data(), uid, 0o750),
+        (paths.secrets(), 0, 0o700),
+        (paths.tmp(), uid, 0o750),
+    ] {
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("create", &dir, e))?;
+            fsutil::chmod(&dir, mode)?;
+            done.push(format!("created {}", dir.display()));
+        }
+        let meta = std::fs::metadata(&dir).map_err(|e| Error::io_path("stat", &dir, e))?;
+        if std::os::unix::fs::MetadataExt::uid(&meta) != owner {
+            fsutil::chown(&dir, owner, owner)?;
+            done.push(format!("owner of {} set to {owner}", dir.display()));
+        }
+    }
+    Ok(done)
+}
+
+/// Reads the site's database password, if it has one on disk.
+pub fn read_password(paths: &SitePaths) -> Result<Option<String>> {
+    let p = paths.db_password();
+    match std::fs::read_to_string(&p) {
+        Ok(s) => Ok(Some(s.trim_end_matches(['\n', '\r']).to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io_path("read", &p, e)),
+    }
+}
+
+/// Writes the password file: owned by the site's uid (the container reads it), mode 0400.
+pub fn write_password(paths: &SitePaths, uid: u32, password: &str) -> Result<()> {
+    let p = paths.db_password();
+    fsutil::write_atomic(&p, password.as_bytes(), 0o400)?;
+    fsutil::chown(&p, uid, uid)
+}
+
+/// Makes the site's database and user exist, with the password from its file (a new one is
+/// generated and set when the file is missing). Returns what it changed.
+pub async fn ensure_database(ctx: &Ctx, db: &Db, spec: &SiteSpec) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let paths = ctx.paths(&spec.name);
+    let host = &ctx.config.mysql.user_host;
+    let (password, fresh) = match read_password(&paths)? {
+        Some(p) => (p, false),
+        None => {
+            let p = generate_password();
+            write_password(&paths, spec.uid, &p)?;
+            done.push("generated a database password".to_string());
+            (p, true)
+        }
+    };
+    if db.ensure_database(&spec.name).await? {
+        done.push(format!("created database {}", spec.name));
+    }
+    if db.ensure_user(&spec.name, &spec.name, host, &password).await? {
+        done.push(format!("created database user {}@{host}", spec.name));
+    } else if fresh {
+        db.set_password(&spec.name, host, &password).await?;
+        done.push(format!("reset the password of {}@{host}", spec.name));
+    }
+    Ok(done)
+}
+
+/// Pulls `image` with the stored credential for its registry; returns it pinned by digest.
+pub async fn pull(ctx: &Ctx, engine: &Engine, image: &str) -> Result<String> {
+    let r = ImageRef::parse(image)?;
+    let creds = ctx.credentials()?;
+    ctx.note(&format!("pulling {r}"));
+    engine.pull(&r, creds.get(&r.registry)).await
+}
+
+/// Makes a pinned image present locally, pulling only when it is missing.
+pub async fn ensure_image(ctx: &Ctx, engine: &Engine, pinned: &str) -> Result<String> {
+    if engine.has_image(pinned).await {
+        return Ok(pinned.to_string());
+    }
+    pull(ctx, engine, pinned).await
+}
+
+/// The environment sp gives a site: its database coordinates, then the spec's own env.
+pub fn site_env(ctx: &Ctx, spec: &SiteSpec) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    if spec.database.enabled {
+        let hfc = &ctx.config.mysql.host_for_containers;
+        let (host, port) = split_host_port(hfc).unwrap_or((hfc.as_str(), 3306));
+        let n = &spec.name;
+        env.insert("DATABASE_HOST".into(), host.to_string());
+        env.insert("DATABASE_PORT".into(), port.to_string());
+        env.insert("DATABASE_NAME".into(), n.clone());
+        env.insert("DATABASE_USER".into(), n.clone());
+        env.insert("DATABASE_PASSWORD_FILE".into(), PASSWORD_IN_CONTAINER.into());
+        // No password in the URL: apps read DATABASE_PASSWORD_FILE, so `docker inspect` shows no secret.
+        env.insert("DATABASE_URL".into(), format!("mysql://{n}@{host}:{port}/{n}"));
+    }
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+/// The container plan for a site: web (published on `host_port`) or release (`cmd`).
+pub fn container_plan(
+    ctx: &Ctx,
+    spec: &SiteSpec,
+    image: &str,
+    role: Role,
+    host_port: Option<u16>,
+    cmd: Option<Vec<String>>,
+) -> Result<ContainerPlan> {
+    let paths = ctx.paths(&spec.name);
+    let mut binds = vec![format!("{}:{}", paths.data().display(), spec.data_mount)];
+    if spec.database.enabled {
+        binds.push(format!("{}:{PASSWORD_IN_CONTAINER}:ro", paths.db_password().display()));
+    }
+    Ok(ContainerPlan {
+        instance: ctx.config.instance.clone(),
+        site: spec.name.clone(),
+        role,
+        image: image.to_string(),
+        user: format!("{0}:{0}", spec.uid),
+        env: site_env(ctx, spec),
+        binds,
+        network: ctx.config.docker.network.clone(),
+        publish: host_port.map(|h| (spec.port, h)),
+        memory: spec.memory.as_deref().map(parse_memory).transpose()?,
+        cmd,
+    })
+}
+
+/// A fresh container name: `sp-INSTANCE-SITE-ROLE-RANDOM`.
+pub fn container_name(ctx: &Ctx, site: &str, role: Role) -> String {
+    let suffix: u32 = rand::random();
+    format!("sp-{}-{site}-{}-{suffix:08x}", ctx.config.instance, role.as_str())
+}
+
+/// Waits until a new container is healthy: its HTTP health path answers 2xx/3xx on the host
+/// port, or (with no path) it keeps running for the grace period. Fails fast when it exits or
+/// restarts.
+pub async fn wait_healthy(engine: &Engine, id: &str, spec: &SiteSpec, host_port: u16) -> Result<()> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(spec.health.timeout_secs());
+    let grace = Duration::from_secs(spec.health.grace_secs());
+    loop {
+        let st = engine.status(id).await?;
+        if !st.running || st.restarting || st.restart_count > 0 {
+            let code = st.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "?".into());
+            let logs = engine.tail_logs(id, 5).await;
+            let logs = if logs.is_empty() { String::new() } else { format!("; last output: {}", crate::site::one_line(&logs)) };
+            return Err(Error::Other(format!("the new container exited (code {code}){logs}")));
+        }
+        match &spec.health.path {
+            Some(path) => {
+                let url = format!("http://127.0.0.1:{host_port}{path}");
+                if let Some(code) = http_status(&url).await {
+                    if code < 400 {
+                        return Ok(());
+                    }
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::Other(format!(
+                        "no healthy answer from {url} within {}s",
+                        spec.health.timeout_secs()
+                    )));
+                }
+            }
+            None => {
+                if started.elapsed() >= grace {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The HTTP status of a GET, or None when nothing answered.
+pub async fn http_status(url: &str) -> Option<u16> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(3)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent.get(&url).call().ok().map(|r| r.status().as_u16())
+    })
+    .await
+    .ok()
+    .flatten()
+}
