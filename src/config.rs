@@ -104,7 +104,8 @@ impl Config {
                 bad(e.to_string())
             }
         })?;
-        let cfg: Config = toml::from_str(&text).map_err(|e| bad(crate::site::one_line(&e.to_string())))?;
+        let cfg: Config =
+            toml::from_str(&text).map_err(|e| bad(crate::site::one_line(&e.to_string())))?;
         cfg.validate().map_err(bad)?;
         Ok(cfg)
     }
@@ -117,7 +118,10 @@ impl Config {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !label_ok {
-            return Err(format!("instance {:?}: use 1-40 of [A-Za-z0-9_-]", self.instance));
+            return Err(format!(
+                "instance {:?}: use 1-40 of [A-Za-z0-9_-]",
+                self.instance
+            ));
         }
         for (k, p) in [
             ("sites_dir", &self.sites_dir),
@@ -140,12 +144,14 @@ impl Config {
     /// The inclusive host-port range sites are published on.
     pub fn port_range(&self) -> std::result::Result<(u16, u16), String> {
         let r = &self.docker.port_range;
-        let parsed = r
-            .split_once('-')
-            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+        let parsed = r.split_once('-').and_then(|(a, b)| {
+            Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+        });
         match parsed {
             Some((a, b)) if a >= 1024 && a <= b => Ok((a, b)),
-            _ => Err(format!("docker.port_range {r:?}: use FIRST-LAST, ports 1024-65535")),
+            _ => Err(format!(
+                "docker.port_range {r:?}: use FIRST-LAST, ports 1024-65535"
+            )),
         }
     }
 

@@ -41,14 +41,25 @@ pub fn create_user_sql(user: &str, host: &str, password: &str) -> String {
 }
 
 pub fn alter_password_sql(user: &str, host: &str, password: &str) -> String {
-    format!("ALTER USER {} IDENTIFIED BY {}", account(user, host), quote_literal(password))
+    format!(
+        "ALTER USER {} IDENTIFIED BY {}",
+        account(user, host),
+        quote_literal(password)
+    )
 }
 
 /// GRANT on exactly one database. In GRANT, `_` and `%` in a database name are wildcards, so they
 /// are escaped: `site_a` must never also match `siteXa`.
 pub fn grant_sql(db: &str, user: &str, host: &str) -> String {
-    let escaped = db.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%");
-    format!("GRANT ALL PRIVILEGES ON {}.* TO {}", quote_ident(&escaped), account(user, host))
+    let escaped = db
+        .replace('\\', "\\\\")
+        .replace('_', "\\_")
+        .replace('%', "\\%");
+    format!(
+        "GRANT ALL PRIVILEGES ON {}.* TO {}",
+        quote_ident(&escaped),
+        account(user, host)
+    )
 }
 
 pub fn drop_database_sql(db: &str) -> String {
@@ -79,12 +90,18 @@ impl Db {
             .map_err(|e| Error::Invalid(format!("mysql.url is not a valid MySQL URL: {e}")))?;
         let mut builder = OptsBuilder::from_opts(opts.clone()).wait_timeout(Some(28800));
         if let Some(path) = &cfg.password_file {
-            let pw = std::fs::read_to_string(path).map_err(|e| Error::io_path("read mysql.password_file", path, e))?;
+            let pw = std::fs::read_to_string(path)
+                .map_err(|e| Error::io_path("read mysql.password_file", path, e))?;
             builder = builder.pass(Some(pw.trim_end_matches(['\n', '\r']).to_string()));
         }
         let display = match opts.socket() {
             Some(sock) => format!("{}@unix:{sock}", opts.user().unwrap_or("")),
-            None => format!("{}@{}:{}", opts.user().unwrap_or(""), opts.ip_or_hostname(), opts.tcp_port()),
+            None => format!(
+                "{}@{}:{}",
+                opts.user().unwrap_or(""),
+                opts.ip_or_hostname(),
+                opts.tcp_port()
+            ),
         };
         Ok(Db {
             pool: Pool::new(builder),
@@ -101,7 +118,9 @@ impl Db {
 
     async fn exec(&self, sql: &str, what: &str) -> Result<()> {
         let mut c = self.conn().await?;
-        c.query_drop(sql).await.map_err(|e| Error::mysql(what.to_string(), e))
+        c.query_drop(sql)
+            .await
+            .map_err(|e| Error::mysql(what.to_string(), e))
     }
 
     /// Server version string.
@@ -137,7 +156,10 @@ impl Db {
     pub async fn user_exists(&self, user: &str, host: &str) -> Result<bool> {
         let mut c = self.conn().await?;
         let n: Option<i64> = c
-            .exec_first("SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = ?", (user, host))
+            .exec_first(
+                "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = ?",
+                (user, host),
+            )
             .await
             .map_err(|e| Error::mysql("look up user", e))?;
         Ok(n.unwrap_or(0) > 0)
@@ -148,33 +170,49 @@ impl Db {
         if self.database_exists(db).await? {
             return Ok(false);
         }
-        self.exec(&create_database_sql(db), &format!("create database {db}")).await?;
+        self.exec(&create_database_sql(db), &format!("create database {db}"))
+            .await?;
         Ok(true)
     }
 
     /// Creates the user with `password` if missing and grants it `db` only; true when created.
-    pub async fn ensure_user(&self, db: &str, user: &str, host: &str, password: &str) -> Result<bool> {
+    pub async fn ensure_user(
+        &self,
+        db: &str,
+        user: &str,
+        host: &str,
+        password: &str,
+    ) -> Result<bool> {
         let created = !self.user_exists(user, host).await?;
         if created {
-            self.exec(&create_user_sql(user, host, password), &format!("create user {user}"))
-                .await?;
+            self.exec(
+                &create_user_sql(user, host, password),
+                &format!("create user {user}"),
+            )
+            .await?;
         }
-        self.exec(&grant_sql(db, user, host), &format!("grant {db} to {user}")).await?;
+        self.exec(&grant_sql(db, user, host), &format!("grant {db} to {user}"))
+            .await?;
         Ok(created)
     }
 
     /// Sets the user's password (used when a restore brings back the original one).
     pub async fn set_password(&self, user: &str, host: &str, password: &str) -> Result<()> {
-        self.exec(&alter_password_sql(user, host, password), &format!("set password of {user}"))
-            .await
+        self.exec(
+            &alter_password_sql(user, host, password),
+            &format!("set password of {user}"),
+        )
+        .await
     }
 
     pub async fn drop_database(&self, db: &str) -> Result<()> {
-        self.exec(&drop_database_sql(db), &format!("drop database {db}")).await
+        self.exec(&drop_database_sql(db), &format!("drop database {db}"))
+            .await
     }
 
     pub async fn drop_user(&self, user: &str, host: &str) -> Result<()> {
-        self.exec(&drop_user_sql(user, host), &format!("drop user {user}")).await
+        self.exec(&drop_user_sql(user, host), &format!("drop user {user}"))
+            .await
     }
 
     /// Closes the pool.
@@ -193,15 +231,24 @@ mod tests {
             create_database_sql("blog"),
             "CREATE DATABASE IF NOT EXISTS `blog` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
         );
-        assert_eq!(grant_sql("my-blog", "my-blog", "%"), "GRANT ALL PRIVILEGES ON `my-blog`.* TO 'my-blog'@'%'");
-        assert_eq!(grant_sql("a_b", "a_b", "%"), "GRANT ALL PRIVILEGES ON `a\\_b`.* TO 'a_b'@'%'");
+        assert_eq!(
+            grant_sql("my-blog", "my-blog", "%"),
+            "GRANT ALL PRIVILEGES ON `my-blog`.* TO 'my-blog'@'%'"
+        );
+        assert_eq!(
+            grant_sql("a_b", "a_b", "%"),
+            "GRANT ALL PRIVILEGES ON `a\\_b`.* TO 'a_b'@'%'"
+        );
         assert_eq!(quote_ident("we`ird"), "`we``ird`");
         assert_eq!(quote_literal("it's"), "'it\\'s'");
         assert_eq!(
             create_user_sql("blog", "%", "p'w"),
             "CREATE USER IF NOT EXISTS 'blog'@'%' IDENTIFIED BY 'p\\'w'"
         );
-        assert_eq!(drop_user_sql("blog", "172.17.%"), "DROP USER IF EXISTS 'blog'@'172.17.%'");
+        assert_eq!(
+            drop_user_sql("blog", "172.17.%"),
+            "DROP USER IF EXISTS 'blog'@'172.17.%'"
+        );
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub struct Io<'a> {
 /// Prints a report as JSON or as text.
 fn emit<T: Serialize + std::fmt::Display>(cli: &Cli, io: &mut Io, report: &T) -> Result<()> {
     let text = if cli.json {
-        serde_json::to_string_pretty(report).map_err(|e| Error::Other(format!("encode JSON: {e}")))?
+        serde_json::to_string_pretty(report)
+            .map_err(|e| Error::Other(format!("encode JSON: {e}")))?
     } else {
         report.to_string()
     };
@@ -50,12 +51,15 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
     }
     if let Command::Man = &cli.command {
         let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-        man.render(io.out).map_err(|e| Error::io("write man page", e))?;
+        man.render(io.out)
+            .map_err(|e| Error::io("write man page", e))?;
         return Ok(0);
     }
     let ctx = Ctx::load(&cli.config, notify)?;
     match &cli.command {
-        Command::Init(_) | Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Init(_) | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled above")
+        }
         Command::Doctor => {
             let report = ops::doctor::run(&ctx).await?;
             emit(&cli, io, &report)?;
@@ -114,10 +118,24 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
             emit(cli, io, &ops::deploy::deploy(ctx, &opts).await?)?;
         }
         SiteCommand::Rollback { name } => emit(cli, io, &ops::deploy::rollback(ctx, name).await?)?,
-        SiteCommand::Start { name } => emit(cli, io, &ops::control::control(ctx, name, Action::Start).await?)?,
-        SiteCommand::Stop { name } => emit(cli, io, &ops::control::control(ctx, name, Action::Stop).await?)?,
-        SiteCommand::Restart { name } => emit(cli, io, &ops::control::control(ctx, name, Action::Restart).await?)?,
-        SiteCommand::Logs { name, follow, tail } => ops::control::logs(ctx, name, *follow, *tail, io.out).await?,
+        SiteCommand::Start { name } => emit(
+            cli,
+            io,
+            &ops::control::control(ctx, name, Action::Start).await?,
+        )?,
+        SiteCommand::Stop { name } => emit(
+            cli,
+            io,
+            &ops::control::control(ctx, name, Action::Stop).await?,
+        )?,
+        SiteCommand::Restart { name } => emit(
+            cli,
+            io,
+            &ops::control::control(ctx, name, Action::Restart).await?,
+        )?,
+        SiteCommand::Logs { name, follow, tail } => {
+            ops::control::logs(ctx, name, *follow, *tail, io.out).await?
+        }
         SiteCommand::Exec { name, cmd } => {
             let code = ops::control::exec(ctx, name, cmd, io.out, io.err).await?;
             return Ok(code.clamp(0, 255) as i32);
@@ -133,7 +151,11 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
                 let _ = write!(err, "{prompt}");
                 let _ = err.flush();
                 let mut line = String::new();
-                stdin.read_line(&mut line).ok().filter(|n| *n > 0).map(|_| line)
+                stdin
+                    .read_line(&mut line)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(|_| line)
             };
             let report = ops::site_remove::run(ctx, &opts, &mut confirm).await?;
             emit(cli, io, &report)?;

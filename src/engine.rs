@@ -10,11 +10,12 @@ use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
@@ -106,7 +107,10 @@ pub fn container_spec(plan: &ContainerPlan) -> ContainerCreateBody {
                 host_ip: Some("127.0.0.1".into()),
                 host_port: Some(host.to_string()),
             };
-            (Some(vec![key.clone()]), Some(HashMap::from([(key, Some(vec![binding]))])))
+            (
+                Some(vec![key.clone()]),
+                Some(HashMap::from([(key, Some(vec![binding]))])),
+            )
         }
         None => (None, None),
     };
@@ -176,7 +180,8 @@ pub struct Engine {
 impl Engine {
     /// Connects to the local engine and negotiates the API version (Debian's engine speaks 1.41).
     pub async fn connect() -> Result<Engine> {
-        let docker = Docker::connect_with_local_defaults().map_err(|e| Error::docker("connect", e))?;
+        let docker =
+            Docker::connect_with_local_defaults().map_err(|e| Error::docker("connect", e))?;
         let docker = docker
             .negotiate_version()
             .await
@@ -186,7 +191,11 @@ impl Engine {
 
     /// The engine's version string.
     pub async fn version(&self) -> Result<String> {
-        let v = self.docker.version().await.map_err(|e| Error::docker("version", e))?;
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| Error::docker("version", e))?;
         Ok(format!(
             "{} (API {})",
             v.version.unwrap_or_default(),
@@ -196,7 +205,10 @@ impl Engine {
 
     /// Pulls `image` with the registry's stored credential and returns it pinned by digest.
     pub async fn pull(&self, image: &ImageRef, cred: Option<&Credential>) -> Result<String> {
-        let tag = image.digest.clone().unwrap_or_else(|| image.tag_or_latest().to_string());
+        let tag = image
+            .digest
+            .clone()
+            .unwrap_or_else(|| image.tag_or_latest().to_string());
         let opts = CreateImageOptionsBuilder::default()
             .from_image(&image.repository())
             .tag(&tag)
@@ -234,7 +246,9 @@ impl Engine {
         let repo = image.repository();
         for rd in inspect.repo_digests.unwrap_or_default() {
             if let Some((name, digest)) = rd.split_once('@') {
-                let same = ImageRef::parse(name).map(|r| r.repository() == repo).unwrap_or(false);
+                let same = ImageRef::parse(name)
+                    .map(|r| r.repository() == repo)
+                    .unwrap_or(false);
                 if same {
                     return Ok(image.pinned(digest));
                 }
@@ -277,7 +291,10 @@ impl Engine {
         }
         if self
             .docker
-            .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
             .await
             .is_ok()
         {
@@ -286,7 +303,10 @@ impl Engine {
         let req = NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(LABEL_INSTANCE.to_string(), instance.to_string())])),
+            labels: Some(HashMap::from([(
+                LABEL_INSTANCE.to_string(),
+                instance.to_string(),
+            )])),
             ..Default::default()
         };
         self.docker
@@ -297,7 +317,12 @@ impl Engine {
     }
 
     /// sp's containers of this instance, optionally of one site and role, running or not.
-    pub async fn list(&self, instance: &str, site: Option<&str>, role: Option<Role>) -> Result<Vec<ContainerInfo>> {
+    pub async fn list(
+        &self,
+        instance: &str,
+        site: Option<&str>,
+        role: Option<Role>,
+    ) -> Result<Vec<ContainerInfo>> {
         let mut labels = vec![format!("{LABEL_INSTANCE}={instance}")];
         if let Some(s) = site {
             labels.push(format!("{LABEL_SITE}={s}"));
@@ -306,7 +331,10 @@ impl Engine {
             labels.push(format!("{LABEL_ROLE}={}", r.as_str()));
         }
         let filters = HashMap::from([("label".to_string(), labels)]);
-        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
         let list = self
             .docker
             .list_containers(Some(opts))
@@ -360,9 +388,15 @@ impl Engine {
 
     /// Starts a container unless it already runs.
     pub async fn start_if_stopped(&self, id: &str) -> Result<()> {
-        match self.docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>).await {
+        match self
+            .docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+        {
             Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
             Err(e) => Err(Error::docker(format!("start {}", short(id)), e)),
         }
     }
@@ -372,7 +406,9 @@ impl Engine {
         match self.docker.stop_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
             // 304: already stopped.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
             Err(e) => Err(Error::docker(format!("stop {}", short(id)), e)),
         }
     }
@@ -382,7 +418,9 @@ impl Engine {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.docker.remove_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(Error::docker(format!("remove {}", short(id)), e)),
         }
     }
@@ -390,7 +428,10 @@ impl Engine {
     pub async fn status(&self, id: &str) -> Result<ContainerStatus> {
         let c = self
             .docker
-            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
             .await
             .map_err(|e| Error::docker(format!("inspect {}", short(id)), e))?;
         let restart_count = c.restart_count.unwrap_or(0);
@@ -404,7 +445,12 @@ impl Engine {
     }
 
     /// The container's log stream (stdout and stderr interleaved).
-    pub fn logs(&self, id: &str, follow: bool, tail: Option<u32>) -> impl Stream<Item = Result<LogOutput>> + '_ {
+    pub fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> impl Stream<Item = Result<LogOutput>> + '_ {
         let tail = tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into());
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
@@ -438,7 +484,9 @@ impl Engine {
             match r {
                 Ok(w) => code = Some(w.status_code),
                 // bollard reports a non-zero exit as an error carrying the code.
-                Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => code = Some(c),
+                Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => {
+                    code = Some(c)
+                }
                 Err(e) => return Err(Error::docker(format!("wait for {}", short(id)), e)),
             }
         }
@@ -535,7 +583,10 @@ mod tests {
         assert_eq!(b.host_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(b.host_port.as_deref(), Some("20001"));
         assert_eq!(body.exposed_ports.unwrap(), vec!["8000/tcp".to_string()]);
-        assert_eq!(hc.restart_policy.unwrap().name, Some(RestartPolicyNameEnum::UNLESS_STOPPED));
+        assert_eq!(
+            hc.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::UNLESS_STOPPED)
+        );
         assert_eq!(body.user.as_deref(), Some("20001:20001"));
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_SITE], "blog");

@@ -11,7 +11,10 @@ use crate::error::{Error, Result};
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -39,10 +42,12 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Sets owner and group of `path` (not following symlinks).
 pub fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| Error::io_path("chown", path, e))
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(|e| Error::io_path("chown", path, e))
 }
 
 /// Sets the permission bits of `path`.
 pub fn chmod(path: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| Error::io_path("chmod", path, e))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io_path("chmod", path, e))
 }

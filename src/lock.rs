@@ -99,8 +99,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = HostLock::acquire(dir.path(), "first", Duration::ZERO, &mut |_| {}).unwrap();
         // flock locks belong to the open file description, so a second open in-process conflicts.
-        let err = HostLock::acquire(dir.path(), "second", Duration::from_millis(300), &mut |_| {})
-            .unwrap_err();
+        let err = HostLock::acquire(
+            dir.path(),
+            "second",
+            Duration::from_millis(300),
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("first"), "{err}");
         assert_eq!(err.exit_code(), 75);
         drop(first);

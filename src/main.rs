@@ -29,7 +29,10 @@ fn main() {
             eprintln!("{msg}");
         }
     });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sp: error: cannot start the async runtime: {e}");
@@ -50,7 +53,6 @@ fn main() {
             e.exit_code()
         }
     };
-    drop(io);
     drop(runtime);
     std::process::exit(code);
 }

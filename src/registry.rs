@@ -18,7 +18,11 @@ pub struct Credential {
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credential {{ username: {:?}, password: *** }}", self.username)
+        write!(
+            f,
+            "Credential {{ username: {:?}, password: *** }}",
+            self.username
+        )
     }
 }
 

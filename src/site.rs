@@ -118,18 +118,26 @@ pub const RESERVED_ENV: &[&str] = &[
 /// Parses `K=V` from the command line.
 pub fn parse_env_pair(pair: &str) -> Result<(String, String)> {
     let Some((k, v)) = pair.split_once('=') else {
-        return Err(Error::Invalid(format!("invalid --env {pair:?}: expected KEY=VALUE")));
+        return Err(Error::Invalid(format!(
+            "invalid --env {pair:?}: expected KEY=VALUE"
+        )));
     };
     validate_env_key(k)?;
     if RESERVED_ENV.contains(&k) {
-        return Err(Error::Invalid(format!("--env {k}: sp sets this variable itself")));
+        return Err(Error::Invalid(format!(
+            "--env {k}: sp sets this variable itself"
+        )));
     }
     Ok((k.to_string(), v.to_string()))
 }
 
 /// Parses a memory limit like `512m`, `1g`, `256M` or a byte count, into bytes.
 pub fn parse_memory(text: &str) -> Result<i64> {
-    let bad = || Error::Invalid(format!("invalid memory limit {text:?}: use e.g. 256m or 1g"));
+    let bad = || {
+        Error::Invalid(format!(
+            "invalid memory limit {text:?}: use e.g. 256m or 1g"
+        ))
+    };
     let t = text.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
     let (digits, mult) = match t.chars().last() {
@@ -164,14 +172,22 @@ pub struct ImageRef {
 impl ImageRef {
     /// Parses and validates a reference, following the grammar of the distribution project.
     pub fn parse(text: &str) -> Result<Self> {
-        let bad = |why: &str| Err(Error::Invalid(format!("invalid image reference {text:?}: {why}")));
+        let bad = |why: &str| {
+            Err(Error::Invalid(format!(
+                "invalid image reference {text:?}: {why}"
+            )))
+        };
         if text.is_empty() || text.len() > 255 + 72 {
             return bad("empty or too long");
         }
         let (rest, digest) = match text.split_once('@') {
             Some((r, d)) => {
                 let hex = d.strip_prefix("sha256:").unwrap_or("");
-                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                if hex.len() != 64
+                    || !hex
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
                     return bad("digest must be sha256: followed by 64 lowercase hex digits");
                 }
                 (r, Some(d.to_string()))
@@ -188,7 +204,9 @@ impl ImageRef {
             let ok = !tag.is_empty()
                 && tag.len() <= 128
                 && (tag.as_bytes()[0].is_ascii_alphanumeric() || tag.starts_with('_'))
-                && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
             if !ok {
                 return bad("tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'");
             }
@@ -377,10 +395,16 @@ impl SiteSpec {
         validate_name(&self.name)?;
         ImageRef::parse(&self.image)?;
         if self.uid < 1000 {
-            return Err(Error::Invalid(format!("{}: uid {} is below 1000", self.name, self.uid)));
+            return Err(Error::Invalid(format!(
+                "{}: uid {} is below 1000",
+                self.name, self.uid
+            )));
         }
         if self.port == 0 {
-            return Err(Error::Invalid(format!("{}: port must be 1-65535", self.name)));
+            return Err(Error::Invalid(format!(
+                "{}: port must be 1-65535",
+                self.name
+            )));
         }
         for d in &self.domains {
             validate_domain(d)?;
@@ -396,13 +420,19 @@ impl SiteSpec {
         }
         if let Some(p) = &self.health.path {
             if !p.starts_with('/') {
-                return Err(Error::Invalid(format!("{}: health.path must start with '/'", self.name)));
+                return Err(Error::Invalid(format!(
+                    "{}: health.path must start with '/'",
+                    self.name
+                )));
             }
         }
         for k in self.env.keys() {
             validate_env_key(k)?;
             if RESERVED_ENV.contains(&k.as_str()) {
-                return Err(Error::Invalid(format!("{}: env {k} is set by sp itself", self.name)));
+                return Err(Error::Invalid(format!(
+                    "{}: env {k} is set by sp itself",
+                    self.name
+                )));
             }
         }
         Ok(())
@@ -411,8 +441,9 @@ impl SiteSpec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io_path("read", path, e))?;
-        let spec: SiteSpec = toml::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("{}: {}", path.display(), one_line(&e.to_string()))))?;
+        let spec: SiteSpec = toml::from_str(&text).map_err(|e| {
+            Error::Invalid(format!("{}: {}", path.display(), one_line(&e.to_string())))
+        })?;
         spec.validate()?;
         Ok(spec)
     }
@@ -450,8 +481,9 @@ pub struct DeployState {
 impl DeployState {
     pub fn load(path: &Path) -> Result<Self> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text)
-                .map_err(|e| Error::Invalid(format!("{}: {}", path.display(), one_line(&e.to_string())))),
+            Ok(text) => toml::from_str(&text).map_err(|e| {
+                Error::Invalid(format!("{}: {}", path.display(), one_line(&e.to_string())))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DeployState::default()),
             Err(e) => Err(Error::io_path("read", path, e)),
         }
@@ -508,12 +540,30 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["blog", "a", "shop2", "my-blog", "abcdefghijklmnopqrstuvwxyz012345"] {
+        for ok in [
+            "blog",
+            "a",
+            "shop2",
+            "my-blog",
+            "abcdefghijklmnopqrstuvwxyz012345",
+        ] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "Blog", "1blog", "..", "a/b", "my_blog", "-a", "a-", "a--b", "mysql", "test",
-            "abcdefghijklmnopqrstuvwxyz0123456", "bl og", "blög",
+            "",
+            "Blog",
+            "1blog",
+            "..",
+            "a/b",
+            "my_blog",
+            "-a",
+            "a-",
+            "a--b",
+            "mysql",
+            "test",
+            "abcdefghijklmnopqrstuvwxyz0123456",
+            "bl og",
+            "blög",
         ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
@@ -521,10 +571,25 @@ mod tests {
 
     #[test]
     fn domains() {
-        for ok in ["example.com", "a.b.example.co.uk", "*.example.com", "x-1.test", "localhost"] {
+        for ok in [
+            "example.com",
+            "a.b.example.co.uk",
+            "*.example.com",
+            "x-1.test",
+            "localhost",
+        ] {
             assert!(validate_domain(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "example", "-a.com", "a..com", "Exa mple.com", "a_b.com", "a.com/x", "ex*.com"] {
+        for bad in [
+            "",
+            "example",
+            "-a.com",
+            "a..com",
+            "Exa mple.com",
+            "a_b.com",
+            "a.com/x",
+            "ex*.com",
+        ] {
             assert!(validate_domain(bad).is_err(), "{bad}");
         }
     }
@@ -546,7 +611,15 @@ mod tests {
         assert_eq!(r.digest.as_deref(), Some(d.as_str()));
         assert_eq!(r.pinned(&d), format!("localhost:5000/x@{d}"));
         for bad in [
-            "", "UPPER/case", "a//b", "x:", "x:-tag", "x@sha256:abc", "host:0/x", "a b", "x/../y",
+            "",
+            "UPPER/case",
+            "a//b",
+            "x:",
+            "x:-tag",
+            "x@sha256:abc",
+            "host:0/x",
+            "a b",
+            "x/../y",
             "reg.io/x:tag with space",
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
@@ -555,7 +628,10 @@ mod tests {
 
     #[test]
     fn env_and_memory() {
-        assert_eq!(parse_env_pair("A_1=x=y").unwrap(), ("A_1".into(), "x=y".into()));
+        assert_eq!(
+            parse_env_pair("A_1=x=y").unwrap(),
+            ("A_1".into(), "x=y".into())
+        );
         assert!(parse_env_pair("1A=x").is_err());
         assert!(parse_env_pair("A-B=x").is_err());
         assert!(parse_env_pair("novalue").is_err());
@@ -585,7 +661,10 @@ mod tests {
             memory: Some("256m".into()),
             data_mount: "/data".into(),
             release: vec!["migrate".into()],
-            health: Health { path: Some("/".into()), ..Default::default() },
+            health: Health {
+                path: Some("/".into()),
+                ..Default::default()
+            },
             database: DatabaseSpec::default(),
             env: [("A".to_string(), "1".to_string())].into(),
         };

@@ -61,12 +61,21 @@ pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
     };
     let _lock = ctx.lock("apply")?;
     let engine = ctx.engine().await?;
-    let db = if specs.iter().any(|s| s.database.enabled) { Some(ctx.db()?) } else { None };
+    let db = if specs.iter().any(|s| s.database.enabled) {
+        Some(ctx.db()?)
+    } else {
+        None
+    };
     let mut sites = Vec::new();
     for spec in &specs {
-        let mut changes = provision::ensure_dirs(&ctx.paths(&spec.name), spec.uid).step(&spec.name, "files")?;
+        let mut changes =
+            provision::ensure_dirs(&ctx.paths(&spec.name), spec.uid).step(&spec.name, "files")?;
         if let (true, Some(db)) = (spec.database.enabled, &db) {
-            changes.extend(provision::ensure_database(ctx, db, spec).await.step(&spec.name, "database")?);
+            changes.extend(
+                provision::ensure_database(ctx, db, spec)
+                    .await
+                    .step(&spec.name, "database")?,
+            );
         }
         changes.extend(converge_container(ctx, &engine, spec).await?);
         sites.push(SiteChanges {
@@ -87,25 +96,37 @@ async fn converge_container(ctx: &Ctx, engine: &Engine, spec: &SiteSpec) -> Resu
     let image = match &state.current {
         Some(pinned) => pinned.clone(),
         None => {
-            let pinned = provision::pull(ctx, engine, &spec.image).await.step(name, "pull")?;
+            let pinned = provision::pull(ctx, engine, &spec.image)
+                .await
+                .step(name, "pull")?;
             changes.push(format!("first deploy of {pinned}"));
             let r = rollout(ctx, engine, spec, &pinned, Release::Run).await?;
             changes.push(format!("started {}", r.container));
             return Ok(changes);
         }
     };
-    let containers = engine.list(&ctx.config.instance, Some(name), Some(Role::Web)).await?;
-    let want = container_plan(ctx, spec, &image, Role::Web, None, None)?.config_hash();
+    let containers = engine
+        .list(&ctx.config.instance, Some(name), Some(Role::Web))
+        .await?;
+    // The hash ignores the host port; any value stands in for it.
+    let want = container_plan(ctx, spec, &image, Role::Web, Some(0), None)?.config_hash();
     let good = containers.iter().find(|c| c.config == want);
     match good {
         None => {
-            let why = if containers.is_empty() { "container was missing" } else { "spec changed" };
+            let why = if containers.is_empty() {
+                "container was missing"
+            } else {
+                "spec changed"
+            };
             let r = rollout(ctx, engine, spec, &image, Release::Skip).await?;
             changes.push(format!("{why}: started {}", r.container));
         }
         Some(c) => {
             for other in containers.iter().filter(|o| o.id != c.id) {
-                engine.remove(&other.id).await.step(name, "remove stray container")?;
+                engine
+                    .remove(&other.id)
+                    .await
+                    .step(name, "remove stray container")?;
                 changes.push(format!("removed stray container {}", other.name));
             }
             if !c.running() && !state.stopped {

@@ -33,12 +33,18 @@ pub enum Action {
 
 /// The site's web container (the running one if several).
 async fn web_container(ctx: &Ctx, engine: &Engine, site: &str) -> Result<ContainerInfo> {
-    let list = engine.list(&ctx.config.instance, Some(site), Some(Role::Web)).await?;
+    let list = engine
+        .list(&ctx.config.instance, Some(site), Some(Role::Web))
+        .await?;
     list.iter()
         .find(|c| c.running())
         .or(list.first())
         .cloned()
-        .ok_or_else(|| Error::NotFound(format!("{site}: no container; `sp apply {site}` recreates it")))
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "{site}: no container; `sp apply {site}` recreates it"
+            ))
+        })
 }
 
 /// `sp site start|stop|restart NAME`.
@@ -74,14 +80,21 @@ pub async fn control(ctx: &Ctx, site: &str, action: Action) -> Result<ControlRep
 }
 
 /// `sp site logs NAME [--follow]`: copies the container's output to `out`.
-pub async fn logs(ctx: &Ctx, site: &str, follow: bool, tail: Option<u32>, out: &mut (dyn Write + Send)) -> Result<()> {
+pub async fn logs(
+    ctx: &Ctx,
+    site: &str,
+    follow: bool,
+    tail: Option<u32>,
+    out: &mut (dyn Write + Send),
+) -> Result<()> {
     ctx.site(site)?;
     let engine = ctx.engine().await?;
     let c = web_container(ctx, &engine, site).await?;
     let mut stream = Box::pin(engine.logs(&c.id, follow, tail));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        out.write_all(&chunk.into_bytes()).map_err(|e| Error::io("write logs", e))?;
+        out.write_all(&chunk.into_bytes())
+            .map_err(|e| Error::io("write logs", e))?;
         out.flush().map_err(|e| Error::io("write logs", e))?;
     }
     Ok(())
@@ -98,12 +111,19 @@ pub async fn exec(
 ) -> Result<i64> {
     let spec = ctx.site(site)?;
     if cmd.is_empty() {
-        return Err(Error::Invalid("exec needs a command: sp site exec NAME -- CMD...".into()));
+        return Err(Error::Invalid(
+            "exec needs a command: sp site exec NAME -- CMD...".into(),
+        ));
     }
     let engine = ctx.engine().await?;
     let c = web_container(ctx, &engine, site).await?;
     if !c.running() {
-        return Err(Error::Conflict(format!("{site}: the container is not running (state {})", c.state)));
+        return Err(Error::Conflict(format!(
+            "{site}: the container is not running (state {})",
+            c.state
+        )));
     }
-    engine.exec(&c.id, cmd, Some(&format!("{0}:{0}", spec.uid)), out, err).await
+    engine
+        .exec(&c.id, cmd, Some(&format!("{0}:{0}", spec.uid)), out, err)
+        .await
 }

@@ -17,7 +17,7 @@ use crate::engine::{Engine, Role};
 use crate::error::{Error, Result, StepExt};
 use crate::site::SiteSpec;
 
-use super::provision::{self, container_plan, container_name, wait_healthy};
+use super::provision::{self, container_name, container_plan, wait_healthy};
 use super::Ctx;
 
 /// What a roll-out did.
@@ -49,25 +49,41 @@ pub enum Release {
 }
 
 /// Rolls `pinned` out for `spec` (the steps in the module docs). The caller holds the lock.
-pub async fn rollout(ctx: &Ctx, engine: &Engine, spec: &SiteSpec, pinned: &str, release: Release) -> Result<Rollout> {
+pub async fn rollout(
+    ctx: &Ctx,
+    engine: &Engine,
+    spec: &SiteSpec,
+    pinned: &str,
+    release: Release,
+) -> Result<Rollout> {
     let site = spec.name.as_str();
-    let pinned = provision::ensure_image(ctx, engine, pinned).await.step(site, "pull")?;
+    let pinned = provision::ensure_image(ctx, engine, pinned)
+        .await
+        .step(site, "pull")?;
     if release == Release::Run && !spec.release.is_empty() {
-        run_release(ctx, engine, spec, &pinned).await.step(site, "release")?;
+        run_release(ctx, engine, spec, &pinned)
+            .await
+            .step(site, "release")?;
     }
     engine
         .ensure_network(&ctx.config.docker.network, &ctx.config.instance)
         .await
         .step(site, "network")?;
-    let old = engine.list(&ctx.config.instance, Some(site), Some(Role::Web)).await?;
-    let port = provision::allocate_port(ctx, engine).await.step(site, "port")?;
+    let old = engine
+        .list(&ctx.config.instance, Some(site), Some(Role::Web))
+        .await?;
+    let port = provision::allocate_port(ctx, engine)
+        .await
+        .step(site, "port")?;
     let plan = container_plan(ctx, spec, &pinned, Role::Web, Some(port), None)?;
     let name = container_name(ctx, site, Role::Web);
     ctx.note(&format!("{site}: starting {name} on 127.0.0.1:{port}"));
     let id = engine.create(&name, &plan).await.step(site, "create")?;
     let started = async {
         engine.start(&id).await.step(site, "start")?;
-        wait_healthy(engine, &id, spec, port).await.step(site, "health")
+        wait_healthy(engine, &id, spec, port)
+            .await
+            .step(site, "health")
     }
     .await;
     if let Err(e) = started {
@@ -75,7 +91,10 @@ pub async fn rollout(ctx: &Ctx, engine: &Engine, spec: &SiteSpec, pinned: &str, 
         return Err(e);
     }
     for c in old.iter().filter(|c| c.id != id) {
-        engine.remove(&c.id).await.step(site, "remove old container")?;
+        engine
+            .remove(&c.id)
+            .await
+            .step(site, "remove old container")?;
     }
     let mut state = ctx.deploy_state(site)?;
     if state.current.as_deref() != Some(pinned.as_str()) {
@@ -97,8 +116,18 @@ pub async fn rollout(ctx: &Ctx, engine: &Engine, spec: &SiteSpec, pinned: &str, 
 
 /// Runs the release command in a one-off container of the new image; fails on non-zero exit.
 async fn run_release(ctx: &Ctx, engine: &Engine, spec: &SiteSpec, pinned: &str) -> Result<()> {
-    ctx.note(&format!("{}: running release command {:?}", spec.name, spec.release));
-    let plan = container_plan(ctx, spec, pinned, Role::Release, None, Some(spec.release.clone()))?;
+    ctx.note(&format!(
+        "{}: running release command {:?}",
+        spec.name, spec.release
+    ));
+    let plan = container_plan(
+        ctx,
+        spec,
+        pinned,
+        Role::Release,
+        None,
+        Some(spec.release.clone()),
+    )?;
     let name = container_name(ctx, &spec.name, Role::Release);
     let id = engine.create(&name, &plan).await?;
     let result = async {
@@ -108,7 +137,11 @@ async fn run_release(ctx: &Ctx, engine: &Engine, spec: &SiteSpec, pinned: &str) 
             let logs = engine.tail_logs(&id, 5).await;
             return Err(Error::Other(format!(
                 "release command exited with code {code}{}",
-                if logs.is_empty() { String::new() } else { format!(": {}", crate::site::one_line(&logs)) }
+                if logs.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", crate::site::one_line(&logs))
+                }
             )));
         }
         Ok(())
@@ -135,12 +168,18 @@ pub async fn deploy(ctx: &Ctx, opts: &DeployOpts) -> Result<Rollout> {
     let _lock = ctx.lock(&format!("site deploy {}", opts.site))?;
     let engine = ctx.engine().await?;
     let image = opts.image.clone().unwrap_or_else(|| spec.image.clone());
-    let pinned = provision::pull(ctx, &engine, &image).await.step(&spec.name, "pull")?;
+    let pinned = provision::pull(ctx, &engine, &image)
+        .await
+        .step(&spec.name, "pull")?;
     let report = rollout(ctx, &engine, &spec, &pinned, Release::Run).await?;
     if opts.image.is_some() && spec.image != image {
         spec.image = image;
-        crate::fsutil::write_atomic(&ctx.paths(&spec.name).spec(), spec.to_toml().as_bytes(), 0o644)
-            .step(&spec.name, "record")?;
+        crate::fsutil::write_atomic(
+            &ctx.paths(&spec.name).spec(),
+            spec.to_toml().as_bytes(),
+            0o644,
+        )
+        .step(&spec.name, "record")?;
     }
     Ok(report)
 }
@@ -151,7 +190,9 @@ pub async fn rollback(ctx: &Ctx, site: &str) -> Result<Rollout> {
     let _lock = ctx.lock(&format!("site rollback {site}"))?;
     let state = ctx.deploy_state(site)?;
     let Some(previous) = state.previous.clone() else {
-        return Err(Error::NotFound(format!("{site}: no previous deploy to roll back to")));
+        return Err(Error::NotFound(format!(
+            "{site}: no previous deploy to roll back to"
+        )));
     };
     let engine = ctx.engine().await?;
     rollout(ctx, &engine, &spec, &previous, Release::Skip).await

@@ -31,7 +31,14 @@ impl std::fmt::Display for DoctorReport {
         let lines: Vec<String> = self
             .checks
             .iter()
-            .map(|c| format!("{:<4} {:<14} {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.detail))
+            .map(|c| {
+                format!(
+                    "{:<4} {:<14} {}",
+                    if c.ok { "ok" } else { "FAIL" },
+                    c.name,
+                    c.detail
+                )
+            })
             .collect();
         write!(f, "{}", lines.join("\n"))
     }
@@ -73,7 +80,8 @@ pub async fn run(ctx: &Ctx) -> Result<DoctorReport> {
             check("mysql", Ok(version));
             let all = grants.iter().any(|g| {
                 let g = g.to_ascii_uppercase();
-                (g.contains("ALL PRIVILEGES ON *.*") || g.contains("CREATE USER")) && g.contains("WITH GRANT OPTION")
+                (g.contains("ALL PRIVILEGES ON *.*") || g.contains("CREATE USER"))
+                    && g.contains("WITH GRANT OPTION")
             });
             check(
                 "mysql grants",
@@ -96,19 +104,27 @@ pub async fn run(ctx: &Ctx) -> Result<DoctorReport> {
     ] {
         check(name, writable(dir));
     }
-    for (name, dir) in [("disk sites", &ctx.config.sites_dir), ("disk backups", &ctx.config.backup_dir)] {
+    for (name, dir) in [
+        ("disk sites", &ctx.config.sites_dir),
+        ("disk backups", &ctx.config.backup_dir),
+    ] {
         check(name, free_space(dir));
     }
     let creds = ctx.credentials_path();
     if creds.exists() {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&creds).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        let mode = std::fs::metadata(&creds)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
         check(
             "credentials",
             if mode & 0o077 == 0 {
                 Ok(format!("{} (mode {mode:o})", creds.display()))
             } else {
-                Err(format!("{} is mode {mode:o}; run chmod 600", creds.display()))
+                Err(format!(
+                    "{} is mode {mode:o}; run chmod 600",
+                    creds.display()
+                ))
             },
         );
     }
@@ -117,7 +133,10 @@ pub async fn run(ctx: &Ctx) -> Result<DoctorReport> {
 
 fn writable(dir: &Path) -> std::result::Result<String, String> {
     if !dir.is_dir() {
-        return Err(format!("{} does not exist (sp init creates it)", dir.display()));
+        return Err(format!(
+            "{} does not exist (sp init creates it)",
+            dir.display()
+        ));
     }
     let probe = dir.join(format!(".sp-doctor-{}", std::process::id()));
     std::fs::write(&probe, b"x").map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
@@ -132,11 +151,16 @@ fn free_space(dir: &Path) -> std::result::Result<String, String> {
             break;
         }
     }
-    let c = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let c =
+        std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
     // SAFETY: statvfs writes into a zeroed struct we own; the path is NUL-terminated.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(format!("statvfs {}: {}", probe.display(), std::io::Error::last_os_error()));
+        return Err(format!(
+            "statvfs {}: {}",
+            probe.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     let free = st.f_bavail as u64 * st.f_frsize as u64;
     let gib = free as f64 / (1u64 << 30) as f64;

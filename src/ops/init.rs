@@ -68,12 +68,15 @@ pub fn run(config_path: &std::path::Path, opts: &InitOpts) -> Result<InitReport>
         }
         let text = c.commented_default();
         // Validate what we are about to write, so a bad flag changes nothing.
-        let parsed: Config = toml::from_str(&text).map_err(|e| Error::Invalid(crate::site::one_line(&e.to_string())))?;
+        let parsed: Config = toml::from_str(&text)
+            .map_err(|e| Error::Invalid(crate::site::one_line(&e.to_string())))?;
         let tmp = tempfile_in_same_dir(config_path);
         crate::fsutil::write_private(&tmp, text.as_bytes())?;
         let checked = Config::load(&tmp);
         let _ = std::fs::remove_file(&tmp);
-        checked.map_err(|e| Error::Invalid(e.to_string().replace(&tmp.display().to_string(), "init")))?;
+        checked.map_err(|e| {
+            Error::Invalid(e.to_string().replace(&tmp.display().to_string(), "init"))
+        })?;
         crate::fsutil::write_private(config_path, text.as_bytes())?;
         parsed
     } else {

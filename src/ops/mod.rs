@@ -101,7 +101,10 @@ impl Ctx {
         validate_name(name)?;
         let p = self.paths(name).spec();
         if !p.exists() {
-            return Err(Error::NotFound(format!("no site named {name:?} (no {})", p.display())));
+            return Err(Error::NotFound(format!(
+                "no site named {name:?} (no {})",
+                p.display()
+            )));
         }
         SiteSpec::load(&p)
     }
@@ -111,7 +114,11 @@ impl Ctx {
     }
 
     pub fn save_deploy_state(&self, name: &str, state: &DeployState) -> Result<()> {
-        crate::fsutil::write_atomic(&self.paths(name).deploy(), state.to_toml().as_bytes(), 0o644)
+        crate::fsutil::write_atomic(
+            &self.paths(name).deploy(),
+            state.to_toml().as_bytes(),
+            0o644,
+        )
     }
 
     /// Names of all sites (directories under `sites_dir` holding a `site.toml`), sorted.

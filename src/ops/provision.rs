@@ -44,7 +44,11 @@ pub async fn allocate_port(ctx: &Ctx, engine: &Engine) -> Result<u16> {
     }
     (first..=last)
         .find(|p| !used.contains(p) && TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .ok_or_else(|| Error::Other(format!("no free host port left in docker.port_range {first}-{last}")))
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "no free host port left in docker.port_range {first}-{last}"
+            ))
+        })
 }
 
 /// Creates the site's directories with the right owners and modes; returns what it changed.
@@ -105,7 +109,10 @@ pub async fn ensure_database(ctx: &Ctx, db: &Db, spec: &SiteSpec) -> Result<Vec<
     if db.ensure_database(&spec.name).await? {
         done.push(format!("created database {}", spec.name));
     }
-    if db.ensure_user(&spec.name, &spec.name, host, &password).await? {
+    if db
+        .ensure_user(&spec.name, &spec.name, host, &password)
+        .await?
+    {
         done.push(format!("created database user {}@{host}", spec.name));
     } else if fresh {
         db.set_password(&spec.name, host, &password).await?;
@@ -141,9 +148,15 @@ pub fn site_env(ctx: &Ctx, spec: &SiteSpec) -> BTreeMap<String, String> {
         env.insert("DATABASE_PORT".into(), port.to_string());
         env.insert("DATABASE_NAME".into(), n.clone());
         env.insert("DATABASE_USER".into(), n.clone());
-        env.insert("DATABASE_PASSWORD_FILE".into(), PASSWORD_IN_CONTAINER.into());
+        env.insert(
+            "DATABASE_PASSWORD_FILE".into(),
+            PASSWORD_IN_CONTAINER.into(),
+        );
         // No password in the URL: apps read DATABASE_PASSWORD_FILE, so `docker inspect` shows no secret.
-        env.insert("DATABASE_URL".into(), format!("mysql://{n}@{host}:{port}/{n}"));
+        env.insert(
+            "DATABASE_URL".into(),
+            format!("mysql://{n}@{host}:{port}/{n}"),
+        );
     }
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
@@ -161,7 +174,10 @@ pub fn container_plan(
     let paths = ctx.paths(&spec.name);
     let mut binds = vec![format!("{}:{}", paths.data().display(), spec.data_mount)];
     if spec.database.enabled {
-        binds.push(format!("{}:{PASSWORD_IN_CONTAINER}:ro", paths.db_password().display()));
+        binds.push(format!(
+            "{}:{PASSWORD_IN_CONTAINER}:ro",
+            paths.db_password().display()
+        ));
     }
     Ok(ContainerPlan {
         instance: ctx.config.instance.clone(),
@@ -181,23 +197,48 @@ pub fn container_plan(
 /// A fresh container name: `sp-INSTANCE-SITE-ROLE-RANDOM`.
 pub fn container_name(ctx: &Ctx, site: &str, role: Role) -> String {
     let suffix: u32 = rand::random();
-    format!("sp-{}-{site}-{}-{suffix:08x}", ctx.config.instance, role.as_str())
+    format!(
+        "sp-{}-{site}-{}-{suffix:08x}",
+        ctx.config.instance,
+        role.as_str()
+    )
 }
 
 /// Waits until a new container is healthy: its HTTP health path answers 2xx/3xx on the host
 /// port, or (with no path) it keeps running for the grace period. Fails fast when it exits or
 /// restarts.
-pub async fn wait_healthy(engine: &Engine, id: &str, spec: &SiteSpec, host_port: u16) -> Result<()> {
+pub async fn wait_healthy(
+    engine: &Engine,
+    id: &str,
+    spec: &SiteSpec,
+    host_port: u16,
+) -> Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(spec.health.timeout_secs());
     let grace = Duration::from_secs(spec.health.grace_secs());
     loop {
         let st = engine.status(id).await?;
         if !st.running || st.restarting || st.restart_count > 0 {
-            let code = st.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "?".into());
             let logs = engine.tail_logs(id, 5).await;
-            let logs = if logs.is_empty() { String::new() } else { format!("; last output: {}", crate::site::one_line(&logs)) };
-            return Err(Error::Other(format!("the new container exited (code {code}){logs}")));
+            let logs = if logs.is_empty() {
+                String::new()
+            } else {
+                format!("; last output: {}", crate::site::one_line(&logs))
+            };
+            let what = if st.restart_count > 0 || st.restarting {
+                format!(
+                    "keeps exiting (restarted {} times)",
+                    st.restart_count.max(1)
+                )
+            } else {
+                format!(
+                    "exited with code {}",
+                    st.exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "?".into())
+                )
+            };
+            return Err(Error::Other(format!("the new container {what}{logs}")));
         }
         match &spec.health.path {
             Some(path) => {

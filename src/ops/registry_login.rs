@@ -36,7 +36,11 @@ impl std::fmt::Display for LoginReport {
             self.username,
             self.host,
             self.stored_in,
-            if self.verified { " (the registry accepted them)" } else { " (not verified)" }
+            if self.verified {
+                " (the registry accepted them)"
+            } else {
+                " (not verified)"
+            }
         )
     }
 }
@@ -48,7 +52,9 @@ pub async fn run(ctx: &Ctx, opts: &LoginOpts) -> Result<LoginReport> {
         return Err(Error::Invalid("--username must not be empty".into()));
     }
     if opts.password.is_empty() {
-        return Err(Error::Invalid("no password on stdin (use --password-stdin with the token piped in)".into()));
+        return Err(Error::Invalid(
+            "no password on stdin (use --password-stdin with the token piped in)".into(),
+        ));
     }
     let cred = Credential {
         username: opts.username.clone(),
@@ -87,7 +93,10 @@ fn base_url(host: &str) -> String {
 fn basic(c: &Credential) -> String {
     use base64::Engine as _;
     let raw = format!("{}:{}", c.username, c.password);
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 /// Asks the registry whether it accepts the credential: `/v2/` with basic auth, or the token
@@ -99,8 +108,13 @@ fn verify(host: &str, c: &Credential) -> Result<()> {
         .build()
         .into();
     let url = format!("{}/v2/", base_url(host));
-    let unreachable = |e: ureq::Error| Error::Other(format!("registry {host} did not answer at {url}: {e}"));
-    let resp = agent.get(&url).header("Authorization", basic(c)).call().map_err(unreachable)?;
+    let unreachable =
+        |e: ureq::Error| Error::Other(format!("registry {host} did not answer at {url}: {e}"));
+    let resp = agent
+        .get(&url)
+        .header("Authorization", basic(c))
+        .call()
+        .map_err(unreachable)?;
     let status = resp.status().as_u16();
     if status == 200 {
         return Ok(());
@@ -113,7 +127,9 @@ fn verify(host: &str, c: &Credential) -> Result<()> {
         .to_string();
     if status == 401 && challenge.to_ascii_lowercase().starts_with("bearer") {
         let realm = param(&challenge, "realm").ok_or_else(|| {
-            Error::Other(format!("registry {host} sent a token challenge without a realm"))
+            Error::Other(format!(
+                "registry {host} sent a token challenge without a realm"
+            ))
         })?;
         let service = param(&challenge, "service").unwrap_or_default();
         let token_url = format!("{realm}?service={}&account={}", service, c.username);
@@ -132,9 +148,14 @@ fn verify(host: &str, c: &Credential) -> Result<()> {
         )));
     }
     if status == 401 || status == 403 {
-        return Err(Error::Invalid(format!("registry {host} refused the credentials for {}", c.username)));
+        return Err(Error::Invalid(format!(
+            "registry {host} refused the credentials for {}",
+            c.username
+        )));
     }
-    Err(Error::Other(format!("registry {host} answered {status} at {url}")))
+    Err(Error::Other(format!(
+        "registry {host} answered {status} at {url}"
+    )))
 }
 
 /// A `key="value"` parameter of a WWW-Authenticate header.
@@ -152,7 +173,10 @@ mod tests {
     #[test]
     fn parses_gitlab_style_challenges() {
         let h = r#"Bearer realm="https://gitlab.example.com/jwt/auth",service="container_registry",scope="registry:catalog:*""#;
-        assert_eq!(param(h, "realm").as_deref(), Some("https://gitlab.example.com/jwt/auth"));
+        assert_eq!(
+            param(h, "realm").as_deref(),
+            Some("https://gitlab.example.com/jwt/auth")
+        );
         assert_eq!(param(h, "service").as_deref(), Some("container_registry"));
         assert_eq!(param(h, "nope"), None);
     }
@@ -161,6 +185,9 @@ mod tests {
     fn loopback_registries_use_http() {
         assert_eq!(base_url("127.0.0.1:5000"), "http://127.0.0.1:5000");
         assert_eq!(base_url("localhost:5000"), "http://localhost:5000");
-        assert_eq!(base_url("registry.gitlab.com"), "https://registry.gitlab.com");
+        assert_eq!(
+            base_url("registry.gitlab.com"),
+            "https://registry.gitlab.com"
+        );
     }
 }

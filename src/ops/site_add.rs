@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::{Error, Result, StepExt};
-use crate::site::{parse_env_pair, parse_memory, validate_domain, validate_name, DatabaseSpec, Health, ImageRef, SiteSpec};
+use crate::site::{
+    parse_env_pair, parse_memory, validate_domain, validate_name, DatabaseSpec, Health, ImageRef,
+    SiteSpec,
+};
 
 use super::deploy::{rollout, Release, Rollout};
 use super::{provision, Ctx};
@@ -84,7 +87,9 @@ fn spec_from(opts: &SiteAddOpts) -> Result<SiteSpec> {
             path: opts.health_path.clone(),
             ..Default::default()
         },
-        database: DatabaseSpec { enabled: !opts.no_db },
+        database: DatabaseSpec {
+            enabled: !opts.no_db,
+        },
         env,
     };
     Ok(spec)
@@ -108,17 +113,28 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
         )));
     }
     let engine = ctx.engine().await?;
-    if !engine.list(&ctx.config.instance, Some(&name), None).await?.is_empty() {
-        return Err(Error::Conflict(format!("containers for site {name} already exist")));
+    if !engine
+        .list(&ctx.config.instance, Some(&name), None)
+        .await?
+        .is_empty()
+    {
+        return Err(Error::Conflict(format!(
+            "containers for site {name} already exist"
+        )));
     }
     let db = if spec.database.enabled {
         let db = ctx.db()?;
         let host = &ctx.config.mysql.user_host;
         if db.database_exists(&name).await.step(&name, "database")? {
-            return Err(Error::Conflict(format!("database {name} already exists on {}", db.display)));
+            return Err(Error::Conflict(format!(
+                "database {name} already exists on {}",
+                db.display
+            )));
         }
         if db.user_exists(&name, host).await.step(&name, "database")? {
-            return Err(Error::Conflict(format!("database user {name}@{host} already exists")));
+            return Err(Error::Conflict(format!(
+                "database user {name}@{host} already exists"
+            )));
         }
         Some(db)
     } else {
@@ -128,7 +144,9 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
 
     let mut created = Created::default();
     let result = async {
-        let pinned = provision::pull(ctx, &engine, &spec.image).await.step(&name, "pull")?;
+        let pinned = provision::pull(ctx, &engine, &spec.image)
+            .await
+            .step(&name, "pull")?;
         if opts.port.is_none() {
             let exposed = engine.exposed_ports(&pinned).await.step(&name, "pull")?;
             if exposed.len() == 1 {
@@ -138,10 +156,13 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
         spec.validate()?;
         created.dir = true;
         provision::ensure_dirs(&paths, spec.uid).step(&name, "files")?;
-        crate::fsutil::write_atomic(&paths.spec(), spec.to_toml().as_bytes(), 0o644).step(&name, "files")?;
+        crate::fsutil::write_atomic(&paths.spec(), spec.to_toml().as_bytes(), 0o644)
+            .step(&name, "files")?;
         if let Some(db) = &db {
             created.db = true;
-            provision::ensure_database(ctx, db, &spec).await.step(&name, "database")?;
+            provision::ensure_database(ctx, db, &spec)
+                .await
+                .step(&name, "database")?;
         }
         rollout(ctx, &engine, &spec, &pinned, Release::Run).await
     }
@@ -161,7 +182,11 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
         }
         Err(e) => {
             ctx.note(&format!("{name}: rolling back what was created"));
-            for c in engine.list(&ctx.config.instance, Some(&name), None).await.unwrap_or_default() {
+            for c in engine
+                .list(&ctx.config.instance, Some(&name), None)
+                .await
+                .unwrap_or_default()
+            {
                 let _ = engine.remove(&c.id).await;
             }
             if let (true, Some(db)) = (created.db, &db) {
@@ -199,7 +224,8 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_refused_before_anything_happens() {
-        let cases: Vec<Box<dyn Fn(&mut SiteAddOpts)>> = vec![
+        type Mutate = Box<dyn Fn(&mut SiteAddOpts)>;
+        let cases: Vec<Mutate> = vec![
             Box::new(|o| o.name = "Bad".into()),
             Box::new(|o| o.name = "../x".into()),
             Box::new(|o| o.image = "not a ref".into()),

@@ -32,19 +32,32 @@ pub struct SiteInfo {
 impl SiteInfo {
     async fn gather(ctx: &Ctx, engine: &Engine, spec: &SiteSpec) -> Result<SiteInfo> {
         let state = ctx.deploy_state(&spec.name)?;
-        let containers = engine.list(&ctx.config.instance, Some(&spec.name), Some(Role::Web)).await?;
-        let shown = match containers.iter().find(|c| c.running()).or(containers.first()) {
+        let containers = engine
+            .list(&ctx.config.instance, Some(&spec.name), Some(Role::Web))
+            .await?;
+        let shown = match containers
+            .iter()
+            .find(|c| c.running())
+            .or(containers.first())
+        {
             Some(c) if !c.running() && state.stopped => "stopped".to_string(),
             Some(c) => c.state.clone(),
             None => "missing".to_string(),
         };
-        let digest = |r: &Option<String>| r.as_ref().and_then(|i| i.split_once('@')).map(|(_, d)| d.to_string());
+        let digest = |r: &Option<String>| {
+            r.as_ref()
+                .and_then(|i| i.split_once('@'))
+                .map(|(_, d)| d.to_string())
+        };
         Ok(SiteInfo {
             name: spec.name.clone(),
             image: spec.image.clone(),
             digest: digest(&state.current),
             state: shown,
-            port: containers.iter().find_map(|c| c.host_port).or(state.host_port),
+            port: containers
+                .iter()
+                .find_map(|c| c.host_port)
+                .or(state.host_port),
             domains: spec.domains.clone(),
             uid: spec.uid,
             container_port: spec.port,
@@ -66,9 +79,17 @@ impl std::fmt::Display for SiteList {
         if self.0.is_empty() {
             return write!(f, "no sites");
         }
-        writeln!(f, "{:<20} {:<9} {:<6} {:<20} {:<40}", "NAME", "STATE", "PORT", "DIGEST", "IMAGE")?;
+        writeln!(
+            f,
+            "{:<20} {:<9} {:<6} {:<20} {:<40}",
+            "NAME", "STATE", "PORT", "DIGEST", "IMAGE"
+        )?;
         for s in &self.0 {
-            let digest = s.digest.as_deref().map(|d| d.trim_start_matches("sha256:")).unwrap_or("-");
+            let digest = s
+                .digest
+                .as_deref()
+                .map(|d| d.trim_start_matches("sha256:"))
+                .unwrap_or("-");
             writeln!(
                 f,
                 "{:<20} {:<9} {:<6} {:<20} {}{}",
@@ -77,7 +98,11 @@ impl std::fmt::Display for SiteList {
                 s.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 &digest[..digest.len().min(12)],
                 s.image,
-                if s.domains.is_empty() { String::new() } else { format!("  ({})", s.domains.join(", ")) }
+                if s.domains.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", s.domains.join(", "))
+                }
             )?;
         }
         Ok(())
@@ -90,19 +115,51 @@ impl std::fmt::Display for SiteInfo {
         writeln!(f, "name:        {}", self.name)?;
         writeln!(f, "state:       {}", self.state)?;
         writeln!(f, "image:       {}", self.image)?;
-        writeln!(f, "digest:      {}", self.digest.clone().unwrap_or_else(none))?;
-        writeln!(f, "previous:    {}", self.previous.clone().unwrap_or_else(none))?;
-        writeln!(f, "deployed at: {}", self.deployed_at.clone().unwrap_or_else(none))?;
+        writeln!(
+            f,
+            "digest:      {}",
+            self.digest.clone().unwrap_or_else(none)
+        )?;
+        writeln!(
+            f,
+            "previous:    {}",
+            self.previous.clone().unwrap_or_else(none)
+        )?;
+        writeln!(
+            f,
+            "deployed at: {}",
+            self.deployed_at.clone().unwrap_or_else(none)
+        )?;
         writeln!(
             f,
             "port:        127.0.0.1:{} -> {}",
             self.port.map(|p| p.to_string()).unwrap_or_else(none),
             self.container_port
         )?;
-        writeln!(f, "domains:     {}", if self.domains.is_empty() { none() } else { self.domains.join(", ") })?;
+        writeln!(
+            f,
+            "domains:     {}",
+            if self.domains.is_empty() {
+                none()
+            } else {
+                self.domains.join(", ")
+            }
+        )?;
         writeln!(f, "uid:         {}", self.uid)?;
-        writeln!(f, "database:    {}", self.database.clone().unwrap_or_else(none))?;
-        write!(f, "containers:  {}", if self.containers.is_empty() { none() } else { self.containers.join(", ") })
+        writeln!(
+            f,
+            "database:    {}",
+            self.database.clone().unwrap_or_else(none)
+        )?;
+        write!(
+            f,
+            "containers:  {}",
+            if self.containers.is_empty() {
+                none()
+            } else {
+                self.containers.join(", ")
+            }
+        )
     }
 }
 

@@ -27,19 +27,37 @@ pub struct RemoveReport {
 
 impl std::fmt::Display for RemoveReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: removed {} container(s)", self.site, self.containers_removed)?;
+        write!(
+            f,
+            "{}: removed {} container(s)",
+            self.site, self.containers_removed
+        )?;
         if self.purged {
             write!(f, "; database, user and files deleted")
         } else {
-            write!(f, "; data, secrets and database kept (--purge deletes them)")
+            write!(
+                f,
+                "; data, secrets and database kept (--purge deletes them)"
+            )
         }
     }
 }
 
 /// `confirm` is asked (with the prompt text) before a purge without `--yes`; it returns the
 /// line the user typed.
-pub async fn run(ctx: &Ctx, opts: &RemoveOpts, confirm: &mut dyn FnMut(&str) -> Option<String>) -> Result<RemoveReport> {
-    let spec = ctx.site(&opts.site)?;
+pub async fn run(
+    ctx: &Ctx,
+    opts: &RemoveOpts,
+    confirm: &mut dyn FnMut(&str) -> Option<String>,
+) -> Result<RemoveReport> {
+    crate::site::validate_name(&opts.site)?;
+    let retired = ctx.paths(&opts.site).root.join("site.toml.removed");
+    // A site removed without --purge keeps its spec as site.toml.removed; it can still be purged.
+    let spec = if !ctx.paths(&opts.site).spec().exists() && retired.exists() {
+        crate::site::SiteSpec::load(&retired)?
+    } else {
+        ctx.site(&opts.site)?
+    };
     let name = spec.name.clone();
     if opts.purge && !opts.yes {
         let typed = confirm(&format!(
@@ -47,7 +65,9 @@ pub async fn run(ctx: &Ctx, opts: &RemoveOpts, confirm: &mut dyn FnMut(&str) -> 
             ctx.paths(&name).root.display()
         ));
         if typed.as_deref().map(str::trim) != Some(name.as_str()) {
-            return Err(Error::Invalid(format!("not confirmed; nothing removed (type {name:?} or pass --yes)")));
+            return Err(Error::Invalid(format!(
+                "not confirmed; nothing removed (type {name:?} or pass --yes)"
+            )));
         }
     }
     let _lock = ctx.lock(&format!("site remove {name}"))?;
@@ -60,16 +80,17 @@ pub async fn run(ctx: &Ctx, opts: &RemoveOpts, confirm: &mut dyn FnMut(&str) -> 
     if opts.purge {
         if spec.database.enabled {
             let db = ctx.db()?;
-            db.drop_user(&name, &ctx.config.mysql.user_host).await.step(&name, "drop user")?;
+            db.drop_user(&name, &ctx.config.mysql.user_host)
+                .await
+                .step(&name, "drop user")?;
             db.drop_database(&name).await.step(&name, "drop database")?;
             db.close().await;
         }
         std::fs::remove_dir_all(&paths.root)
             .map_err(|e| Error::io_path("delete", &paths.root, e))
             .step(&name, "delete files")?;
-    } else {
-        let removed = paths.root.join("site.toml.removed");
-        std::fs::rename(paths.spec(), &removed)
+    } else if paths.spec().exists() {
+        std::fs::rename(paths.spec(), &retired)
             .map_err(|e| Error::io_path("rename", &paths.spec(), e))
             .step(&name, "retire spec")?;
     }

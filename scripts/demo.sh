@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The main job on a fresh host, with nothing from the internet: provision the local services
+# (MariaDB, an authenticated registry, a busybox site image), build sp, and run a demo site
+# from that registry — then show it serving.
+#
+# Everything lives under /var/lib/sp-demo (config, sites, backups); the real /etc and /sites
+# are not touched. Run it again: it redeploys the demo site.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEMO=${SP_DEMO_DIR:-/var/lib/sp-demo}
+bash scripts/rig.sh up
+# shellcheck disable=SC1091
+source /var/lib/sp-rig/rig.env
+
+echo "== building sp (release)"
+cargo build --release --locked -q
+SP="$PWD/target/release/sp"
+export SP_CONFIG="$DEMO/config.toml"
+
+echo "== sp init"
+"$SP" init --instance demo --sites-dir "$DEMO/sites" --backup-dir "$DEMO/backups" \
+  --state-dir "$DEMO/state" --mysql-url "$SP_RIG_MYSQL_URL" \
+  --mysql-host-for-containers "$SP_RIG_GATEWAY:$SP_RIG_MYSQL_PORT" --port-range 24000-24099
+chmod 600 "$SP_CONFIG"
+"$SP" doctor
+
+echo "== sp registry login"
+printf '%s\n' "$SP_RIG_REGISTRY_PASSWORD" |
+  "$SP" registry login "$SP_RIG_REGISTRY" --username "$SP_RIG_REGISTRY_USER" --password-stdin
+
+if "$SP" site show demo >/dev/null 2>&1; then
+  echo "== sp site deploy demo"
+  "$SP" site deploy demo --image "$SP_RIG_IMAGE:v1"
+else
+  echo "== sp site add demo"
+  "$SP" site add demo --image "$SP_RIG_IMAGE:v1" --domain demo.example.test --health-path /
+fi
+echo "hello from /sites/demo/data" > "$DEMO/sites/demo/data/hello.txt"
+chmod 644 "$DEMO/sites/demo/data/hello.txt"
+
+"$SP" site list
+PORT=$("$SP" --json site show demo | sed -n 's/.*"port": \([0-9]*\).*/\1/p')
+echo "== curl http://127.0.0.1:$PORT/ and /data/hello.txt"
+curl -fsS "http://127.0.0.1:$PORT/"
+curl -fsS "http://127.0.0.1:$PORT/data/hello.txt"
+echo "demo site is serving. Try: SP_CONFIG=$SP_CONFIG $SP site deploy demo --image $SP_RIG_IMAGE:v2"

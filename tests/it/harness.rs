@@ -1,0 +1,383 @@
+//! The rig harness: every test gets its own host — config (SP_CONFIG), temp dirs, instance
+//! label, port range and unique site names — on the real components that `scripts/rig.sh up`
+//! provisions (Docker, MariaDB, an authenticated registry with the busybox site image).
+//! Everything a host created is torn down on drop unless SP_TEST_KEEP is set.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The provisioned rig, read from rig.env.
+#[derive(Clone, Debug)]
+pub struct Rig {
+    vars: HashMap<String, String>,
+}
+
+impl Rig {
+    pub fn var(&self, k: &str) -> &str {
+        self.vars
+            .get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("rig.env lacks {k}"))
+    }
+    pub fn image(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.var("SP_RIG_IMAGE"))
+    }
+    pub fn registry(&self) -> &str {
+        self.var("SP_RIG_REGISTRY")
+    }
+}
+
+/// The rig, or None (with a loud message) when it is not provisioned outside CI.
+/// Under CI a missing rig is a failure, never a skip.
+pub fn rig() -> Option<Rig> {
+    let path = std::env::var("SP_RIG_ENV").unwrap_or_else(|_| "/var/lib/sp-rig/rig.env".into());
+    let docker_ok = Path::new("/var/run/docker.sock").exists();
+    let text = std::fs::read_to_string(&path).ok().filter(|_| docker_ok);
+    let Some(text) = text else {
+        let msg = format!("the real-service rig is not provisioned ({path} missing or no Docker socket): run `sudo scripts/rig.sh up`");
+        if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+            panic!("{msg}");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: {msg}\n");
+        return None;
+    };
+    let vars = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some(Rig { vars })
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short tag for this process and call.
+fn unique() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id();
+    let r: u32 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{n}{:03x}", pid % 0xfff, r % 0xfff)
+}
+
+/// One test's sp host.
+pub struct Host {
+    pub rig: Rig,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub instance: String,
+    sites: std::sync::Mutex<Vec<String>>,
+}
+
+impl Host {
+    /// A fresh host with its own config, written by `sp init`.
+    pub fn new(rig: &Rig) -> Host {
+        let dir = tempfile::Builder::new()
+            .prefix("sp-it-")
+            .tempdir()
+            .expect("tempdir");
+        let instance = format!("it{}", unique());
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        // Each host gets 20 ports of its own, so parallel tests never race for one.
+        let port_first = 32000 + ((std::process::id() % 50) * 500 + (n % 25) * 20) as u16;
+        let config = dir.path().join("etc/config.toml");
+        let host = Host {
+            rig: rig.clone(),
+            config,
+            instance,
+            sites: Default::default(),
+            dir,
+        };
+        let d = host.dir.path();
+        host.sp_ok(&[
+            "init",
+            "--instance",
+            &host.instance,
+            "--sites-dir",
+            &d.join("sites").to_string_lossy(),
+            "--backup-dir",
+            &d.join("backups").to_string_lossy(),
+            "--state-dir",
+            &d.join("state").to_string_lossy(),
+            "--mysql-url",
+            rig.var("SP_RIG_MYSQL_URL"),
+            "--mysql-host-for-containers",
+            &format!(
+                "{}:{}",
+                rig.var("SP_RIG_GATEWAY"),
+                rig.var("SP_RIG_MYSQL_PORT")
+            ),
+            "--port-range",
+            &format!("{}-{}", port_first, port_first + 19),
+        ]);
+        host
+    }
+
+    pub fn sites_dir(&self) -> PathBuf {
+        self.dir.path().join("sites")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A unique site name, remembered for teardown.
+    pub fn site_name(&self, prefix: &str) -> String {
+        let name = format!("{prefix}{}", unique());
+        self.sites.lock().expect("sites").push(name.clone());
+        name
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sp"));
+        c.args(args)
+            .env("SP_CONFIG", &self.config)
+            .env_remove("SP_LOG");
+        c
+    }
+
+    /// Runs sp with `input` on stdin.
+    pub fn sp_in(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sp");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait sp")
+    }
+
+    pub fn sp(&self, args: &[&str]) -> Output {
+        self.sp_in(args, "")
+    }
+
+    /// Runs sp and insists on success; returns stdout.
+    pub fn sp_ok(&self, args: &[&str]) -> String {
+        let out = self.sp(args);
+        assert!(
+            out.status.success(),
+            "sp {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs sp and insists on failure; returns (exit code, stderr).
+    pub fn sp_fail(&self, args: &[&str]) -> (i32, String) {
+        let out = self.sp(args);
+        assert!(
+            !out.status.success(),
+            "sp {args:?} should have failed:\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.sp_ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("sp {args:?}: not JSON ({e}): {out}"))
+    }
+
+    pub fn login(&self) {
+        let out = self.sp_in(
+            &[
+                "registry",
+                "login",
+                self.rig.registry(),
+                "--username",
+                self.rig.var("SP_RIG_REGISTRY_USER"),
+                "--password-stdin",
+            ],
+            &format!("{}\n", self.rig.var("SP_RIG_REGISTRY_PASSWORD")),
+        );
+        assert!(
+            out.status.success(),
+            "login: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The site's current host port.
+    pub fn port(&self, site: &str) -> u16 {
+        let v = self.json(&["site", "show", site]);
+        v["port"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{site} has no port: {v}")) as u16
+    }
+
+    /// GET a path of a site; the body, or None when nothing answered 2xx.
+    pub fn get(&self, site: &str, path: &str) -> Option<String> {
+        http_get(self.port(site), path)
+    }
+
+    /// Containers of this host's instance (docker CLI, independent of sp).
+    pub fn containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=sp.instance={}", self.instance),
+            ])
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Runs SQL as the rig's root over the socket; returns tab-separated output.
+    pub fn root_sql(&self, sql: &str) -> String {
+        let out = Command::new("mariadb")
+            .args([
+                "--socket",
+                self.rig.var("SP_RIG_MYSQL_SOCKET"),
+                "-uroot",
+                "-N",
+                "-B",
+                "-e",
+                sql,
+            ])
+            .output()
+            .expect("mariadb");
+        assert!(
+            out.status.success(),
+            "root sql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn database_exists(&self, db: &str) -> bool {
+        !self
+            .root_sql(&format!(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{db}'"
+            ))
+            .trim()
+            .is_empty()
+    }
+
+    pub fn user_exists(&self, user: &str) -> bool {
+        !self
+            .root_sql(&format!(
+                "SELECT User FROM mysql.user WHERE User = '{user}'"
+            ))
+            .trim()
+            .is_empty()
+    }
+
+    /// Runs SQL over TCP as `user` with `password` (through a private option file, not argv).
+    pub fn sql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> Output {
+        let opt = self.dir.path().join(format!("client-{}.cnf", unique()));
+        std::fs::write(&opt, format!("[client]\npassword=\"{password}\"\n")).expect("option file");
+        let out = Command::new("mariadb")
+            .arg(format!("--defaults-extra-file={}", opt.display()))
+            .args([
+                "-h127.0.0.1",
+                "-P",
+                self.rig.var("SP_RIG_MYSQL_PORT"),
+                "-u",
+                user,
+                "-N",
+                "-B",
+                db,
+                "-e",
+                sql,
+            ])
+            .output()
+            .expect("mariadb");
+        let _ = std::fs::remove_file(&opt);
+        out
+    }
+
+    pub fn password(&self, site: &str) -> String {
+        std::fs::read_to_string(self.sites_dir().join(site).join("secrets/db_password"))
+            .expect("password file")
+            .trim()
+            .to_string()
+    }
+}
+
+/// GET http://127.0.0.1:PORT/PATH with curl; the body on 2xx, None otherwise.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "--max-time",
+            "5",
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
+        .output()
+        .expect("curl");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Retries `f` for up to `secs` seconds (for things that settle asynchronously).
+pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::env::var_os("SP_TEST_KEEP").is_some() {
+            eprintln!(
+                "SP_TEST_KEEP: leaving {} (instance {})",
+                self.dir.path().display(),
+                self.instance
+            );
+            if let Ok(placeholder) = tempfile::tempdir() {
+                let _ = std::mem::replace(&mut self.dir, placeholder).keep();
+            }
+            return;
+        }
+        for id in self.containers() {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
+        let sites = self.sites.lock().map(|s| s.clone()).unwrap_or_default();
+        for s in sites {
+            let _ = Command::new("mariadb")
+                .args([
+                    "--socket",
+                    self.rig.var("SP_RIG_MYSQL_SOCKET"),
+                    "-uroot",
+                    "-e",
+                ])
+                .arg(format!(
+                    "DROP DATABASE IF EXISTS `{s}`; DROP USER IF EXISTS '{s}'@'%';"
+                ))
+                .output();
+        }
+    }
+}
