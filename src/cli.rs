@@ -42,6 +42,34 @@ pub enum Command {
         /// Only this site.
         name: Option<String>,
     },
+    /// Take one snapshot of the host: config, credentials, each site's files and database dump.
+    Backup {
+        /// Only this site (repeatable); all sites by default.
+        #[arg(long = "site", value_name = "NAME")]
+        sites: Vec<String>,
+    },
+    /// List snapshots (id, time, sites, size, verified).
+    Snapshots,
+    /// Pin or unpin a snapshot.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Re-hash every file, walk every archive, check every dump; non-zero exit on any fault.
+    Verify {
+        /// Snapshot id, or `latest`.
+        #[arg(default_value = "latest")]
+        id: String,
+    },
+    /// Delete snapshots the [retention] policy does not keep (never pinned ones, never the newest verified).
+    Prune {
+        /// Show what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Backup schedule and site jobs.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Per site: newest snapshot and its age, next backup; non-zero exit when one is too old.
+    Status,
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -50,6 +78,29 @@ pub enum Command {
     /// Print the man page (roff).
     #[command(hide = true)]
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Keep this snapshot whatever the retention policy says.
+    Pin { id: String },
+    /// Let the retention policy decide again.
+    Unpin { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Print the next runs of the backup and of every site job.
+    Show,
+    /// Write the system cron entry (and optionally systemd units) that runs them.
+    Install {
+        /// Cron file to write.
+        #[arg(long, value_name = "PATH", default_value = "/etc/cron.d/simple-paas")]
+        cron_file: PathBuf,
+        /// Also write a .service and .timer per job into this directory.
+        #[arg(long, value_name = "DIR")]
+        systemd_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -131,7 +182,9 @@ pub enum SiteCommand {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
-    /// Remove the container; --purge also deletes the database, user and files.
+    /// Run one of the site's [[jobs]] now, in a one-off container of its image.
+    Job { name: String, job: String },
+    /// Remove the container (after a final snapshot); --purge also deletes the database, user and files.
     Remove {
         name: String,
         /// Also delete the database, its user and /sites/NAME (asks for the name).

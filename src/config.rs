@@ -28,6 +28,57 @@ pub struct Config {
     pub lock_timeout: u64,
     pub mysql: MysqlConfig,
     pub docker: DockerConfig,
+    pub backup: BackupConfig,
+    pub retention: crate::snapshot::retention::Policy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Standard 5-field crontab expression for `sp backup` + `sp prune` (empty: not scheduled).
+    pub schedule: String,
+    /// zstd level (1-19).
+    pub zstd_level: i32,
+    /// zstd worker threads (0: one per core).
+    pub zstd_threads: u32,
+    /// `sp status` fails when the newest good snapshot of a site is older than this ("26h", "2d").
+    pub max_age: String,
+    /// GET after a successful backup (e.g. a healthchecks.io URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_success_url: Option<String>,
+    /// GET after a failed backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure_url: Option<String>,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            schedule: "17 3 * * *".into(),
+            zstd_level: 3,
+            zstd_threads: 0,
+            max_age: "26h".into(),
+            on_success_url: None,
+            on_failure_url: None,
+        }
+    }
+}
+
+/// Parses a duration like `90s`, `45m`, `26h`, `7d`.
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?}: use e.g. 90s, 45m, 26h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("{text:?}: use e.g. 90s, 45m, 26h or 7d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +116,14 @@ impl Default for Config {
             lock_timeout: 300,
             mysql: MysqlConfig::default(),
             docker: DockerConfig::default(),
+            backup: BackupConfig::default(),
+            retention: crate::snapshot::retention::Policy {
+                keep_last: 3,
+                keep_daily: 7,
+                keep_weekly: 4,
+                keep_monthly: 6,
+                ..Default::default()
+            },
         }
     }
 }
@@ -135,6 +194,14 @@ impl Config {
         self.port_range()?;
         split_host_port(&self.mysql.host_for_containers)
             .ok_or_else(|| "mysql.host_for_containers must be HOST:PORT".to_string())?;
+        if !self.backup.schedule.trim().is_empty() {
+            crate::schedule::parse(&self.backup.schedule)
+                .map_err(|e| format!("backup.schedule: {e}"))?;
+        }
+        if !(1..=19).contains(&self.backup.zstd_level) {
+            return Err("backup.zstd_level must be 1-19".into());
+        }
+        parse_duration(&self.backup.max_age).map_err(|e| format!("backup.max_age {e}"))?;
         if self.mysql.user_host.is_empty() || self.mysql.user_host.contains('\'') {
             return Err("mysql.user_host must be a MySQL host pattern like % or 172.17.%".into());
         }
@@ -196,7 +263,39 @@ network = "{net}"
 port_range = "{ports}"
 # First uid handed to sites; each site gets its own.
 first_uid = {uid}
+
+[backup]
+# When `sp schedule install` runs `sp backup` and `sp prune`: a standard 5-field crontab
+# expression (minute hour day-of-month month day-of-week; Sunday is 0 or 7).
+schedule = "{sched}"
+zstd_level = {level}
+# zstd worker threads; 0 = one per core.
+zstd_threads = {threads}
+# `sp status` exits non-zero when a site's newest snapshot is older than this.
+max_age = "{max_age}"
+# Pinged (GET) after each backup, e.g. a healthchecks.io check.
+# on_success_url = "https://hc-ping.com/UUID"
+# on_failure_url = "https://hc-ping.com/UUID/fail"
+
+[retention]
+# What `sp prune` keeps; pinned snapshots and the newest verified one are always kept.
+keep_last = {kl}
+keep_hourly = {kh}
+keep_daily = {kd}
+keep_weekly = {kw}
+keep_monthly = {km}
+keep_yearly = {ky}
 "#,
+            sched = c.backup.schedule,
+            level = c.backup.zstd_level,
+            threads = c.backup.zstd_threads,
+            max_age = c.backup.max_age,
+            kl = c.retention.keep_last,
+            kh = c.retention.keep_hourly,
+            kd = c.retention.keep_daily,
+            kw = c.retention.keep_weekly,
+            km = c.retention.keep_monthly,
+            ky = c.retention.keep_yearly,
             instance = c.instance,
             sites = c.sites_dir.display(),
             backup = c.backup_dir.display(),

@@ -79,6 +79,7 @@ pub fn generate_password() -> String {
 /// An admin connection pool to the shared server.
 pub struct Db {
     pool: Pool,
+    opts: Opts,
     /// Where the server is, for messages (no password).
     pub display: String,
 }
@@ -103,8 +104,10 @@ impl Db {
                 opts.tcp_port()
             ),
         };
+        let opts = Opts::from(builder);
         Ok(Db {
-            pool: Pool::new(builder),
+            pool: Pool::new(opts.clone()),
+            opts,
             display,
         })
     }
@@ -215,10 +218,151 @@ impl Db {
             .await
     }
 
+    /// Tables and views of a database, sorted: (name, `BASE TABLE` | `VIEW` | ...).
+    pub async fn tables(&self, db: &str) -> Result<Vec<(String, String)>> {
+        let mut c = self.conn().await?;
+        c.exec(
+            "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
+            (db,),
+        )
+        .await
+        .map_err(|e| Error::mysql(format!("list tables of {db}"), e))
+    }
+
+    /// A dump client for this server's admin account.
+    pub fn dump_client(&self, private_dir: &std::path::Path) -> Result<DumpClient> {
+        DumpClient::new(&self.opts, private_dir)
+    }
+
     /// Closes the pool.
     pub async fn close(self) {
         let _ = self.pool.disconnect().await;
     }
+}
+
+/// The server's own dump client (`mariadb-dump`, else `mysqldump`), given the admin account
+/// through a private option file (mode 0600, deleted on drop) — never through argv.
+pub struct DumpClient {
+    program: std::path::PathBuf,
+    options: tempfile::NamedTempFile,
+}
+
+/// The arguments of a consistent, complete dump of one database, without CREATE DATABASE/USE.
+pub fn dump_args(options_file: &std::path::Path, db: &str) -> Vec<String> {
+    vec![
+        // Must come first.
+        format!("--defaults-extra-file={}", options_file.display()),
+        "--single-transaction".into(),
+        "--routines".into(),
+        "--triggers".into(),
+        "--events".into(),
+        "--hex-blob".into(),
+        "--default-character-set=utf8mb4".into(),
+        "--skip-lock-tables".into(),
+        "--quick".into(),
+        db.to_string(),
+    ]
+}
+
+/// The `[client]` option file text for an admin connection.
+pub fn option_file(opts: &Opts) -> String {
+    let q = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut t = String::from("[client]\n");
+    if let Some(u) = opts.user() {
+        t.push_str(&format!("user={}\n", q(u)));
+    }
+    if let Some(p) = opts.pass() {
+        t.push_str(&format!("password={}\n", q(p)));
+    }
+    match opts.socket() {
+        Some(s) => t.push_str(&format!("socket={}\nprotocol=socket\n", q(s))),
+        None => t.push_str(&format!(
+            "host={}\nport={}\nprotocol=tcp\n",
+            q(opts.ip_or_hostname()),
+            opts.tcp_port()
+        )),
+    }
+    t
+}
+
+impl DumpClient {
+    fn new(opts: &Opts, private_dir: &std::path::Path) -> Result<DumpClient> {
+        let program = ["mariadb-dump", "mysqldump"]
+            .iter()
+            .find_map(|p| find_in_path(p))
+            .ok_or_else(|| Error::NotFound("neither mariadb-dump nor mysqldump is installed (apt-get install mariadb-client)".into()))?;
+        std::fs::create_dir_all(private_dir)
+            .map_err(|e| Error::io_path("create", private_dir, e))?;
+        let mut options = tempfile::Builder::new()
+            .prefix(".sp-client-")
+            .suffix(".cnf")
+            .tempfile_in(private_dir)
+            .map_err(|e| Error::io_path("create option file in", private_dir, e))?;
+        use std::io::Write;
+        options
+            .write_all(option_file(opts).as_bytes())
+            .and_then(|_| options.flush())
+            .map_err(|e| Error::io("write option file", e))?;
+        Ok(DumpClient { program, options })
+    }
+
+    /// Dumps `db` into `out` (streamed; nothing is held in memory), checking the exit status
+    /// and the completion trailer. Returns the uncompressed byte count.
+    pub fn dump(&self, db: &str, out: &mut dyn std::io::Write) -> Result<u64> {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(&self.program)
+            .args(dump_args(self.options.path(), db))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(format!("start {}", self.program.display()), e))?;
+        let mut stderr = child.stderr.take();
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = std::io::Read::read_to_string(e, &mut s);
+            }
+            s
+        });
+        let mut keeper = crate::snapshot::archive::TailKeeper::new(out);
+        let copied = match child.stdout.take() {
+            Some(mut so) => std::io::copy(&mut so, &mut keeper),
+            None => Ok(0),
+        };
+        let status = child
+            .wait()
+            .map_err(|e| Error::io("wait for the dump client", e))?;
+        let stderr = err_reader.join().unwrap_or_default();
+        let tool = self
+            .program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !status.success() {
+            let first = stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message");
+            return Err(Error::Other(format!(
+                "{tool} of {db} failed ({status}): {first}"
+            )));
+        }
+        copied.map_err(|e| Error::io(format!("write the dump of {db}"), e))?;
+        if !crate::snapshot::archive::has_dump_trailer(keeper.tail()) {
+            return Err(Error::Other(format!(
+                "{tool} of {db} ended without its completion trailer"
+            )));
+        }
+        Ok(keeper.bytes)
+    }
+}
+
+fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 #[cfg(test)]
@@ -249,6 +393,25 @@ mod tests {
             drop_user_sql("blog", "172.17.%"),
             "DROP USER IF EXISTS 'blog'@'172.17.%'"
         );
+    }
+
+    #[test]
+    fn dump_options_keep_the_password_out_of_argv() {
+        let opts = Opts::from_url("mysql://admin:s3cr%22et@127.0.0.1:13306").unwrap();
+        let text = option_file(&opts);
+        assert!(text.contains("password=\"s3cr\\\"et\"\n"), "{text}");
+        assert!(text.contains("host=\"127.0.0.1\"\nport=13306\n"), "{text}");
+        let args = dump_args(std::path::Path::new("/tmp/x.cnf"), "blog");
+        assert_eq!(args[0], "--defaults-extra-file=/tmp/x.cnf");
+        assert!(args.iter().all(|a| !a.contains("s3cr")));
+        assert!(!args
+            .iter()
+            .any(|a| a == "--databases" || a == "--all-databases"));
+        assert!(
+            args.contains(&"--single-transaction".to_string())
+                && args.contains(&"--hex-blob".to_string())
+        );
+        assert_eq!(args.last().map(String::as_str), Some("blog"));
     }
 
     #[test]

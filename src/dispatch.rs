@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 
 use serde::Serialize;
 
-use crate::cli::{Cli, Command, RegistryCommand, SiteCommand};
+use crate::cli::{Cli, Command, RegistryCommand, ScheduleCommand, SiteCommand, SnapshotCommand};
 use crate::error::{Error, Result};
 use crate::ops::{self, Ctx, Notifier};
 
@@ -87,6 +87,39 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             emit(&cli, io, &ops::apply::run(&ctx, name.as_deref()).await?)?;
         }
         Command::Site(sc) => return site(&cli, &ctx, sc, io).await,
+        Command::Backup { sites } => {
+            let opts = ops::backup::BackupOpts {
+                sites: sites.clone(),
+            };
+            emit(&cli, io, &ops::backup::run(&ctx, &opts).await?)?;
+        }
+        Command::Snapshots => emit(&cli, io, &ops::snapshots::list(&ctx)?)?,
+        Command::Snapshot(SnapshotCommand::Pin { id }) => {
+            emit(&cli, io, &ops::snapshots::pin(&ctx, id, true)?)?
+        }
+        Command::Snapshot(SnapshotCommand::Unpin { id }) => {
+            emit(&cli, io, &ops::snapshots::pin(&ctx, id, false)?)?
+        }
+        Command::Verify { id } => {
+            let report = ops::verify::run(&ctx, id).await?;
+            emit(&cli, io, &report)?;
+            return Ok(if report.ok() { 0 } else { 1 });
+        }
+        Command::Prune { dry_run } => emit(&cli, io, &ops::prune::run(&ctx, *dry_run)?)?,
+        Command::Schedule(ScheduleCommand::Show) => emit(&cli, io, &ops::schedule::show(&ctx)?)?,
+        Command::Schedule(ScheduleCommand::Install {
+            cron_file,
+            systemd_dir,
+        }) => emit(
+            &cli,
+            io,
+            &ops::schedule::install(&ctx, cron_file, systemd_dir.as_deref())?,
+        )?,
+        Command::Status => {
+            let report = ops::status::run(&ctx)?;
+            emit(&cli, io, &report)?;
+            return Ok(if report.ok { 0 } else { 1 });
+        }
     }
     Ok(0)
 }
@@ -138,6 +171,10 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
         }
         SiteCommand::Exec { name, cmd } => {
             let code = ops::control::exec(ctx, name, cmd, io.out, io.err).await?;
+            return Ok(code.clamp(0, 255) as i32);
+        }
+        SiteCommand::Job { name, job } => {
+            let code = ops::job::run(ctx, name, job, io.out).await?;
             return Ok(code.clamp(0, 255) as i32);
         }
         SiteCommand::Remove { name, purge, yes } => {

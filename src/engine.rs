@@ -37,6 +37,8 @@ pub enum Role {
     Web,
     /// A one-off release command before a deploy.
     Release,
+    /// A scheduled per-site job.
+    Job,
 }
 
 impl Role {
@@ -44,6 +46,7 @@ impl Role {
         match self {
             Role::Web => "web",
             Role::Release => "release",
+            Role::Job => "job",
         }
     }
 }
@@ -116,7 +119,7 @@ pub fn container_spec(plan: &ContainerPlan) -> ContainerCreateBody {
     };
     let restart = match plan.role {
         Role::Web => RestartPolicyNameEnum::UNLESS_STOPPED,
-        Role::Release => RestartPolicyNameEnum::NO,
+        Role::Release | Role::Job => RestartPolicyNameEnum::NO,
     };
     ContainerCreateBody {
         image: Some(plan.image.clone()),
@@ -399,6 +402,20 @@ impl Engine {
             }) => Ok(()),
             Err(e) => Err(Error::docker(format!("start {}", short(id)), e)),
         }
+    }
+
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        self.docker
+            .pause_container(id)
+            .await
+            .map_err(|e| Error::docker(format!("pause {}", short(id)), e))
+    }
+
+    pub async fn unpause(&self, id: &str) -> Result<()> {
+        self.docker
+            .unpause_container(id)
+            .await
+            .map_err(|e| Error::docker(format!("unpause {}", short(id)), e))
     }
 
     pub async fn stop(&self, id: &str) -> Result<()> {

@@ -25,6 +25,8 @@ pub mod fsutil;
 pub mod lock;
 pub mod ops;
 pub mod registry;
+pub mod schedule;
 pub mod site;
+pub mod snapshot;
 
 pub use error::{Error, Result};

@@ -381,8 +381,43 @@ pub struct SiteSpec {
     pub health: Health,
     #[serde(default)]
     pub database: DatabaseSpec,
+    #[serde(default, skip_serializing_if = "BackupSpec::is_default")]
+    pub backup: BackupSpec,
+    /// Scheduled commands run in the site's own image (`sp schedule install` writes them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<Job>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+}
+
+/// How the site's files are captured by `sp backup`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSpec {
+    /// Run inside the running container before the files are archived (e.g. an SQLite
+    /// `.backup` into data/); a non-zero exit fails the backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_command: Vec<String>,
+    /// Pause the container while its files are archived.
+    #[serde(default)]
+    pub pause: bool,
+}
+
+impl BackupSpec {
+    fn is_default(&self) -> bool {
+        *self == BackupSpec::default()
+    }
+}
+
+/// A scheduled per-site command, e.g. Django's clearsessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Name used by `sp site job NAME JOB`: lowercase letters, digits and '-'.
+    pub name: String,
+    /// Standard 5-field crontab expression.
+    pub schedule: String,
+    pub command: Vec<String>,
 }
 
 fn default_data_mount() -> String {
@@ -423,6 +458,27 @@ impl SiteSpec {
                 return Err(Error::Invalid(format!(
                     "{}: health.path must start with '/'",
                     self.name
+                )));
+            }
+        }
+        for j in &self.jobs {
+            let name_ok = !j.name.is_empty()
+                && j.name.len() <= 40
+                && j.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !name_ok {
+                return Err(Error::Invalid(format!(
+                    "{}: job name {:?}: use lowercase letters, digits and '-'",
+                    self.name, j.name
+                )));
+            }
+            crate::schedule::parse(&j.schedule)
+                .map_err(|e| Error::Invalid(format!("{}: job {}: {e}", self.name, j.name)))?;
+            if j.command.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{}: job {} has no command",
+                    self.name, j.name
                 )));
             }
         }
@@ -666,6 +722,15 @@ mod tests {
                 ..Default::default()
             },
             database: DatabaseSpec::default(),
+            backup: BackupSpec {
+                pre_command: vec!["true".into()],
+                pause: true,
+            },
+            jobs: vec![Job {
+                name: "clear".into(),
+                schedule: "0 4 * * 0".into(),
+                command: vec!["x".into()],
+            }],
             env: [("A".to_string(), "1".to_string())].into(),
         };
         let back: SiteSpec = toml::from_str(&spec.to_toml()).unwrap();

@@ -120,35 +120,19 @@ async fn run_release(ctx: &Ctx, engine: &Engine, spec: &SiteSpec, pinned: &str) 
         "{}: running release command {:?}",
         spec.name, spec.release
     ));
-    let plan = container_plan(
-        ctx,
-        spec,
-        pinned,
-        Role::Release,
-        None,
-        Some(spec.release.clone()),
-    )?;
-    let name = container_name(ctx, &spec.name, Role::Release);
-    let id = engine.create(&name, &plan).await?;
-    let result = async {
-        engine.start(&id).await?;
-        let code = engine.wait(&id).await?;
-        if code != 0 {
-            let logs = engine.tail_logs(&id, 5).await;
-            return Err(Error::Other(format!(
-                "release command exited with code {code}{}",
-                if logs.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", crate::site::one_line(&logs))
-                }
-            )));
-        }
-        Ok(())
+    let (code, logs) =
+        provision::run_oneoff(ctx, engine, spec, pinned, Role::Release, &spec.release).await?;
+    if code != 0 {
+        return Err(Error::Other(format!(
+            "release command exited with code {code}{}",
+            if logs.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", crate::site::one_line(&logs))
+            }
+        )));
     }
-    .await;
-    let _ = engine.remove(&id).await;
-    result
+    Ok(())
 }
 
 /// Options of `sp site deploy`.

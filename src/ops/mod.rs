@@ -7,17 +7,27 @@
 //! - `sp site add` → [`site_add`]; `list`/`show` → [`site_info`]; `deploy`/`rollback` → [`deploy`]
 //! - `start`/`stop`/`restart`/`logs`/`exec` → [`control`]; `remove` → [`site_remove`]
 //! - `sp apply` → [`apply`]; building blocks shared by add, apply and deploy → [`provision`]
+//! - `sp backup` → [`backup`]; `sp snapshots`, `sp snapshot pin` → [`snapshots`];
+//!   `sp verify` → [`verify`]; `sp prune` → [`prune`]; `sp status` → [`status`]
+//! - `sp schedule show|install` → [`schedule`]; `sp site job` → [`job`]
 
 pub mod apply;
+pub mod backup;
 pub mod control;
 pub mod deploy;
 pub mod doctor;
 pub mod init;
+pub mod job;
 pub mod provision;
+pub mod prune;
 pub mod registry_login;
+pub mod schedule;
 pub mod site_add;
 pub mod site_info;
 pub mod site_remove;
+pub mod snapshots;
+pub mod status;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

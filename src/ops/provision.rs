@@ -280,3 +280,26 @@ pub async fn http_status(url: &str) -> Option<u16> {
     .ok()
     .flatten()
 }
+
+/// Runs `cmd` in a one-off container of `pinned` with the site's env, mounts and uid; returns
+/// its exit code and the last lines of its output. The container is removed either way.
+pub async fn run_oneoff(
+    ctx: &Ctx,
+    engine: &Engine,
+    spec: &SiteSpec,
+    pinned: &str,
+    role: Role,
+    cmd: &[String],
+) -> Result<(i64, String)> {
+    let plan = container_plan(ctx, spec, pinned, role, None, Some(cmd.to_vec()))?;
+    let name = container_name(ctx, &spec.name, role);
+    let id = engine.create(&name, &plan).await?;
+    let result = async {
+        engine.start(&id).await?;
+        let code = engine.wait(&id).await?;
+        Ok((code, engine.tail_logs(&id, 20).await))
+    }
+    .await;
+    let _ = engine.remove(&id).await;
+    result
+}

@@ -90,6 +90,8 @@ fn spec_from(opts: &SiteAddOpts) -> Result<SiteSpec> {
         database: DatabaseSpec {
             enabled: !opts.no_db,
         },
+        backup: Default::default(),
+        jobs: Vec::new(),
         env,
     };
     Ok(spec)

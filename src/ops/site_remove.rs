@@ -21,6 +21,8 @@ pub struct RemoveOpts {
 #[derive(Debug, Serialize)]
 pub struct RemoveReport {
     pub site: String,
+    /// The snapshot taken just before removing.
+    pub final_snapshot: Option<String>,
     pub containers_removed: usize,
     pub purged: bool,
 }
@@ -71,6 +73,23 @@ pub async fn run(
         }
     }
     let _lock = ctx.lock(&format!("site remove {name}"))?;
+    // A final snapshot first; a purge without one is refused.
+    let final_snapshot = match super::backup::snapshot_sites(ctx, std::slice::from_ref(&spec)).await
+    {
+        Ok(r) => Some(r.id),
+        Err(e) if opts.purge => {
+            return Err(Error::Other(format!(
+                "the final snapshot failed, so nothing was purged: {e}"
+            ))
+            .at_step(&name, "final snapshot"))
+        }
+        Err(e) => {
+            ctx.note(&format!(
+                "{name}: warning: the final snapshot failed ({e}); data and database are kept"
+            ));
+            None
+        }
+    };
     let engine = ctx.engine().await?;
     let containers = engine.list(&ctx.config.instance, Some(&name), None).await?;
     for c in &containers {
@@ -95,6 +114,7 @@ pub async fn run(
             .step(&name, "retire spec")?;
     }
     Ok(RemoveReport {
+        final_snapshot,
         site: name,
         containers_removed: containers.len(),
         purged: opts.purge,

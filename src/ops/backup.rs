@@ -1,0 +1,480 @@
+//! `sp backup [--site NAME]...`: one snapshot of the host.
+//!
+//! 1. take the lock; clear `.tmp-*` folders left by a killed backup;
+//! 2. write `host.tar.zst` (config, registry credentials) into `.tmp-ID/`;
+//! 3. per site: run its pre-backup command, pause it if asked, then archive `/sites/NAME`
+//!    (without `tmp/`) and dump its database **at the same time**, each straight into zstd;
+//! 4. write `manifest.json` (+ its checksum) last, fsync, rename `.tmp-ID` → `ID`.
+//!
+//! Any failure removes the temporary folder, leaves earlier snapshots alone, is recorded in
+//! `STATE_DIR/backup-status.json` (shown by `sp status`), pings the failure hook, and names
+//! the site and the step.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::db::Db;
+use crate::engine::{Engine, Role};
+use crate::error::{Error, Result, StepExt};
+use crate::site::SiteSpec;
+use crate::snapshot::{self, archive, DatabaseEntry, FileEntry, Manifest, SiteEntry, TableEntry};
+
+use super::Ctx;
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupOpts {
+    /// Only these sites (all when empty).
+    pub sites: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackupReport {
+    pub id: String,
+    pub dir: PathBuf,
+    pub sites: Vec<SiteBackup>,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SiteBackup {
+    pub name: String,
+    /// Compressed bytes of the file archive and the dump.
+    pub files_bytes: u64,
+    pub dump_bytes: u64,
+    pub tables: usize,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for BackupReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.sites {
+            writeln!(
+                f,
+                "{}: files {}, dump {} ({} tables) in {:.1}s",
+                s.name,
+                human_bytes(s.files_bytes),
+                human_bytes(s.dump_bytes),
+                s.tables,
+                s.seconds
+            )?;
+        }
+        write!(
+            f,
+            "snapshot {} ({}) in {:.1}s",
+            self.id,
+            human_bytes(self.bytes),
+            self.seconds
+        )
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// What the last backups did, kept in `STATE_DIR/backup-status.json` for `sp status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackupStatus {
+    pub last_attempt: Option<DateTime<Utc>>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_snapshot: Option<String>,
+    pub last_failure: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+impl BackupStatus {
+    pub fn path(ctx: &Ctx) -> PathBuf {
+        ctx.config.state_dir.join("backup-status.json")
+    }
+    pub fn load(ctx: &Ctx) -> BackupStatus {
+        std::fs::read(Self::path(ctx))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+    fn save(&self, ctx: &Ctx) {
+        if let Ok(bytes) = serde_json::to_vec_pretty(self) {
+            if let Err(e) = crate::fsutil::write_atomic(&Self::path(ctx), &bytes, 0o644) {
+                tracing::warn!("cannot record the backup status: {e}");
+            }
+        }
+    }
+}
+
+/// `sp backup`.
+pub async fn run(ctx: &Ctx, opts: &BackupOpts) -> Result<BackupReport> {
+    let specs = if opts.sites.is_empty() {
+        ctx.sites()?
+    } else {
+        opts.sites
+            .iter()
+            .map(|n| ctx.site(n))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let _lock = ctx.lock("backup")?;
+    let result = snapshot_sites(ctx, &specs).await;
+    let mut status = BackupStatus::load(ctx);
+    let now = Utc::now();
+    status.last_attempt = Some(now);
+    let hook = match &result {
+        Ok(r) => {
+            status.last_success = Some(now);
+            status.last_snapshot = Some(r.id.clone());
+            ctx.config.backup.on_success_url.clone()
+        }
+        Err(e) => {
+            status.last_failure = Some(now);
+            status.last_error = Some(e.to_string());
+            ctx.config.backup.on_failure_url.clone()
+        }
+    };
+    status.save(ctx);
+    if let Some(url) = hook {
+        ping(&url).await;
+    }
+    result
+}
+
+async fn ping(url: &str) {
+    let url = url.to_string();
+    let done = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .into();
+        agent
+            .get(&url)
+            .call()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("backup hook did not answer: {e}"),
+        Err(e) => tracing::warn!("backup hook: {e}"),
+    }
+}
+
+/// Takes one snapshot of `specs` (the caller holds the lock). Used by `sp backup` and by
+/// `sp site remove` for its final snapshot.
+pub async fn snapshot_sites(ctx: &Ctx, specs: &[SiteSpec]) -> Result<BackupReport> {
+    let started = Instant::now();
+    let backup_dir = &ctx.config.backup_dir;
+    std::fs::create_dir_all(backup_dir).map_err(|e| Error::io_path("create", backup_dir, e))?;
+    clear_stale(backup_dir);
+    let now = Utc::now();
+    let mut id = snapshot::new_id(now);
+    let mut n = 1;
+    while backup_dir.join(&id).exists() {
+        id = format!("{}-{n}", snapshot::new_id(now));
+        n += 1;
+    }
+    let tmp = backup_dir.join(format!(".tmp-{id}"));
+    std::fs::create_dir_all(tmp.join("sites")).map_err(|e| Error::io_path("create", &tmp, e))?;
+    crate::fsutil::chmod(&tmp, 0o700)?;
+    let result = write_snapshot(ctx, specs, &id, now, &tmp, started).await;
+    match result {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Removes `.tmp-*` folders: with the lock held, they can only be left by a killed backup.
+fn clear_stale(backup_dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(backup_dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                tracing::info!("removing the unfinished snapshot {}", e.path().display());
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+async fn write_snapshot(
+    ctx: &Ctx,
+    specs: &[SiteSpec],
+    id: &str,
+    now: DateTime<Utc>,
+    tmp: &Path,
+    started: Instant,
+) -> Result<BackupReport> {
+    let level = ctx.config.backup.zstd_level;
+    let threads = match ctx.config.backup.zstd_threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        n => n,
+    };
+    let mut files = Vec::new();
+
+    // The host: config and registry credentials.
+    let host_items: Vec<(PathBuf, &str)> = [
+        (ctx.config_path.clone(), "etc/config.toml"),
+        (ctx.credentials_path(), "etc/registries.toml"),
+    ]
+    .into_iter()
+    .filter(|(p, _)| p.exists())
+    .collect();
+    let host_file = tmp.join(snapshot::HOST_ARCHIVE);
+    let (size, sha) = (|| -> std::io::Result<(u64, String)> {
+        let enc = archive::zstd_file(&host_file, level, 0)?;
+        let mut b = tar::Builder::new(enc);
+        b.mode(tar::HeaderMode::Complete);
+        for (src, name) in &host_items {
+            b.append_path_with_name(src, name)?;
+        }
+        archive::finish_zstd_file(b.into_inner()?)
+    })()
+    .map_err(|e| Error::io("write host.tar.zst", e))?;
+    files.push(FileEntry {
+        path: snapshot::HOST_ARCHIVE.into(),
+        size,
+        sha256: sha,
+    });
+
+    let needs_engine = specs
+        .iter()
+        .any(|s| !s.backup.pre_command.is_empty() || s.backup.pause);
+    let engine = if needs_engine {
+        Some(ctx.engine().await?)
+    } else {
+        None
+    };
+    let db = if specs.iter().any(|s| s.database.enabled) {
+        Some(ctx.db()?)
+    } else {
+        None
+    };
+    let dumper = match &db {
+        Some(db) => Some(std::sync::Arc::new(db.dump_client(&ctx.config.state_dir)?)),
+        None => None,
+    };
+
+    let mut sites = Vec::new();
+    let mut entries = Vec::new();
+    for spec in specs {
+        let t0 = Instant::now();
+        let (entry, site_files) = backup_site(
+            ctx,
+            spec,
+            engine.as_ref(),
+            db.as_ref(),
+            dumper.clone(),
+            tmp,
+            level,
+            threads,
+        )
+        .await?;
+        let files_bytes = site_files.first().map(|f| f.size).unwrap_or(0);
+        let dump_bytes = site_files.get(1).map(|f| f.size).unwrap_or(0);
+        let report = SiteBackup {
+            name: spec.name.clone(),
+            files_bytes,
+            dump_bytes,
+            tables: entry.database.as_ref().map(|d| d.tables.len()).unwrap_or(0),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        ctx.note(&format!(
+            "{}: files {}, dump {} in {:.1}s",
+            spec.name,
+            human_bytes(files_bytes),
+            human_bytes(dump_bytes),
+            report.seconds
+        ));
+        sites.push(report);
+        files.extend(site_files);
+        entries.push(entry);
+    }
+    if let Some(db) = db {
+        db.close().await;
+    }
+
+    let manifest = Manifest {
+        format: 1,
+        id: id.to_string(),
+        sp_version: env!("CARGO_PKG_VERSION").to_string(),
+        host: hostname(),
+        instance: ctx.config.instance.clone(),
+        created: now,
+        duration_ms: started.elapsed().as_millis() as u64,
+        sites: entries,
+        files,
+    };
+    snapshot::write_manifest(tmp, &manifest)?;
+    snapshot::sync_dir(&tmp.join("sites"))?;
+    snapshot::sync_dir(tmp)?;
+    let dir = ctx.config.backup_dir.join(id);
+    std::fs::rename(tmp, &dir).map_err(|e| Error::io_path("rename into place", &dir, e))?;
+    snapshot::sync_dir(&ctx.config.backup_dir)?;
+    Ok(BackupReport {
+        id: id.to_string(),
+        bytes: manifest.files.iter().map(|f| f.size).sum(),
+        dir,
+        sites,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn backup_site(
+    ctx: &Ctx,
+    spec: &SiteSpec,
+    engine: Option<&Engine>,
+    db: Option<&Db>,
+    dumper: Option<std::sync::Arc<crate::db::DumpClient>>,
+    tmp: &Path,
+    level: i32,
+    threads: u32,
+) -> Result<(SiteEntry, Vec<FileEntry>)> {
+    let name = spec.name.as_str();
+    let state = ctx.deploy_state(name)?;
+    let running = match engine {
+        Some(engine) => engine
+            .list(&ctx.config.instance, Some(name), Some(Role::Web))
+            .await?
+            .into_iter()
+            .find(|c| c.running()),
+        None => None,
+    };
+    if let (Some(engine), false) = (engine, spec.backup.pre_command.is_empty()) {
+        let c = running.as_ref().ok_or_else(|| {
+            Error::Other(
+                "the site's container is not running, so its pre-backup command cannot run".into(),
+            )
+            .at_step(name, "pre-backup")
+        })?;
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = engine
+            .exec(
+                &c.id,
+                &spec.backup.pre_command,
+                Some(&format!("{0}:{0}", spec.uid)),
+                &mut out,
+                &mut err,
+            )
+            .await
+            .step(name, "pre-backup")?;
+        if code != 0 {
+            let msg = String::from_utf8_lossy(&err);
+            return Err(Error::Other(format!(
+                "pre-backup command exited with code {code}: {}",
+                crate::site::one_line(&msg)
+            ))
+            .at_step(name, "pre-backup"));
+        }
+    }
+    let tables = match (db, spec.database.enabled) {
+        (Some(db), true) => Some(db.tables(name).await.step(name, "database")?),
+        _ => None,
+    };
+    let paused = match (engine, &running, spec.backup.pause) {
+        (Some(engine), Some(c), true) => {
+            engine.pause(&c.id).await.step(name, "pause")?;
+            Some(c.id.clone())
+        }
+        _ => None,
+    };
+
+    let archive_rel = format!("sites/{name}.tar.zst");
+    let dump_rel = format!("sites/{name}.sql.zst");
+    let root = ctx.paths(name).root;
+    let archive_path = tmp.join(&archive_rel);
+    let dump_path = tmp.join(&dump_rel);
+    let db_name = spec.database.enabled.then(|| name.to_string());
+    let work = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|s| {
+            let dump = s.spawn(|| -> Result<Option<(u64, String)>> {
+                let (Some(dumper), Some(db_name)) = (dumper.as_ref(), db_name.as_ref()) else {
+                    return Ok(None);
+                };
+                let mut enc = archive::zstd_file(&dump_path, level, threads)
+                    .map_err(|e| Error::io_path("create", &dump_path, e))?;
+                dumper.dump(db_name, &mut enc)?;
+                let done = archive::finish_zstd_file(enc)
+                    .map_err(|e| Error::io_path("write", &dump_path, e))?;
+                Ok(Some(done))
+            });
+            let files = (|| -> std::io::Result<((u64, String), Vec<PathBuf>)> {
+                let enc = archive::zstd_file(&archive_path, level, threads)?;
+                let (enc, skipped) = archive::write_tree(&root, &["tmp"], enc)?;
+                Ok((archive::finish_zstd_file(enc)?, skipped))
+            })()
+            .map_err(|e| Error::io(format!("archive {}", root.display()), e));
+            let dump = dump
+                .join()
+                .unwrap_or_else(|_| Err(Error::Other("the dump thread panicked".into())));
+            (files, dump)
+        })
+    })
+    .await;
+    if let (Some(engine), Some(id)) = (engine, &paused) {
+        engine.unpause(id).await.step(name, "unpause")?;
+    }
+    let (files, dump) =
+        work.map_err(|e| Error::Other(format!("backup task failed: {e}")).at_step(name, "files"))?;
+    let ((files_size, files_sha), skipped) = files.step(name, "files")?;
+    for p in skipped {
+        tracing::warn!("{name}: skipped special file {}", p.display());
+    }
+    let dump = dump.step(name, "database dump")?;
+    let mut out = vec![FileEntry {
+        path: archive_rel.clone(),
+        size: files_size,
+        sha256: files_sha,
+    }];
+    let database = match (dump, tables) {
+        (Some((size, sha)), Some(tables)) => {
+            out.push(FileEntry {
+                path: dump_rel.clone(),
+                size,
+                sha256: sha,
+            });
+            Some(DatabaseEntry {
+                name: name.to_string(),
+                dump: dump_rel,
+                tables: tables
+                    .into_iter()
+                    .map(|(name, kind)| TableEntry { name, kind })
+                    .collect(),
+            })
+        }
+        _ => None,
+    };
+    Ok((
+        SiteEntry {
+            name: name.to_string(),
+            image: state.current,
+            uid: spec.uid,
+            archive: archive_rel,
+            database,
+        },
+        out,
+    ))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}

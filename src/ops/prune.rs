@@ -1,0 +1,84 @@
+//! `sp prune [--dry-run]`: delete the snapshots the `[retention]` policy does not keep.
+//! Plan first (printed either way), then apply unless `--dry-run`.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::snapshot::retention::{plan, Candidate, Decision};
+use crate::snapshot::{self};
+
+use super::Ctx;
+
+#[derive(Debug, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub decisions: Vec<Decision>,
+    pub deleted: Vec<String>,
+}
+
+impl std::fmt::Display for PruneReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.decisions.is_empty() {
+            return write!(f, "no snapshots");
+        }
+        let mut lines = Vec::new();
+        for d in &self.decisions {
+            if d.keep {
+                lines.push(format!("keep   {} ({})", d.id, d.reasons.join(", ")));
+            } else {
+                lines.push(format!(
+                    "{} {}",
+                    if self.dry_run {
+                        "would delete"
+                    } else {
+                        "delete"
+                    },
+                    d.id
+                ));
+            }
+        }
+        let n = self.decisions.iter().filter(|d| !d.keep).count();
+        if self.dry_run {
+            lines.push(format!(
+                "dry run: {n} snapshot(s) would be deleted; nothing was deleted"
+            ));
+        } else {
+            lines.push(format!("deleted {} snapshot(s)", self.deleted.len()));
+        }
+        write!(f, "{}", lines.join("\n"))
+    }
+}
+
+/// `sp prune`.
+pub fn run(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
+    let _lock = ctx.lock("prune")?;
+    let (snaps, _) = snapshot::list(&ctx.config.backup_dir)?;
+    let candidates: Vec<Candidate> = snaps
+        .iter()
+        .map(|s| Candidate {
+            id: s.id.clone(),
+            time: s.time,
+            pinned: s.pinned,
+            verified: s.verified.is_some(),
+        })
+        .collect();
+    let decisions = plan(&candidates, &ctx.config.retention);
+    let mut deleted = Vec::new();
+    if !dry_run {
+        for d in decisions.iter().filter(|d| !d.keep) {
+            let Some(s) = snaps.iter().find(|s| s.id == d.id) else {
+                continue;
+            };
+            // Rename first so a half-deleted folder never looks like a snapshot.
+            let doomed = ctx.config.backup_dir.join(format!(".tmp-prune-{}", s.id));
+            std::fs::rename(&s.dir, &doomed).map_err(|e| Error::io_path("rename", &s.dir, e))?;
+            std::fs::remove_dir_all(&doomed).map_err(|e| Error::io_path("delete", &doomed, e))?;
+            deleted.push(s.id.clone());
+        }
+    }
+    Ok(PruneReport {
+        dry_run,
+        decisions,
+        deleted,
+    })
+}

@@ -1,0 +1,125 @@
+//! `sp status`: per site, the newest good snapshot and its age, the next scheduled backup and
+//! the last failure; exits non-zero when a site's newest snapshot is older than
+//! `backup.max_age` (or it has none).
+
+use chrono::{DateTime, Local, Utc};
+use serde::Serialize;
+
+use crate::config::parse_duration;
+use crate::error::{Error, Result};
+use crate::snapshot;
+
+use super::backup::BackupStatus;
+use super::Ctx;
+
+#[derive(Debug, Serialize)]
+pub struct SiteStatus {
+    pub site: String,
+    pub last_snapshot: Option<String>,
+    pub last_snapshot_time: Option<DateTime<Utc>>,
+    pub age_seconds: Option<i64>,
+    /// Newest snapshot is within max_age.
+    pub fresh: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub ok: bool,
+    pub max_age: String,
+    pub next_backup: Option<DateTime<Local>>,
+    pub last_backup_error: Option<String>,
+    pub last_backup_failure: Option<DateTime<Utc>>,
+    pub sites: Vec<SiteStatus>,
+}
+
+fn age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+impl std::fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<20} {:<20} {:<8} STATE",
+            "SITE", "LAST SNAPSHOT", "AGE"
+        )?;
+        for s in &self.sites {
+            write!(
+                f,
+                "\n{:<20} {:<20} {:<8} {}",
+                s.site,
+                s.last_snapshot.as_deref().unwrap_or("-"),
+                s.age_seconds.map(age).unwrap_or_else(|| "-".into()),
+                if s.fresh {
+                    "ok".to_string()
+                } else {
+                    format!("STALE (max_age {})", self.max_age)
+                }
+            )?;
+        }
+        match &self.next_backup {
+            Some(t) => write!(f, "\nnext backup: {}", t.format("%Y-%m-%d %H:%M %Z"))?,
+            None => write!(f, "\nnext backup: not scheduled (backup.schedule is empty)")?,
+        }
+        if let (Some(t), Some(e)) = (&self.last_backup_failure, &self.last_backup_error) {
+            write!(
+                f,
+                "\nlast failed backup: {} — {e}",
+                t.format("%Y-%m-%d %H:%M UTC")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `sp status`.
+pub fn run(ctx: &Ctx) -> Result<StatusReport> {
+    let max_age = parse_duration(&ctx.config.backup.max_age).map_err(Error::Invalid)?;
+    let (snaps, _) = snapshot::list(&ctx.config.backup_dir)?;
+    let now = Utc::now();
+    let mut sites = Vec::new();
+    for name in ctx.site_names()? {
+        let newest = snaps.iter().rev().find(|s| s.sites.contains(&name));
+        let age_seconds = newest.map(|s| (now - s.time).num_seconds());
+        sites.push(SiteStatus {
+            site: name,
+            last_snapshot: newest.map(|s| s.id.clone()),
+            last_snapshot_time: newest.map(|s| s.time),
+            age_seconds,
+            fresh: age_seconds
+                .map(|a| a <= max_age.as_secs() as i64)
+                .unwrap_or(false),
+        });
+    }
+    let status = BackupStatus::load(ctx);
+    let failed_last = match (status.last_failure, status.last_success) {
+        (Some(f), Some(s)) => f > s,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let next_backup = if ctx.config.backup.schedule.trim().is_empty() {
+        None
+    } else {
+        crate::schedule::next_runs(&ctx.config.backup.schedule, &Local::now(), 1)
+            .map_err(Error::Invalid)?
+            .into_iter()
+            .next()
+    };
+    Ok(StatusReport {
+        ok: sites.iter().all(|s| s.fresh),
+        max_age: ctx.config.backup.max_age.clone(),
+        next_backup,
+        last_backup_error: if failed_last { status.last_error } else { None },
+        last_backup_failure: if failed_last {
+            status.last_failure
+        } else {
+            None
+        },
+        sites,
+    })
+}

@@ -1,0 +1,303 @@
+//! The byte-level pieces of a snapshot: tar+zstd writers and readers that hash as they go.
+//!
+//! Archives are plain `tar` streams compressed with `zstd` (with frame checksums), so
+//! `zstd -dc FILE | tar -x` restores them by hand. Symlinks are stored as links, never
+//! followed; owners, modes and mtimes are kept.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Passes writes through while counting and hashing them.
+pub struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+    /// The inner writer, the byte count and the hex sha256 of everything written.
+    pub fn finish(self) -> (W, u64, String) {
+        (self.inner, self.bytes, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Passes reads through while counting and hashing them.
+pub struct HashingReader<R: Read> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+    /// Reads the rest, then returns the byte count and hex sha256 of everything read.
+    pub fn finish(mut self) -> io::Result<(u64, String)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((self.bytes, hex::encode(self.hasher.finalize())))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Keeps the last bytes written (to check a dump's completion trailer) and counts them.
+pub struct TailKeeper<W: Write> {
+    inner: W,
+    tail: Vec<u8>,
+    pub bytes: u64,
+}
+
+const TAIL: usize = 512;
+
+impl<W: Write> TailKeeper<W> {
+    pub fn new(inner: W) -> Self {
+        TailKeeper {
+            inner,
+            tail: Vec::with_capacity(2 * TAIL),
+            bytes: 0,
+        }
+    }
+    pub fn tail(&self) -> &[u8] {
+        &self.tail
+    }
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for TailKeeper<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        self.tail.extend_from_slice(&buf[..n]);
+        if self.tail.len() > 2 * TAIL {
+            let cut = self.tail.len() - TAIL;
+            self.tail.drain(..cut);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// True when a mysqldump/mariadb-dump output ends with its completion trailer.
+pub fn has_dump_trailer(tail: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(tail);
+    text.trim_end()
+        .lines()
+        .last()
+        .map(|l| l.starts_with("-- Dump completed"))
+        .unwrap_or(false)
+}
+
+/// A zstd encoder over a hashing file writer, `threads` workers (0 = single-threaded).
+pub fn zstd_file(
+    path: &Path,
+    level: i32,
+    threads: u32,
+) -> io::Result<zstd::Encoder<'static, HashingWriter<File>>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Snapshots hold secrets (database passwords, registry credentials): root only.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    let mut enc = zstd::Encoder::new(HashingWriter::new(file), level)?;
+    enc.include_checksum(true)?;
+    if threads > 0 {
+        enc.multithread(threads)?;
+    }
+    Ok(enc)
+}
+
+/// Finishes a zstd file: flushes, fsyncs, returns size and sha256.
+pub fn finish_zstd_file(
+    enc: zstd::Encoder<'static, HashingWriter<File>>,
+) -> io::Result<(u64, String)> {
+    let hw = enc.finish()?;
+    let (file, bytes, sha) = hw.finish();
+    file.sync_all()?;
+    Ok((bytes, sha))
+}
+
+/// Writes the tree under `root` as a tar stream into `out`, skipping the top-level names in
+/// `exclude`. Entries are relative (`data/x`), sorted, symlinks kept as links; sockets and
+/// other special files are skipped and returned.
+pub fn write_tree<W: Write>(
+    root: &Path,
+    exclude: &[&str],
+    out: W,
+) -> io::Result<(W, Vec<PathBuf>)> {
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Complete);
+    let mut skipped = Vec::new();
+    walk(&mut b, root, Path::new(""), exclude, &mut skipped)?;
+    Ok((b.into_inner()?, skipped))
+}
+
+fn walk<W: Write>(
+    b: &mut tar::Builder<W>,
+    dir: &Path,
+    rel: &Path,
+    exclude: &[&str],
+    skipped: &mut Vec<PathBuf>,
+) -> io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name();
+        if rel.as_os_str().is_empty() && exclude.iter().any(|x| name == std::ffi::OsStr::new(x)) {
+            continue;
+        }
+        let path = e.path();
+        let rel_path = rel.join(&name);
+        let meta = std::fs::symlink_metadata(&path)?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            b.append_path_with_name(&path, &rel_path)?;
+            walk(b, &path, &rel_path, exclude, skipped)?;
+        } else if ft.is_file() || ft.is_symlink() {
+            b.append_path_with_name(&path, &rel_path)?;
+        } else {
+            skipped.push(rel_path);
+        }
+    }
+    Ok(())
+}
+
+/// Walks every entry of a tar+zstd stream (reading all content), returning the entry count.
+pub fn walk_tar_zstd<R: Read>(input: R) -> io::Result<u64> {
+    let dec = zstd::Decoder::new(input)?;
+    let mut ar = tar::Archive::new(dec);
+    let mut n = 0;
+    for entry in ar.entries()? {
+        let mut entry = entry?;
+        io::copy(&mut entry, &mut io::sink())?;
+        n += 1;
+    }
+    // Drain the decoder so a damaged end of the frame is noticed too.
+    let mut dec = ar.into_inner();
+    io::copy(&mut dec, &mut io::sink())?;
+    Ok(n)
+}
+
+/// Decompresses a dump stream, returning whether it ends with the completion trailer.
+pub fn check_dump_zstd<R: Read>(input: R) -> io::Result<bool> {
+    let mut dec = zstd::Decoder::new(input)?;
+    let mut keeper = TailKeeper::new(io::sink());
+    io::copy(&mut dec, &mut keeper)?;
+    Ok(has_dump_trailer(keeper.tail()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn tree_round_trips_links_modes_empty_dirs_and_odd_names() {
+        let src = tempfile::tempdir().unwrap();
+        let root = src.path();
+        std::fs::create_dir_all(root.join("data/empty")).unwrap();
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::write(root.join("tmp/junk"), b"x").unwrap();
+        std::fs::write(root.join("data/a.txt"), b"hello").unwrap();
+        std::fs::set_permissions(
+            root.join("data/a.txt"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("data/link")).unwrap();
+        let odd = std::ffi::OsStr::from_bytes(b"data/caf\xe9.bin");
+        std::fs::write(root.join(odd), b"bytes").unwrap();
+
+        let out = tempfile::tempdir().unwrap();
+        let file = out.path().join("t.tar.zst");
+        let enc = zstd_file(&file, 3, 2).unwrap();
+        let (enc, skipped) = write_tree(root, &["tmp"], enc).unwrap();
+        assert!(skipped.is_empty());
+        let (size, sha) = finish_zstd_file(enc).unwrap();
+        assert_eq!(size, std::fs::metadata(&file).unwrap().len());
+
+        let mut r = HashingReader::new(File::open(&file).unwrap());
+        let n = walk_tar_zstd(&mut r).unwrap();
+        assert_eq!(
+            n, 5,
+            "data, data/a.txt, data/caf?.bin, data/empty, data/link"
+        );
+        assert_eq!(r.finish().unwrap(), (size, sha));
+
+        let dest = tempfile::tempdir().unwrap();
+        let mut ar = tar::Archive::new(zstd::Decoder::new(File::open(&file).unwrap()).unwrap());
+        ar.set_preserve_permissions(true);
+        ar.unpack(dest.path()).unwrap();
+        let d = dest.path();
+        assert_eq!(
+            std::fs::read_link(d.join("data/link")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        assert!(d.join("data/empty").is_dir());
+        assert!(!d.join("tmp").exists());
+        assert_eq!(std::fs::read(d.join(odd)).unwrap(), b"bytes");
+        let mode = std::fs::metadata(d.join("data/a.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+
+    #[test]
+    fn dump_trailer() {
+        assert!(has_dump_trailer(
+            b"INSERT ...;\n-- Dump completed on 2026-11-21 10:00:00\n"
+        ));
+        assert!(!has_dump_trailer(b"INSERT ...;\n"));
+        let mut k = TailKeeper::new(io::sink());
+        for _ in 0..1000 {
+            k.write_all(b"0123456789").unwrap();
+        }
+        k.write_all(b"\n-- Dump completed on x\n").unwrap();
+        assert!(has_dump_trailer(k.tail()));
+        assert!(k.tail().len() <= 2 * TAIL);
+    }
+}

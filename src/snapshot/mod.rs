@@ -1,0 +1,301 @@
+//! Snapshots: the on-disk format, the manifest, listing, verification and retention.
+//!
+//! One folder per snapshot, named by its UTC time so ids sort by time:
+//!
+//! ```text
+//! BACKUP_DIR/20261121T220417Z/
+//!   manifest.json          written last: sp version, host, time, sites, size + sha256 of every file
+//!   manifest.json.sha256   sha256 of manifest.json, in `sha256sum -c` format
+//!   host.tar.zst           the host config and registry credentials
+//!   sites/NAME.tar.zst     /sites/NAME without tmp/
+//!   sites/NAME.sql.zst     the site's database dump (no CREATE DATABASE / USE)
+//! ```
+//!
+//! A snapshot is written under `.tmp-ID` and renamed into place only when complete and
+//! fsynced; folders starting with `.` never count. Markers beside the manifest (`.pinned`,
+//! `.verified`) are not part of the snapshot's content.
+
+pub mod archive;
+pub mod retention;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const MANIFEST: &str = "manifest.json";
+pub const MANIFEST_SUM: &str = "manifest.json.sha256";
+pub const HOST_ARCHIVE: &str = "host.tar.zst";
+const PINNED: &str = ".pinned";
+const VERIFIED: &str = ".verified";
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: String,
+    pub sp_version: String,
+    pub host: String,
+    pub instance: String,
+    pub created: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub sites: Vec<SiteEntry>,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteEntry {
+    pub name: String,
+    /// Image running at backup time, pinned by digest.
+    pub image: Option<String>,
+    pub uid: u32,
+    /// `sites/NAME.tar.zst`
+    pub archive: String,
+    pub database: Option<DatabaseEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseEntry {
+    pub name: String,
+    /// `sites/NAME.sql.zst`
+    pub dump: String,
+    /// Tables and views dumped.
+    pub tables: Vec<TableEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableEntry {
+    pub name: String,
+    /// `BASE TABLE` or `VIEW`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    /// Relative to the snapshot folder.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A new snapshot id for `now`: `YYYYMMDDTHHMMSSZ`.
+pub fn new_id(now: DateTime<Utc>) -> String {
+    now.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// A snapshot on disk, as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    pub sites: Vec<String>,
+    /// Bytes of all files.
+    pub size: u64,
+    pub pinned: bool,
+    /// Time of the last successful `sp verify`.
+    pub verified: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+/// Reads a snapshot's manifest (after checking it against its checksum file).
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io_path("read", &path, e))?;
+    if let Ok(sum) = std::fs::read_to_string(dir.join(MANIFEST_SUM)) {
+        let want = sum.split_whitespace().next().unwrap_or("");
+        let got = sha256_hex(&bytes);
+        if want != got {
+            return Err(Error::Other(format!(
+                "{}: checksum mismatch (manifest.json.sha256 says {want}, file hashes to {got})",
+                path.display()
+            )));
+        }
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Other(format!("{}: not a valid manifest: {e}", path.display())))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Writes manifest.json and its checksum file, fsynced.
+pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
+    let bytes =
+        serde_json::to_vec_pretty(m).map_err(|e| Error::Other(format!("encode manifest: {e}")))?;
+    crate::fsutil::write_atomic(&dir.join(MANIFEST), &bytes, 0o600)?;
+    let sum = format!("{}  {MANIFEST}\n", sha256_hex(&bytes));
+    crate::fsutil::write_atomic(&dir.join(MANIFEST_SUM), sum.as_bytes(), 0o600)
+}
+
+/// fsyncs a directory so renames and new entries in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io_path("fsync", dir, e))
+}
+
+/// All complete snapshots in `backup_dir`, oldest first. Folders without a readable manifest
+/// are skipped (and named in the second list).
+pub fn list(backup_dir: &Path) -> Result<(Vec<SnapshotInfo>, Vec<String>)> {
+    let entries = match std::fs::read_dir(backup_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+        Err(e) => return Err(Error::io_path("read", backup_dir, e)),
+    };
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !e.path().join(MANIFEST).is_file() {
+            continue;
+        }
+        match info(&e.path()) {
+            Ok(i) => out.push(i),
+            Err(err) => bad.push(format!("{name}: {err}")),
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok((out, bad))
+}
+
+/// One snapshot's listing entry.
+pub fn info(dir: &Path) -> Result<SnapshotInfo> {
+    let m = read_manifest(dir)?;
+    let verified = std::fs::read_to_string(dir.join(VERIFIED))
+        .ok()
+        .and_then(|t| DateTime::parse_from_rfc3339(t.trim()).ok())
+        .map(|t| t.with_timezone(&Utc));
+    Ok(SnapshotInfo {
+        id: m.id.clone(),
+        time: m.created,
+        sites: m.sites.iter().map(|s| s.name.clone()).collect(),
+        size: m.files.iter().map(|f| f.size).sum(),
+        pinned: dir.join(PINNED).exists(),
+        verified,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Finds a snapshot by id or `latest`.
+pub fn find(backup_dir: &Path, id: &str) -> Result<SnapshotInfo> {
+    let (all, _) = list(backup_dir)?;
+    let found = if id == "latest" {
+        all.last().cloned()
+    } else {
+        if id.contains('/') || id.starts_with('.') {
+            return Err(Error::Invalid(format!("invalid snapshot id {id:?}")));
+        }
+        all.into_iter().find(|s| s.id == id)
+    };
+    found.ok_or_else(|| Error::NotFound(format!("no snapshot {id:?} in {}", backup_dir.display())))
+}
+
+pub fn set_pinned(dir: &Path, pinned: bool) -> Result<()> {
+    let p = dir.join(PINNED);
+    if pinned {
+        std::fs::write(&p, b"pinned: `sp prune` never deletes this snapshot\n")
+            .map_err(|e| Error::io_path("write", &p, e))
+    } else {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io_path("remove", &p, e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+pub fn mark_verified(dir: &Path, at: DateTime<Utc>) -> Result<()> {
+    let p = dir.join(VERIFIED);
+    std::fs::write(&p, at.to_rfc3339()).map_err(|e| Error::io_path("write", &p, e))
+}
+
+/// A fault found by [`verify`], naming the file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    pub file: String,
+    pub problem: String,
+}
+
+/// Re-hashes every file, decompresses and walks every tar, checks every dump's trailer, in
+/// one read per file. Returns the faults (empty when the snapshot is sound).
+pub fn verify(dir: &Path) -> Result<(Manifest, Vec<Fault>)> {
+    let m = match read_manifest(dir) {
+        Ok(m) => m,
+        Err(e) => {
+            return Err(Error::Other(format!("{MANIFEST}: {e}")));
+        }
+    };
+    let mut faults = Vec::new();
+    let dumps: Vec<&str> = m
+        .sites
+        .iter()
+        .filter_map(|s| s.database.as_ref().map(|d| d.dump.as_str()))
+        .collect();
+    for f in &m.files {
+        if f.path.contains("..") || f.path.starts_with('/') {
+            faults.push(Fault {
+                file: f.path.clone(),
+                problem: "unsafe path in manifest".into(),
+            });
+            continue;
+        }
+        let path = dir.join(&f.path);
+        if let Err(problem) = verify_file(&path, f, dumps.contains(&f.path.as_str())) {
+            faults.push(Fault {
+                file: f.path.clone(),
+                problem,
+            });
+        }
+    }
+    for s in &m.sites {
+        let mut needed = vec![s.archive.as_str()];
+        if let Some(d) = &s.database {
+            needed.push(d.dump.as_str());
+        }
+        for n in needed {
+            if !m.files.iter().any(|f| f.path == n) {
+                faults.push(Fault {
+                    file: n.to_string(),
+                    problem: "listed for a site but missing from the file list".into(),
+                });
+            }
+        }
+    }
+    Ok((m, faults))
+}
+
+fn verify_file(path: &Path, f: &FileEntry, is_dump: bool) -> std::result::Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut r = archive::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, file));
+    let content = if f.path.ends_with(".tar.zst") {
+        archive::walk_tar_zstd(&mut r)
+            .map(|_| ())
+            .map_err(|e| format!("archive is damaged: {e}"))
+    } else if is_dump {
+        match archive::check_dump_zstd(&mut r) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("dump has no completion trailer (truncated?)".to_string()),
+            Err(e) => Err(format!("dump is damaged: {e}")),
+        }
+    } else {
+        Ok(())
+    };
+    let (size, sha) = r.finish().map_err(|e| format!("read failed: {e}"))?;
+    if size != f.size {
+        return Err(format!(
+            "size {size} differs from the manifest's {}",
+            f.size
+        ));
+    }
+    if sha != f.sha256 {
+        return Err("sha256 differs from the manifest (file corrupted)".to_string());
+    }
+    content
+}
