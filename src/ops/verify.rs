@@ -53,15 +53,15 @@ impl std::fmt::Display for VerifyReport {
 
 /// `sp verify`. A sound snapshot is marked verified (shown by `sp snapshots`, used by prune).
 pub async fn run(ctx: &Ctx, id: &str) -> Result<VerifyReport> {
-    let s = snapshot::find(&ctx.config.backup_dir, id)?;
+    let (id, dir) = snapshot::resolve(&ctx.config.backup_dir, id)?;
     let started = std::time::Instant::now();
-    let dir = s.dir.clone();
+    let snap_dir = dir.clone();
     let (manifest, faults) = match tokio::task::spawn_blocking(move || snapshot::verify(&dir)).await
     {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             return Ok(VerifyReport {
-                id: s.id,
+                id,
                 files: 0,
                 bytes: 0,
                 seconds: started.elapsed().as_secs_f64(),
@@ -74,10 +74,10 @@ pub async fn run(ctx: &Ctx, id: &str) -> Result<VerifyReport> {
         Err(e) => return Err(Error::Other(format!("verify task failed: {e}"))),
     };
     if faults.is_empty() {
-        snapshot::mark_verified(&s.dir, chrono::Utc::now())?;
+        snapshot::mark_verified(&snap_dir, chrono::Utc::now())?;
     }
     Ok(VerifyReport {
-        id: s.id,
+        id,
         files: manifest.files.len(),
         bytes: manifest.files.iter().map(|f| f.size).sum(),
         seconds: started.elapsed().as_secs_f64(),

@@ -182,6 +182,36 @@ pub fn info(dir: &Path) -> Result<SnapshotInfo> {
     })
 }
 
+/// Resolves an id or `latest` to a snapshot folder without trusting its manifest (so a
+/// damaged manifest is still found, and reported by whoever reads it).
+pub fn resolve(backup_dir: &Path, id: &str) -> Result<(String, PathBuf)> {
+    if id != "latest" {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(Error::Invalid(format!("invalid snapshot id {id:?}")));
+        }
+        let dir = backup_dir.join(id);
+        if dir.join(MANIFEST).is_file() {
+            return Ok((id.to_string(), dir));
+        }
+        return Err(Error::NotFound(format!(
+            "no snapshot {id:?} in {}",
+            backup_dir.display()
+        )));
+    }
+    let mut ids: Vec<String> = std::fs::read_dir(backup_dir)
+        .map_err(|e| Error::io_path("read", backup_dir, e))?
+        .flatten()
+        .filter(|e| e.path().join(MANIFEST).is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    ids.sort();
+    let id = ids
+        .pop()
+        .ok_or_else(|| Error::NotFound(format!("no snapshots in {}", backup_dir.display())))?;
+    Ok((id.clone(), backup_dir.join(id)))
+}
+
 /// Finds a snapshot by id or `latest`.
 pub fn find(backup_dir: &Path, id: &str) -> Result<SnapshotInfo> {
     let (all, _) = list(backup_dir)?;

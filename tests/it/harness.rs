@@ -254,6 +254,7 @@ impl Host {
                 "--socket",
                 self.rig.var("SP_RIG_MYSQL_SOCKET"),
                 "-uroot",
+                "--default-character-set=utf8mb4",
                 "-N",
                 "-B",
                 "-e",
@@ -379,5 +380,116 @@ impl Drop for Host {
                 ))
                 .output();
         }
+    }
+}
+
+impl Host {
+    /// Replaces text in the config file (e.g. a key's default line).
+    pub fn config_replace(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        assert!(text.contains(from), "config has no {from:?}");
+        std::fs::write(&self.config, text.replacen(from, to, 1)).expect("write config");
+    }
+
+    /// Appends TOML (tables) to a site's spec.
+    pub fn spec_append(&self, site: &str, toml: &str) {
+        let p = self.sites_dir().join(site).join("site.toml");
+        let mut text = std::fs::read_to_string(&p).expect("spec");
+        text.push('\n');
+        text.push_str(toml);
+        std::fs::write(&p, text).expect("write spec");
+    }
+
+    /// Remembers a scratch database to drop on teardown.
+    pub fn track_db(&self, name: &str) {
+        self.sites.lock().expect("sites").push(name.to_string());
+    }
+
+    pub fn backup_dir(&self) -> PathBuf {
+        self.dir.path().join("backups")
+    }
+}
+
+/// A throwaway MariaDB server of one test's own (socket only), for tests that stop the server.
+pub struct ScratchMariadb {
+    _dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl ScratchMariadb {
+    pub fn start() -> ScratchMariadb {
+        let dir = tempfile::Builder::new()
+            .prefix("sp-db-")
+            .tempdir()
+            .expect("tempdir");
+        let data = dir.path().join("data");
+        let socket = dir.path().join("sock");
+        let st = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .expect("mariadb-install-db");
+        assert!(
+            st.status.success(),
+            "install-db: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let child = Command::new("mariadbd")
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--skip-networking",
+                "--innodb-buffer-pool-size=32M",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .arg(format!(
+                "--log-error={}",
+                dir.path().join("err.log").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        let db = ScratchMariadb {
+            _dir: dir,
+            socket,
+            child: Some(child),
+        };
+        let up = eventually(30, || {
+            let o = Command::new("mariadb")
+                .arg(format!("--socket={}", db.socket.display()))
+                .args(["-uroot", "-e", "SELECT 1"])
+                .output()
+                .ok()?;
+            o.status.success().then_some(())
+        });
+        assert!(up.is_some(), "scratch MariaDB did not start");
+        db
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@localhost?socket={}", self.socket.display())
+    }
+
+    /// Kills the server at once (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ScratchMariadb {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

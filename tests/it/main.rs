@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod backup;
 mod bad_input;
 mod lock;
 mod site_lifecycle;

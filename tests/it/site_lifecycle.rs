@@ -293,8 +293,13 @@ fn site_lifecycle_on_the_real_rig() {
     host.sp_ok(&["apply", &b]);
     assert!(host.sql_as(&b, &pw_b, &b, "SELECT 1").status.success());
 
-    // remove keeps data and database; --purge deletes them.
+    // remove takes a final snapshot, keeps data and database; --purge deletes them.
     host.sp_ok(&["site", "remove", &a]);
+    let snaps = host.json(&["snapshots"]);
+    assert!(
+        snaps.to_string().contains(&format!("\"{a}\"")),
+        "no final snapshot of {a}: {snaps}"
+    );
     assert!(host.containers().len() == 1);
     assert!(data.join("hello.txt").exists() && host.database_exists(&a));
     assert!(!host
