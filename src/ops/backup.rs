@@ -408,16 +408,25 @@ async fn backup_site(
                 let (Some(dumper), Some(db_name)) = (dumper.as_ref(), db_name.as_ref()) else {
                     return Ok(None);
                 };
-                let mut enc = archive::zstd_file(&dump_path, level, threads)
+                // Compressed in this thread: the server's dump rate is the limit, and
+                // the file archive gets the zstd workers.
+                let enc = archive::zstd_file(&dump_path, level, 0)
                     .map_err(|e| Error::io_path("create", &dump_path, e))?;
-                dumper.dump(db_name, &mut enc)?;
+                let mut buf = std::io::BufWriter::with_capacity(1 << 20, enc);
+                dumper.dump(db_name, &mut buf)?;
+                let enc = buf
+                    .into_inner()
+                    .map_err(|e| Error::io_path("write", &dump_path, e.into_error()))?;
                 let done = archive::finish_zstd_file(enc)
                     .map_err(|e| Error::io_path("write", &dump_path, e))?;
                 Ok(Some(done))
             });
             let files = (|| -> std::io::Result<((u64, String), Vec<PathBuf>)> {
                 let enc = archive::zstd_file(&archive_path, level, threads)?;
-                let (enc, skipped) = archive::write_tree(&root, &["tmp"], enc)?;
+                // tar writes 512-byte headers and 8 KiB chunks; zstd wants big ones.
+                let buf = std::io::BufWriter::with_capacity(1 << 20, enc);
+                let (buf, skipped) = archive::write_tree(&root, &["tmp"], buf)?;
+                let enc = buf.into_inner().map_err(|e| e.into_error())?;
                 Ok((archive::finish_zstd_file(enc)?, skipped))
             })()
             .map_err(|e| Error::io(format!("archive {}", root.display()), e));

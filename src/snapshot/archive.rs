@@ -125,6 +125,9 @@ pub fn has_dump_trailer(tail: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+/// zstd job size for multithreaded compression.
+const JOB_SIZE: u32 = 2 << 20;
+
 /// A zstd encoder over a hashing file writer, `threads` workers (0 = single-threaded).
 pub fn zstd_file(
     path: &Path,
@@ -143,6 +146,8 @@ pub fn zstd_file(
     enc.include_checksum(true)?;
     if threads > 0 {
         enc.multithread(threads)?;
+        // Small jobs keep memory bounded (each worker holds about two jobs' worth).
+        enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(JOB_SIZE))?;
     }
     Ok(enc)
 }
