@@ -49,6 +49,9 @@ pub struct BackupConfig {
     /// GET after a failed backup.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_failure_url: Option<String>,
+    /// Keep a `docker save` archive of every site's running image beside the snapshots (once
+    /// per image), so a restore works when the registry cannot serve the image any more.
+    pub keep_images: bool,
 }
 
 impl Default for BackupConfig {
@@ -60,6 +63,7 @@ impl Default for BackupConfig {
             max_age: "26h".into(),
             on_success_url: None,
             on_failure_url: None,
+            keep_images: true,
         }
     }
 }
@@ -276,6 +280,9 @@ max_age = "{max_age}"
 # Pinged (GET) after each backup, e.g. a healthchecks.io check.
 # on_success_url = "https://hc-ping.com/UUID"
 # on_failure_url = "https://hc-ping.com/UUID/fail"
+# Keep `docker save` archives of the sites' images under backup_dir/images (once per image),
+# for restores when the registry has deleted the tag or is down.
+keep_images = {keep_images}
 
 [retention]
 # What `sp prune` keeps; pinned snapshots and the newest verified one are always kept.
@@ -290,6 +297,7 @@ keep_yearly = {ky}
             level = c.backup.zstd_level,
             threads = c.backup.zstd_threads,
             max_age = c.backup.max_age,
+            keep_images = c.backup.keep_images,
             kl = c.retention.keep_last,
             kh = c.retention.keep_hourly,
             kd = c.retention.keep_daily,

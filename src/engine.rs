@@ -29,6 +29,7 @@ pub const LABEL_INSTANCE: &str = "sp.instance";
 pub const LABEL_SITE: &str = "sp.site";
 pub const LABEL_ROLE: &str = "sp.role";
 pub const LABEL_CONFIG: &str = "sp.config";
+pub const LABEL_IMAGE: &str = "sp.image";
 
 /// What a site container is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +58,10 @@ pub struct ContainerPlan {
     pub instance: String,
     pub site: String,
     pub role: Role,
-    /// Image pinned by digest.
+    /// The local image id (`sha256:…`) the container is created from.
     pub image: String,
+    /// The registry reference pinned by digest, for people (a label; not hashed).
+    pub image_ref: String,
     /// `uid:gid` the process runs as.
     pub user: String,
     pub env: BTreeMap<String, String>,
@@ -99,6 +102,7 @@ pub fn container_spec(plan: &ContainerPlan) -> ContainerCreateBody {
         (LABEL_SITE, plan.site.clone()),
         (LABEL_ROLE, plan.role.as_str().to_string()),
         (LABEL_CONFIG, plan.config_hash()),
+        (LABEL_IMAGE, plan.image_ref.clone()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -261,6 +265,113 @@ impl Engine {
             context: format!("inspect {local}"),
             message: "the image has no registry digest for this repository (was it pulled from a registry?)".into(),
         })
+    }
+
+    /// The local image id (`sha256:` of the image config) of a reference.
+    pub async fn image_id(&self, reference: &str) -> Result<String> {
+        let inspect = self
+            .docker
+            .inspect_image(reference)
+            .await
+            .map_err(|e| Error::docker(format!("inspect {reference}"), e))?;
+        inspect.id.ok_or_else(|| Error::Docker {
+            context: format!("inspect {reference}"),
+            message: "no image id".into(),
+        })
+    }
+
+    /// Writes `docker save` of an image, zstd-compressed, to `path` (via a temp file).
+    pub async fn save_image(&self, id: &str, path: &std::path::Path, level: i32) -> Result<()> {
+        let tmp = path.with_extension("partial");
+        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+        let tmp2 = tmp.clone();
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+            let mut enc = crate::snapshot::archive::zstd_file(&tmp2, level, 0)?;
+            for chunk in rx {
+                std::io::Write::write_all(&mut enc, &chunk)?;
+            }
+            crate::snapshot::archive::finish_zstd_file(enc)
+        });
+        let mut stream = self.docker.export_image(id);
+        let mut failed = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => {
+                    if tx.send(b).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(Error::docker(format!("save {id}"), e));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| Error::Other(format!("save {id}: {e}")))?;
+        if let Some(e) = failed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let (_, sha) = written.map_err(|e| Error::io_path("write", &tmp, e))?;
+        std::fs::write(path.with_extension("zst.sha256"), format!("{sha}\n"))
+            .map_err(|e| Error::io_path("write", path, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io_path("rename", path, e))?;
+        Ok(())
+    }
+
+    /// `docker load` of a zstd-compressed `docker save` archive, streamed.
+    pub async fn load_image(&self, path: &std::path::Path) -> Result<()> {
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<std::result::Result<bytes::Bytes, std::io::Error>>(8);
+        let p = path.to_path_buf();
+        let reader = tokio::task::spawn_blocking(move || {
+            let run = || -> std::io::Result<()> {
+                let mut dec = zstd::Decoder::new(std::fs::File::open(&p)?)?;
+                loop {
+                    let mut buf = vec![0u8; 1 << 20];
+                    let n = std::io::Read::read(&mut dec, &mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(bytes::Bytes::from(buf))).is_err() {
+                        return Ok(());
+                    }
+                }
+            };
+            if let Err(e) = run() {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let body =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+            );
+        let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
+            .quiet(true)
+            .build();
+        let mut s = self.docker.import_image_stream(opts, body, None);
+        while let Some(item) = s.next().await {
+            item.map_err(|e| Error::docker(format!("load {}", path.display()), e))?;
+        }
+        let _ = reader.await;
+        Ok(())
+    }
+
+    /// Tags a local image as `repo:tag`.
+    pub async fn tag(&self, id: &str, repo: &str, tag: &str) -> Result<()> {
+        let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        self.docker
+            .tag_image(id, Some(opts))
+            .await
+            .map_err(|e| Error::docker(format!("tag {id}"), e))
     }
 
     /// True when the image is present locally.
@@ -580,7 +691,8 @@ mod tests {
             instance: "t1".into(),
             site: "blog".into(),
             role: Role::Web,
-            image: format!("reg.example.com/blog@sha256:{}", "a".repeat(64)),
+            image: format!("sha256:{}", "b".repeat(64)),
+            image_ref: format!("reg.example.com/blog@sha256:{}", "a".repeat(64)),
             user: "20001:20001".into(),
             env: [("A".to_string(), "1".to_string())].into(),
             binds: vec!["/sites/blog/data:/data".into()],

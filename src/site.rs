@@ -520,9 +520,15 @@ pub struct DeployState {
     /// Image pinned by digest (`repo@sha256:…`) that runs now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
+    /// The local image id (`sha256:` of its config) of `current`; containers are created from
+    /// it, so a site also runs from an image loaded from the image archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_id: Option<String>,
     /// What ran before the last deploy, for `sp site rollback`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_id: Option<String>,
     /// Host port on 127.0.0.1 that the current container publishes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,

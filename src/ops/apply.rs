@@ -100,7 +100,7 @@ async fn converge_container(ctx: &Ctx, engine: &Engine, spec: &SiteSpec) -> Resu
                 .await
                 .step(name, "pull")?;
             changes.push(format!("first deploy of {pinned}"));
-            let r = rollout(ctx, engine, spec, &pinned, Release::Run).await?;
+            let r = rollout(ctx, engine, spec, &pinned, None, Release::Run).await?;
             changes.push(format!("started {}", r.container));
             return Ok(changes);
         }
@@ -108,8 +108,15 @@ async fn converge_container(ctx: &Ctx, engine: &Engine, spec: &SiteSpec) -> Resu
     let containers = engine
         .list(&ctx.config.instance, Some(name), Some(Role::Web))
         .await?;
+    let image_id = match &state.current_id {
+        Some(id) => id.clone(),
+        None => provision::ensure_image(ctx, engine, &image, None)
+            .await
+            .step(name, "pull")?,
+    };
     // The hash ignores the host port; any value stands in for it.
-    let want = container_plan(ctx, spec, &image, Role::Web, Some(0), None)?.config_hash();
+    let want =
+        container_plan(ctx, spec, &image_id, &image, Role::Web, Some(0), None)?.config_hash();
     let good = containers.iter().find(|c| c.config == want);
     match good {
         None => {
@@ -118,7 +125,7 @@ async fn converge_container(ctx: &Ctx, engine: &Engine, spec: &SiteSpec) -> Resu
             } else {
                 "spec changed"
             };
-            let r = rollout(ctx, engine, spec, &image, Release::Skip).await?;
+            let r = rollout(ctx, engine, spec, &image, Some(&image_id), Release::Skip).await?;
             changes.push(format!("{why}: started {}", r.container));
         }
         Some(c) => {

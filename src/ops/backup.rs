@@ -252,9 +252,10 @@ async fn write_snapshot(
         sha256: sha,
     });
 
-    let needs_engine = specs
-        .iter()
-        .any(|s| !s.backup.pre_command.is_empty() || s.backup.pause);
+    let needs_engine = ctx.config.backup.keep_images
+        || specs
+            .iter()
+            .any(|s| !s.backup.pre_command.is_empty() || s.backup.pause);
     let engine = if needs_engine {
         Some(ctx.engine().await?)
     } else {
@@ -307,6 +308,15 @@ async fn write_snapshot(
     }
     if let Some(db) = db {
         db.close().await;
+    }
+    if let (true, Some(engine)) = (ctx.config.backup.keep_images, &engine) {
+        for e in &entries {
+            if let Some(id) = &e.image_id {
+                keep_image(ctx, engine, id, level)
+                    .await
+                    .step(&e.name, "image archive")?;
+            }
+        }
     }
 
     let manifest = Manifest {
@@ -474,12 +484,30 @@ async fn backup_site(
         SiteEntry {
             name: name.to_string(),
             image: state.current,
+            image_id: state.current_id,
             uid: spec.uid,
             archive: archive_rel,
             database,
         },
         out,
     ))
+}
+
+/// Saves an image into `backup_dir/images` unless it is there already.
+async fn keep_image(ctx: &Ctx, engine: &Engine, id: &str, level: i32) -> Result<()> {
+    let path = super::provision::image_archive(ctx, id);
+    if path.exists() {
+        return Ok(());
+    }
+    if !engine.has_image(id).await {
+        tracing::warn!("image {id} is not on this host; no image archive kept");
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
+    }
+    ctx.note(&format!("keeping image {}", &id[..id.len().min(19)]));
+    engine.save_image(id, &path, level).await
 }
 
 fn hostname() -> String {

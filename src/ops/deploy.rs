@@ -48,20 +48,23 @@ pub enum Release {
     Skip,
 }
 
-/// Rolls `pinned` out for `spec` (the steps in the module docs). The caller holds the lock.
+/// Rolls `pinned` out for `spec` (the steps in the module docs). `known_id` is the image id
+/// recorded for `pinned`, which lets an image archive stand in for the registry. The caller
+/// holds the lock.
 pub async fn rollout(
     ctx: &Ctx,
     engine: &Engine,
     spec: &SiteSpec,
     pinned: &str,
+    known_id: Option<&str>,
     release: Release,
 ) -> Result<Rollout> {
     let site = spec.name.as_str();
-    let pinned = provision::ensure_image(ctx, engine, pinned)
+    let image_id = provision::ensure_image(ctx, engine, pinned, known_id)
         .await
         .step(site, "pull")?;
     if release == Release::Run && !spec.release.is_empty() {
-        run_release(ctx, engine, spec, &pinned)
+        run_release(ctx, engine, spec, &image_id, pinned)
             .await
             .step(site, "release")?;
     }
@@ -75,7 +78,7 @@ pub async fn rollout(
     let port = provision::allocate_port(ctx, engine)
         .await
         .step(site, "port")?;
-    let plan = container_plan(ctx, spec, &pinned, Role::Web, Some(port), None)?;
+    let plan = container_plan(ctx, spec, &image_id, pinned, Role::Web, Some(port), None)?;
     let name = container_name(ctx, site, Role::Web);
     ctx.note(&format!("{site}: starting {name} on 127.0.0.1:{port}"));
     let id = engine.create(&name, &plan).await.step(site, "create")?;
@@ -97,17 +100,19 @@ pub async fn rollout(
             .step(site, "remove old container")?;
     }
     let mut state = ctx.deploy_state(site)?;
-    if state.current.as_deref() != Some(pinned.as_str()) {
+    if state.current.as_deref() != Some(pinned) {
         state.previous = state.current.take();
+        state.previous_id = state.current_id.take();
     }
-    state.current = Some(pinned.clone());
+    state.current = Some(pinned.to_string());
+    state.current_id = Some(image_id);
     state.host_port = Some(port);
     state.stopped = false;
     state.deployed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     ctx.save_deploy_state(site, &state).step(site, "record")?;
     Ok(Rollout {
         site: site.to_string(),
-        image: pinned,
+        image: pinned.to_string(),
         previous: state.previous,
         host_port: port,
         container: name,
@@ -115,13 +120,27 @@ pub async fn rollout(
 }
 
 /// Runs the release command in a one-off container of the new image; fails on non-zero exit.
-async fn run_release(ctx: &Ctx, engine: &Engine, spec: &SiteSpec, pinned: &str) -> Result<()> {
+async fn run_release(
+    ctx: &Ctx,
+    engine: &Engine,
+    spec: &SiteSpec,
+    image_id: &str,
+    pinned: &str,
+) -> Result<()> {
     ctx.note(&format!(
         "{}: running release command {:?}",
         spec.name, spec.release
     ));
-    let (code, logs) =
-        provision::run_oneoff(ctx, engine, spec, pinned, Role::Release, &spec.release).await?;
+    let (code, logs) = provision::run_oneoff(
+        ctx,
+        engine,
+        spec,
+        image_id,
+        pinned,
+        Role::Release,
+        &spec.release,
+    )
+    .await?;
     if code != 0 {
         return Err(Error::Other(format!(
             "release command exited with code {code}{}",
@@ -155,7 +174,7 @@ pub async fn deploy(ctx: &Ctx, opts: &DeployOpts) -> Result<Rollout> {
     let pinned = provision::pull(ctx, &engine, &image)
         .await
         .step(&spec.name, "pull")?;
-    let report = rollout(ctx, &engine, &spec, &pinned, Release::Run).await?;
+    let report = rollout(ctx, &engine, &spec, &pinned, None, Release::Run).await?;
     if opts.image.is_some() && spec.image != image {
         spec.image = image;
         crate::fsutil::write_atomic(
@@ -179,5 +198,13 @@ pub async fn rollback(ctx: &Ctx, site: &str) -> Result<Rollout> {
         )));
     };
     let engine = ctx.engine().await?;
-    rollout(ctx, &engine, &spec, &previous, Release::Skip).await
+    rollout(
+        ctx,
+        &engine,
+        &spec,
+        &previous,
+        state.previous_id.as_deref(),
+        Release::Skip,
+    )
+    .await
 }

@@ -23,9 +23,9 @@ pub async fn run(ctx: &Ctx, site: &str, job: &str, out: &mut (dyn Write + Send))
         return Err(Error::NotFound(format!("{site} is not deployed yet")));
     };
     let engine = ctx.engine().await?;
-    let pinned = provision::ensure_image(ctx, &engine, &pinned).await?;
+    let id = provision::ensure_image(ctx, &engine, &pinned, state.current_id.as_deref()).await?;
     let (code, logs) =
-        provision::run_oneoff(ctx, &engine, &spec, &pinned, Role::Job, &j.command).await?;
+        provision::run_oneoff(ctx, &engine, &spec, &id, &pinned, Role::Job, &j.command).await?;
     if !logs.is_empty() {
         let _ = writeln!(out, "{logs}");
     }

@@ -129,12 +129,77 @@ pub async fn pull(ctx: &Ctx, engine: &Engine, image: &str) -> Result<String> {
     engine.pull(&r, creds.get(&r.registry)).await
 }
 
-/// Makes a pinned image present locally, pulling only when it is missing.
-pub async fn ensure_image(ctx: &Ctx, engine: &Engine, pinned: &str) -> Result<String> {
-    if engine.has_image(pinned).await {
-        return Ok(pinned.to_string());
+/// Where the image archive of an image id lives (`backup_dir/images/HEX.tar.zst`).
+pub fn image_archive(ctx: &Ctx, id: &str) -> std::path::PathBuf {
+    ctx.config
+        .backup_dir
+        .join("images")
+        .join(format!("{}.tar.zst", id.trim_start_matches("sha256:")))
+}
+
+/// Makes a pinned image present locally and returns its local id: already there, else pulled
+/// (with the stored credential), else — when the registry cannot serve it — loaded from the
+/// image archive kept beside the snapshots.
+pub async fn ensure_image(
+    ctx: &Ctx,
+    engine: &Engine,
+    pinned: &str,
+    known_id: Option<&str>,
+) -> Result<String> {
+    if let Some(id) = known_id {
+        if engine.has_image(id).await {
+            return Ok(id.to_string());
+        }
     }
-    pull(ctx, engine, pinned).await
+    if engine.has_image(pinned).await {
+        return engine.image_id(pinned).await;
+    }
+    let pull_err = match pull(ctx, engine, pinned).await {
+        Ok(p) => return engine.image_id(&p).await,
+        Err(e) => e,
+    };
+    let Some(id) = known_id else {
+        return Err(pull_err);
+    };
+    let archive = image_archive(ctx, id);
+    if !archive.exists() {
+        return Err(pull_err);
+    }
+    ctx.note(&format!(
+        "registry could not serve {pinned}; loading {}",
+        archive.display()
+    ));
+    check_image_archive(&archive)?;
+    engine.load_image(&archive).await?;
+    if !engine.has_image(id).await {
+        return Err(Error::Other(format!(
+            "{} did not contain image {id}",
+            archive.display()
+        )));
+    }
+    // Loaded images carry no name; give it one so `docker image prune` leaves it alone.
+    let r = ImageRef::parse(pinned)?;
+    let short = &id.trim_start_matches("sha256:")[..12];
+    engine
+        .tag(id, &r.repository(), &format!("sp-{short}"))
+        .await?;
+    Ok(id.to_string())
+}
+
+/// Checks an image archive against the sha256 written beside it.
+fn check_image_archive(path: &std::path::Path) -> Result<()> {
+    let want = std::fs::read_to_string(path.with_extension("zst.sha256")).unwrap_or_default();
+    let file = std::fs::File::open(path).map_err(|e| Error::io_path("open", path, e))?;
+    let (_, got) = crate::snapshot::archive::HashingReader::new(std::io::BufReader::new(file))
+        .finish()
+        .map_err(|e| Error::io_path("read", path, e))?;
+    if want.trim() != got {
+        return Err(Error::Other(format!(
+            "{}: checksum mismatch; the image archive is damaged",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The environment sp gives a site: its database coordinates, then the spec's own env.
@@ -167,6 +232,7 @@ pub fn container_plan(
     ctx: &Ctx,
     spec: &SiteSpec,
     image: &str,
+    image_ref: &str,
     role: Role,
     host_port: Option<u16>,
     cmd: Option<Vec<String>>,
@@ -184,6 +250,7 @@ pub fn container_plan(
         site: spec.name.clone(),
         role,
         image: image.to_string(),
+        image_ref: image_ref.to_string(),
         user: format!("{0}:{0}", spec.uid),
         env: site_env(ctx, spec),
         binds,
@@ -287,11 +354,12 @@ pub async fn run_oneoff(
     ctx: &Ctx,
     engine: &Engine,
     spec: &SiteSpec,
+    image_id: &str,
     pinned: &str,
     role: Role,
     cmd: &[String],
 ) -> Result<(i64, String)> {
-    let plan = container_plan(ctx, spec, pinned, role, None, Some(cmd.to_vec()))?;
+    let plan = container_plan(ctx, spec, image_id, pinned, role, None, Some(cmd.to_vec()))?;
     let name = container_name(ctx, &spec.name, role);
     let id = engine.create(&name, &plan).await?;
     let result = async {

@@ -14,6 +14,42 @@ pub struct PruneReport {
     pub dry_run: bool,
     pub decisions: Vec<Decision>,
     pub deleted: Vec<String>,
+    /// Image archives no remaining snapshot uses.
+    pub images_deleted: Vec<String>,
+}
+
+/// Deletes image archives that no remaining snapshot refers to.
+fn prune_images(ctx: &Ctx) -> Result<Vec<String>> {
+    let dir = ctx.config.backup_dir.join("images");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let (snaps, unreadable) = snapshot::list(&ctx.config.backup_dir)?;
+    if !unreadable.is_empty() {
+        // A snapshot we cannot read might need any image: keep them all.
+        return Ok(Vec::new());
+    }
+    let mut used = std::collections::HashSet::new();
+    for s in &snaps {
+        for site in snapshot::read_manifest(&s.dir)?.sites {
+            if let Some(id) = site.image_id {
+                used.insert(id.trim_start_matches("sha256:").to_string());
+            }
+        }
+    }
+    let mut deleted = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let hex = name.split('.').next().unwrap_or("").to_string();
+        if !used.contains(&hex) {
+            std::fs::remove_file(e.path())
+                .map_err(|err| Error::io_path("delete", &e.path(), err))?;
+            if name.ends_with(".tar.zst") {
+                deleted.push(hex);
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 impl std::fmt::Display for PruneReport {
@@ -43,7 +79,11 @@ impl std::fmt::Display for PruneReport {
                 "dry run: {n} snapshot(s) would be deleted; nothing was deleted"
             ));
         } else {
-            lines.push(format!("deleted {} snapshot(s)", self.deleted.len()));
+            lines.push(format!(
+                "deleted {} snapshot(s) and {} unused image archive(s)",
+                self.deleted.len(),
+                self.images_deleted.len()
+            ));
         }
         write!(f, "{}", lines.join("\n"))
     }
@@ -76,9 +116,15 @@ pub fn run(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
             deleted.push(s.id.clone());
         }
     }
+    let images_deleted = if dry_run {
+        Vec::new()
+    } else {
+        prune_images(ctx)?
+    };
     Ok(PruneReport {
         dry_run,
         decisions,
         deleted,
+        images_deleted,
     })
 }

@@ -166,7 +166,7 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
                 .await
                 .step(&name, "database")?;
         }
-        rollout(ctx, &engine, &spec, &pinned, Release::Run).await
+        rollout(ctx, &engine, &spec, &pinned, None, Release::Run).await
     }
     .await;
     match result {

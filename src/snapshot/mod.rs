@@ -17,6 +17,7 @@
 
 pub mod archive;
 pub mod retention;
+pub mod unpack;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,9 @@ pub struct SiteEntry {
     pub name: String,
     /// Image running at backup time, pinned by digest.
     pub image: Option<String>,
+    /// Its local image id (`sha256:` of the config), the key of the image archive.
+    #[serde(default)]
+    pub image_id: Option<String>,
     pub uid: u32,
     /// `sites/NAME.tar.zst`
     pub archive: String,
@@ -256,6 +260,12 @@ pub struct Fault {
 /// Re-hashes every file, decompresses and walks every tar, checks every dump's trailer, in
 /// one read per file. Returns the faults (empty when the snapshot is sound).
 pub fn verify(dir: &Path) -> Result<(Manifest, Vec<Fault>)> {
+    verify_with(dir, false)
+}
+
+/// [`verify`], and with `safety` also refuses archives with members that may not be unpacked
+/// (see [`unpack::check_entry`]) — what `sp restore` checks before it writes anything.
+pub fn verify_with(dir: &Path, safety: bool) -> Result<(Manifest, Vec<Fault>)> {
     let m = match read_manifest(dir) {
         Ok(m) => m,
         Err(e) => {
@@ -277,7 +287,7 @@ pub fn verify(dir: &Path) -> Result<(Manifest, Vec<Fault>)> {
             continue;
         }
         let path = dir.join(&f.path);
-        if let Err(problem) = verify_file(&path, f, dumps.contains(&f.path.as_str())) {
+        if let Err(problem) = verify_file(&path, f, dumps.contains(&f.path.as_str()), safety) {
             faults.push(Fault {
                 file: f.path.clone(),
                 problem,
@@ -301,10 +311,21 @@ pub fn verify(dir: &Path) -> Result<(Manifest, Vec<Fault>)> {
     Ok((m, faults))
 }
 
-fn verify_file(path: &Path, f: &FileEntry, is_dump: bool) -> std::result::Result<(), String> {
+fn verify_file(
+    path: &Path,
+    f: &FileEntry,
+    is_dump: bool,
+    safety: bool,
+) -> std::result::Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut r = archive::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, file));
-    let content = if f.path.ends_with(".tar.zst") {
+    let content = if f.path.ends_with(".tar.zst") && safety {
+        match unpack::scan_tar_zstd(&mut r) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(why)) => Err(format!("unsafe archive member {why}")),
+            Err(e) => Err(format!("archive is damaged: {e}")),
+        }
+    } else if f.path.ends_with(".tar.zst") {
         archive::walk_tar_zstd(&mut r)
             .map(|_| ())
             .map_err(|e| format!("archive is damaged: {e}"))
