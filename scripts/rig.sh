@@ -149,10 +149,11 @@ build_image() {
   for a in sh httpd ls cat wget nc sleep echo env id false true test mkdir; do ln -s busybox "$root/bin/$a"; done
   printf '%s\n' "$text" > "$root/www/index.html"
   ln -s /data "$root/www/data"
-  tar -C "$root" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$root.tar" .
+  # The rootfs is kept so tests can import images of their own from it.
+  tar -C "$root" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$RIG_DIR/rootfs-$tag.tar" .
   docker import --change "CMD $cmd" --change 'EXPOSE 8080' --change 'ENV PATH=/bin' \
-    "$root.tar" "$IMAGE_REPO:$tag" >/dev/null
-  rm -rf "$root" "$root.tar"
+    "$RIG_DIR/rootfs-$tag.tar" "$IMAGE_REPO:$tag" >/dev/null
+  rm -rf "$root"
 }
 
 build_images() {
@@ -186,6 +187,7 @@ SP_RIG_REGISTRY=$REGISTRY_ADDR
 SP_RIG_REGISTRY_USER=sp-ci
 SP_RIG_REGISTRY_PASSWORD=$(secret "$RIG_DIR/registry.password")
 SP_RIG_IMAGE=$IMAGE_REPO
+SP_RIG_DIR=$RIG_DIR
 ENV
   chmod 600 "$RIG_DIR/rig.env"
   log "ready: $RIG_DIR/rig.env"

@@ -65,6 +65,33 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Rebuild sites from a snapshot: files, database + user, image by digest, container.
+    Restore {
+        /// Snapshot id, or `latest`.
+        #[arg(default_value = "latest")]
+        id: String,
+        /// Only this site (repeatable); all sites and the host config by default.
+        #[arg(long = "site", value_name = "NAME")]
+        sites: Vec<String>,
+        /// Restore the one --site under this new name, database and user (a clone).
+        #[arg(long = "as", value_name = "NEWNAME")]
+        as_name: Option<String>,
+        /// Directory holding the snapshots (default: backup_dir).
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+        /// Replace sites, databases and containers that exist (their state is snapshotted first).
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Restore a snapshot into a scratch namespace, check every table and health, remove every trace.
+    Drill {
+        /// Snapshot id, or `latest`.
+        #[arg(default_value = "latest")]
+        id: String,
+        /// Directory holding the snapshots (default: backup_dir).
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+    },
     /// Backup schedule and site jobs.
     #[command(subcommand)]
     Schedule(ScheduleCommand),

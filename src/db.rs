@@ -229,6 +229,21 @@ impl Db {
         .map_err(|e| Error::mysql(format!("list tables of {db}"), e))
     }
 
+    /// Reads every row of a table or view (proves it is readable); returns the count.
+    pub async fn count_rows(&self, db: &str, table: &str) -> Result<u64> {
+        let mut c = self.conn().await?;
+        let sql = format!(
+            "SELECT COUNT(*) FROM {}.{}",
+            quote_ident(db),
+            quote_ident(table)
+        );
+        let n: Option<u64> = c
+            .query_first(sql)
+            .await
+            .map_err(|e| Error::mysql(format!("read {db}.{table}"), e))?;
+        Ok(n.unwrap_or(0))
+    }
+
     /// A dump client for this server's admin account.
     pub fn dump_client(&self, private_dir: &std::path::Path) -> Result<DumpClient> {
         DumpClient::new(&self.opts, private_dir)
@@ -306,6 +321,53 @@ impl DumpClient {
         Ok(DumpClient { program, options })
     }
 
+    /// Loads a dump from `input` into `db` with the server's own client (`mariadb`, else
+    /// `mysql`), streamed; fails with the client's first error line.
+    pub fn load(&self, db: &str, input: &mut dyn std::io::Read) -> Result<()> {
+        use std::process::{Command, Stdio};
+        let program = ["mariadb", "mysql"]
+            .iter()
+            .find_map(|p| find_in_path(p))
+            .ok_or_else(|| {
+                Error::NotFound("neither mariadb nor mysql (the client) is installed".into())
+            })?;
+        let mut child = Command::new(&program)
+            .arg(format!(
+                "--defaults-extra-file={}",
+                self.options.path().display()
+            ))
+            .args(["--batch", "--default-character-set=utf8mb4", db])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(format!("start {}", program.display()), e))?;
+        let mut stderr = child.stderr.take();
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = std::io::Read::read_to_string(e, &mut s);
+            }
+            s
+        });
+        let copied = match child.stdin.take() {
+            Some(mut si) => copy_big(input, &mut si),
+            None => Ok(0),
+        };
+        let status = child
+            .wait()
+            .map_err(|e| Error::io("wait for the mysql client", e))?;
+        let stderr = err_reader.join().unwrap_or_default();
+        if !status.success() {
+            let first = first_error_line(&stderr);
+            return Err(Error::Other(format!(
+                "loading the dump into {db} failed ({status}): {first}"
+            )));
+        }
+        copied.map_err(|e| Error::io(format!("feed the dump into {db}"), e))?;
+        Ok(())
+    }
+
     /// Dumps `db` into `out` (streamed; nothing is held in memory), checking the exit status
     /// and the completion trailer. Returns the uncompressed byte count.
     pub fn dump(&self, db: &str, out: &mut dyn std::io::Write) -> Result<u64> {
@@ -340,10 +402,7 @@ impl DumpClient {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if !status.success() {
-            let first = stderr
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("no message");
+            let first = first_error_line(&stderr);
             return Err(Error::Other(format!(
                 "{tool} of {db} failed ({status}): {first}"
             )));
@@ -372,6 +431,21 @@ fn copy_big(r: &mut dyn std::io::Read, w: &mut dyn std::io::Write) -> std::io::R
         w.write_all(&buf[..n])?;
         total += n as u64;
     }
+}
+
+/// The line of a client's stderr that says what went wrong (mysql frames the failing
+/// statement in dashes before the `ERROR` line).
+fn first_error_line(stderr: &str) -> &str {
+    let lines = || {
+        stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '-'))
+    };
+    lines()
+        .find(|l| l.contains("ERROR") || l.contains("error"))
+        .or_else(|| lines().next())
+        .unwrap_or("no message")
 }
 
 fn find_in_path(name: &str) -> Option<std::path::PathBuf> {

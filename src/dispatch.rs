@@ -93,6 +93,27 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             };
             emit(&cli, io, &ops::backup::run(&ctx, &opts).await?)?;
         }
+        Command::Restore {
+            id,
+            sites,
+            as_name,
+            from,
+            yes,
+        } => {
+            let opts = ops::restore::RestoreOpts {
+                id: id.clone(),
+                sites: sites.clone(),
+                as_name: as_name.clone(),
+                from: from.clone(),
+                yes: *yes,
+            };
+            emit(&cli, io, &ops::restore::run(&ctx, &opts).await?)?;
+        }
+        Command::Drill { id, from } => {
+            let report = ops::drill::run(&ctx, id, from.as_deref()).await?;
+            emit(&cli, io, &report)?;
+            return Ok(if report.ok { 0 } else { 1 });
+        }
         Command::Snapshots => emit(&cli, io, &ops::snapshots::list(&ctx)?)?,
         Command::Snapshot(SnapshotCommand::Pin { id }) => {
             emit(&cli, io, &ops::snapshots::pin(&ctx, id, true)?)?

@@ -482,6 +482,34 @@ impl Engine {
             .collect())
     }
 
+    /// The container's IP address on `network`.
+    pub async fn container_ip(&self, id: &str, network: &str) -> Result<Option<String>> {
+        let c = self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| Error::docker(format!("inspect {}", short(id)), e))?;
+        Ok(c.network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.get(network).cloned())
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty()))
+    }
+
+    /// Removes a network; a missing one is not an error.
+    pub async fn remove_network(&self, name: &str) -> Result<()> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(Error::docker(format!("remove network {name}"), e)),
+        }
+    }
+
     /// Creates a container from a plan (not started); returns its id.
     pub async fn create(&self, name: &str, plan: &ContainerPlan) -> Result<String> {
         let opts = CreateContainerOptionsBuilder::default().name(name).build();

@@ -89,7 +89,11 @@ pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
     Ok(ApplyReport { sites })
 }
 
-async fn converge_container(ctx: &Ctx, engine: &Engine, spec: &SiteSpec) -> Result<Vec<String>> {
+pub(crate) async fn converge_container(
+    ctx: &Ctx,
+    engine: &Engine,
+    spec: &SiteSpec,
+) -> Result<Vec<String>> {
     let name = spec.name.as_str();
     let state = ctx.deploy_state(name)?;
     let mut changes = Vec::new();

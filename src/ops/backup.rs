@@ -435,7 +435,7 @@ async fn backup_site(
                 let enc = archive::zstd_file(&archive_path, level, threads)?;
                 // tar writes 512-byte headers and 8 KiB chunks; zstd wants big ones.
                 let buf = std::io::BufWriter::with_capacity(1 << 20, enc);
-                let (buf, skipped) = archive::write_tree(&root, &["tmp"], buf)?;
+                let (buf, skipped) = archive::write_tree(&root, &["tmp", ".sp-restore"], buf)?;
                 let enc = buf.into_inner().map_err(|e| e.into_error())?;
                 Ok((archive::finish_zstd_file(enc)?, skipped))
             })()

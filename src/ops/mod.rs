@@ -10,17 +10,20 @@
 //! - `sp backup` → [`backup`]; `sp snapshots`, `sp snapshot pin` → [`snapshots`];
 //!   `sp verify` → [`verify`]; `sp prune` → [`prune`]; `sp status` → [`status`]
 //! - `sp schedule show|install` → [`schedule`]; `sp site job` → [`job`]
+//! - `sp restore` → [`restore`]; `sp drill` → [`drill`]
 
 pub mod apply;
 pub mod backup;
 pub mod control;
 pub mod deploy;
 pub mod doctor;
+pub mod drill;
 pub mod init;
 pub mod job;
 pub mod provision;
 pub mod prune;
 pub mod registry_login;
+pub mod restore;
 pub mod schedule;
 pub mod site_add;
 pub mod site_info;
@@ -48,7 +51,7 @@ pub type Notifier = Box<dyn Fn(&str) + Send + Sync>;
 pub struct Ctx {
     pub config: Config,
     pub config_path: PathBuf,
-    notify: Notifier,
+    notify: std::sync::Arc<Notifier>,
 }
 
 impl Ctx {
@@ -57,8 +60,26 @@ impl Ctx {
         Ok(Ctx {
             config: Config::load(config_path)?,
             config_path: config_path.to_path_buf(),
-            notify,
+            notify: std::sync::Arc::new(notify),
         })
+    }
+
+    /// A context over the config file as it is now (after a restore rewrote it).
+    pub fn reload(&self) -> Result<Ctx> {
+        Ok(Ctx {
+            config: Config::load(&self.config_path)?,
+            config_path: self.config_path.clone(),
+            notify: self.notify.clone(),
+        })
+    }
+
+    /// The same context with another config (a drill's scratch namespace).
+    pub fn with_config(&self, config: Config) -> Ctx {
+        Ctx {
+            config,
+            config_path: self.config_path.clone(),
+            notify: self.notify.clone(),
+        }
     }
 
     /// A context over an explicit config (tests, `sp init`).
@@ -66,7 +87,7 @@ impl Ctx {
         Ctx {
             config,
             config_path,
-            notify,
+            notify: std::sync::Arc::new(notify),
         }
     }
 

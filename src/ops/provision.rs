@@ -271,15 +271,10 @@ pub fn container_name(ctx: &Ctx, site: &str, role: Role) -> String {
     )
 }
 
-/// Waits until a new container is healthy: its HTTP health path answers 2xx/3xx on the host
-/// port, or (with no path) it keeps running for the grace period. Fails fast when it exits or
-/// restarts.
-pub async fn wait_healthy(
-    engine: &Engine,
-    id: &str,
-    spec: &SiteSpec,
-    host_port: u16,
-) -> Result<()> {
+/// Waits until a new container is healthy: its HTTP health path answers 2xx/3xx at `addr`
+/// (`127.0.0.1:HOSTPORT`, or the container's own IP and port), or (with no path) it keeps
+/// running for the grace period. Fails fast when it exits or restarts.
+pub async fn wait_healthy(engine: &Engine, id: &str, spec: &SiteSpec, addr: &str) -> Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(spec.health.timeout_secs());
     let grace = Duration::from_secs(spec.health.grace_secs());
@@ -309,7 +304,7 @@ pub async fn wait_healthy(
         }
         match &spec.health.path {
             Some(path) => {
-                let url = format!("http://127.0.0.1:{host_port}{path}");
+                let url = format!("http://{addr}{path}");
                 if let Some(code) = http_status(&url).await {
                     if code < 400 {
                         return Ok(());

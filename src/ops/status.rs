@@ -29,7 +29,16 @@ pub struct StatusReport {
     pub next_backup: Option<DateTime<Local>>,
     pub last_backup_error: Option<String>,
     pub last_backup_failure: Option<DateTime<Utc>>,
+    /// The last `sp drill`: snapshot, time and whether it passed.
+    pub last_drill: Option<DrillSummary>,
     pub sites: Vec<SiteStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DrillSummary {
+    pub snapshot: String,
+    pub time: DateTime<Utc>,
+    pub ok: bool,
 }
 
 fn age(secs: i64) -> String {
@@ -65,6 +74,16 @@ impl std::fmt::Display for StatusReport {
         match &self.next_backup {
             Some(t) => write!(f, "\nnext backup: {}", t.format("%Y-%m-%d %H:%M %Z"))?,
             None => write!(f, "\nnext backup: not scheduled (backup.schedule is empty)")?,
+        }
+        match &self.last_drill {
+            Some(d) => write!(
+                f,
+                "\nlast verified restore (drill): {} of snapshot {} — {}",
+                d.time.format("%Y-%m-%d %H:%M UTC"),
+                d.snapshot,
+                if d.ok { "passed" } else { "FAILED" }
+            )?,
+            None => write!(f, "\nlast verified restore (drill): never — run `sp drill`")?,
         }
         if let (Some(t), Some(e)) = (&self.last_backup_failure, &self.last_backup_error) {
             write!(
@@ -120,6 +139,11 @@ pub fn run(ctx: &Ctx) -> Result<StatusReport> {
         } else {
             None
         },
+        last_drill: super::drill::last(ctx).map(|d| DrillSummary {
+            snapshot: d.id,
+            time: d.time,
+            ok: d.ok,
+        }),
         sites,
     })
 }

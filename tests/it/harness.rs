@@ -73,6 +73,7 @@ pub struct Host {
     pub config: PathBuf,
     pub instance: String,
     sites: std::sync::Mutex<Vec<String>>,
+    images: std::sync::Mutex<Vec<String>>,
 }
 
 impl Host {
@@ -92,6 +93,7 @@ impl Host {
             config,
             instance,
             sites: Default::default(),
+            images: Default::default(),
             dir,
         };
         let d = host.dir.path();
@@ -366,6 +368,10 @@ impl Drop for Host {
         for id in self.containers() {
             let _ = Command::new("docker").args(["rm", "-f", &id]).output();
         }
+        let images = self.images.lock().map(|s| s.clone()).unwrap_or_default();
+        for i in images {
+            let _ = Command::new("docker").args(["rmi", "-f", &i]).output();
+        }
         let sites = self.sites.lock().map(|s| s.clone()).unwrap_or_default();
         for s in sites {
             let _ = Command::new("mariadb")
@@ -491,5 +497,69 @@ impl ScratchMariadb {
 impl Drop for ScratchMariadb {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+impl Host {
+    /// An image of this test's own, `REGISTRY/sp-test/INSTANCE:TAG`, made from the rig's
+    /// rootfs for `base` (v1, v2) and pushed, so the test may delete it without disturbing others.
+    pub fn private_image(&self, base: &str, tag: &str) -> String {
+        let rig_dir = PathBuf::from(self.rig.var("SP_RIG_DIR"));
+        let reference = format!("{}/sp-test/{}:{tag}", self.rig.registry(), self.instance);
+        let out = Command::new("docker")
+            .args([
+                "import",
+                "--change",
+                "CMD [\"/bin/httpd\",\"-f\",\"-p\",\"8080\",\"-h\",\"/www\"]",
+            ])
+            .args(["--change", "EXPOSE 8080", "--change", "ENV PATH=/bin"])
+            .args(["--change", &format!("LABEL sp.test={}", self.instance)])
+            .arg(rig_dir.join(format!("rootfs-{base}.tar")))
+            .arg(&reference)
+            .output()
+            .expect("docker import");
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("docker")
+            .env("DOCKER_CONFIG", rig_dir.join("docker-config"))
+            .args(["push", "-q", &reference])
+            .output()
+            .expect("docker push");
+        assert!(
+            out.status.success(),
+            "push: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.images.lock().expect("images").push(reference.clone());
+        reference
+    }
+
+    /// Deletes a pushed image's manifest from the registry (as a GitLab cleanup policy would).
+    pub fn delete_from_registry(&self, reference_with_digest: &str) {
+        let (name, digest) = reference_with_digest
+            .split_once('@')
+            .expect("pinned reference");
+        let path = name.split_once('/').expect("registry/path").1;
+        let out = Command::new("curl")
+            .args(["-sf", "-X", "DELETE", "-u"])
+            .arg(format!(
+                "{}:{}",
+                self.rig.var("SP_RIG_REGISTRY_USER"),
+                self.rig.var("SP_RIG_REGISTRY_PASSWORD")
+            ))
+            .arg(format!(
+                "http://{}/v2/{path}/manifests/{digest}",
+                self.rig.registry()
+            ))
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "registry DELETE failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

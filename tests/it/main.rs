@@ -7,4 +7,5 @@ mod harness;
 mod backup;
 mod bad_input;
 mod lock;
+mod restore;
 mod site_lifecycle;

@@ -1,0 +1,274 @@
+//! `sp drill [ID|latest]`: prove a snapshot restores, without touching the live sites.
+//!
+//! 1. verify every file and scan every archive (as `sp restore` does);
+//! 2. restore each site into a scratch namespace: temporary names (`drillTAGn`), databases,
+//!    users and directories (`STATE_DIR/drill-TAG`), containers labelled with a drill instance
+//!    on a network of their own, with no published ports;
+//! 3. load every dump, check that each table and view the manifest lists is there and
+//!    readable, start each site's container and run its health check (HTTP on the
+//!    container's own address, or running for the grace period);
+//! 4. record the result (`sp status` shows it as the last verified restore) and remove every
+//!    trace, whether the drill passed or not.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::db::Db;
+use crate::engine::{Engine, Role};
+use crate::error::{Error, Result};
+use crate::site::{DeployState, SiteSpec};
+use crate::snapshot::{self, SiteEntry};
+
+use super::{provision, Ctx};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteDrill {
+    pub site: String,
+    pub tables_checked: usize,
+    pub healthy: bool,
+    pub faults: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillReport {
+    pub id: String,
+    pub ok: bool,
+    pub time: DateTime<Utc>,
+    pub seconds: f64,
+    pub faults: Vec<String>,
+    pub sites: Vec<SiteDrill>,
+}
+
+impl std::fmt::Display for DrillReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.sites {
+            if s.faults.is_empty() {
+                writeln!(
+                    f,
+                    "{}: ok ({} tables readable, healthy)",
+                    s.site, s.tables_checked
+                )?;
+            } else {
+                writeln!(f, "{}: FAILED: {}", s.site, s.faults.join("; "))?;
+            }
+        }
+        for x in &self.faults {
+            writeln!(f, "FAULT {x}")?;
+        }
+        write!(
+            f,
+            "drill of snapshot {}: {} in {:.1}s; scratch namespace removed",
+            self.id,
+            if self.ok { "passed" } else { "FAILED" },
+            self.seconds
+        )
+    }
+}
+
+/// Where the last drill's result is kept.
+pub fn status_path(ctx: &Ctx) -> PathBuf {
+    ctx.config.state_dir.join("drill-status.json")
+}
+
+/// The last recorded drill, if any.
+pub fn last(ctx: &Ctx) -> Option<DrillReport> {
+    std::fs::read(status_path(ctx))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// `sp drill`.
+pub async fn run(ctx: &Ctx, id: &str, from: Option<&Path>) -> Result<DrillReport> {
+    let started = Instant::now();
+    let from = from
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| ctx.config.backup_dir.clone());
+    let (id, dir) = snapshot::resolve(&from, id)?;
+    let _lock = ctx.lock(&format!("drill {id}"))?;
+    let d = dir.clone();
+    let (manifest, faults) = tokio::task::spawn_blocking(move || snapshot::verify_with(&d, true))
+        .await
+        .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
+    let mut report = DrillReport {
+        id: id.clone(),
+        ok: false,
+        time: Utc::now(),
+        seconds: 0.0,
+        faults: faults
+            .iter()
+            .map(|f| format!("{}: {}", f.file, f.problem))
+            .collect(),
+        sites: Vec::new(),
+    };
+    if report.faults.is_empty() {
+        let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let scratch = ctx.config.state_dir.join(format!("drill-{tag}"));
+        let mut cfg = ctx.config.clone();
+        cfg.instance = format!("{}-drill-{tag}", ctx.config.instance);
+        cfg.sites_dir = scratch.join("sites");
+        cfg.backup_dir = from.clone();
+        cfg.docker.network = format!("sp-drill-{tag}");
+        let dctx = ctx.with_config(cfg);
+        let engine = ctx.engine().await?;
+        let db = ctx.db()?;
+        let names: Vec<String> = (0..manifest.sites.len())
+            .map(|i| format!("drill{tag}{i}"))
+            .collect();
+        let result = drill_sites(&dctx, &engine, &db, &dir, &manifest.sites, &names).await;
+        // Every trace goes, pass or fail.
+        let cleanup = cleanup(&dctx, &engine, &db, &names, &scratch).await;
+        db.close().await;
+        match result {
+            Ok(sites) => report.sites = sites,
+            Err(e) => report.faults.push(e.to_string()),
+        }
+        if let Err(e) = cleanup {
+            report.faults.push(format!("cleanup: {e}"));
+        }
+    }
+    report.ok = report.faults.is_empty() && report.sites.iter().all(|s| s.faults.is_empty());
+    report.seconds = started.elapsed().as_secs_f64();
+    if let Ok(bytes) = serde_json::to_vec_pretty(&report) {
+        crate::fsutil::write_atomic(&status_path(ctx), &bytes, 0o644)?;
+    }
+    Ok(report)
+}
+
+async fn drill_sites(
+    ctx: &Ctx,
+    engine: &Engine,
+    db: &Db,
+    dir: &Path,
+    entries: &[SiteEntry],
+    names: &[String],
+) -> Result<Vec<SiteDrill>> {
+    engine
+        .ensure_network(&ctx.config.docker.network, &ctx.config.instance)
+        .await?;
+    let client = std::sync::Arc::new(db.dump_client(&ctx.config.state_dir)?);
+    let mut out = Vec::new();
+    for (e, name) in entries.iter().zip(names) {
+        ctx.note(&format!("drill: {} as {name}", e.name));
+        let mut s = SiteDrill {
+            site: e.name.clone(),
+            tables_checked: 0,
+            healthy: false,
+            faults: Vec::new(),
+        };
+        if let Err(err) = drill_site(ctx, engine, db, client.clone(), dir, e, name, &mut s).await {
+            s.faults.push(err.to_string());
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drill_site(
+    ctx: &Ctx,
+    engine: &Engine,
+    db: &Db,
+    client: std::sync::Arc<crate::db::DumpClient>,
+    dir: &Path,
+    e: &SiteEntry,
+    name: &str,
+    s: &mut SiteDrill,
+) -> Result<()> {
+    let paths = ctx.paths(name);
+    std::fs::create_dir_all(&paths.root)
+        .map_err(|err| Error::io_path("create", &paths.root, err))?;
+    let archive = dir.join(&e.archive);
+    let root = paths.root.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let f = std::fs::File::open(&archive)?;
+        snapshot::unpack::unpack_tar_zstd(std::io::BufReader::new(f), &root)
+    })
+    .await
+    .map_err(|err| Error::Other(format!("unpack task: {err}")))?
+    .map_err(|err| Error::io("unpack files", err))?;
+
+    let mut spec = SiteSpec::load(&paths.spec())?;
+    spec.name = name.to_string();
+    spec.domains.clear();
+
+    if let Some(dbe) = &e.database {
+        db.ensure_database(name).await?;
+        let dump = dir.join(&dbe.dump);
+        let target = name.to_string();
+        let loaded = tokio::task::spawn_blocking(move || -> Result<()> {
+            let f = std::fs::File::open(&dump).map_err(|err| Error::io_path("open", &dump, err))?;
+            let mut dec = zstd::Decoder::new(std::io::BufReader::new(f))
+                .map_err(|err| Error::io_path("read", &dump, err))?;
+            client.load(&target, &mut dec)
+        })
+        .await
+        .map_err(|err| Error::Other(format!("load task: {err}")))?;
+        if let Err(err) = loaded {
+            s.faults.push(format!("the dump does not load: {err}"));
+            return Ok(());
+        }
+        let present: Vec<String> = db.tables(name).await?.into_iter().map(|(t, _)| t).collect();
+        for t in &dbe.tables {
+            if !present.contains(&t.name) {
+                s.faults
+                    .push(format!("table {} is missing after the load", t.name));
+                continue;
+            }
+            match db.count_rows(name, &t.name).await {
+                Ok(_) => s.tables_checked += 1,
+                Err(err) => s
+                    .faults
+                    .push(format!("table {} is not readable: {err}", t.name)),
+            }
+        }
+        if let Some(pw) = provision::read_password(&paths)? {
+            db.ensure_user(name, name, &ctx.config.mysql.user_host, &pw)
+                .await?;
+        }
+    }
+
+    let state = DeployState::load(&paths.deploy())?;
+    let Some(pinned) = state.current.clone().or_else(|| e.image.clone()) else {
+        s.faults.push("no image recorded".into());
+        return Ok(());
+    };
+    let known = state.current_id.clone().or_else(|| e.image_id.clone());
+    let image_id = provision::ensure_image(ctx, engine, &pinned, known.as_deref()).await?;
+    let plan = provision::container_plan(ctx, &spec, &image_id, &pinned, Role::Web, None, None)?;
+    let cname = provision::container_name(ctx, name, Role::Web);
+    let cid = engine.create(&cname, &plan).await?;
+    engine.start(&cid).await?;
+    let ip = engine
+        .container_ip(&cid, &ctx.config.docker.network)
+        .await?
+        .unwrap_or_default();
+    match provision::wait_healthy(engine, &cid, &spec, &format!("{ip}:{}", spec.port)).await {
+        Ok(()) => s.healthy = true,
+        Err(err) => s.faults.push(format!("health check: {err}")),
+    }
+    Ok(())
+}
+
+async fn cleanup(
+    ctx: &Ctx,
+    engine: &Engine,
+    db: &Db,
+    names: &[String],
+    scratch: &Path,
+) -> Result<()> {
+    for c in engine.list(&ctx.config.instance, None, None).await? {
+        engine.remove(&c.id).await?;
+    }
+    engine.remove_network(&ctx.config.docker.network).await?;
+    for n in names {
+        db.drop_user(n, &ctx.config.mysql.user_host).await?;
+        db.drop_database(n).await?;
+    }
+    if scratch.exists() {
+        std::fs::remove_dir_all(scratch).map_err(|e| Error::io_path("delete", scratch, e))?;
+    }
+    Ok(())
+}

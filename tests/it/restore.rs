@@ -1,0 +1,572 @@
+//! Disaster recovery on the real rig: the full cattle cycle (with the registry serving the
+//! images, and with it unable to), single-site restore, `--as` clones, a killed restore run
+//! again, a hostile archive refused, and `sp drill` passing and failing without a trace.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::harness::{eventually, http_get, rig, Host};
+
+/// What a site looks like from outside, to compare before and after.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    index: Option<String>,
+    file: Option<String>,
+    checksum: String,
+    image_id: String,
+    digest: String,
+}
+
+fn seen(host: &Host, site: &str) -> Seen {
+    let show = host.json(&["site", "show", site]);
+    let container = show["containers"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.Image}}", &container])
+        .output()
+        .unwrap();
+    Seen {
+        index: host.get(site, "/"),
+        file: host.get(site, "/data/note.txt"),
+        checksum: host
+            .root_sql(&format!("CHECKSUM TABLE `{site}`.`items` EXTENDED"))
+            .split_whitespace()
+            .last()
+            .unwrap_or("")
+            .to_string(),
+        image_id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        digest: show["digest"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// A site on the test's own image, with a data file and DB rows.
+fn populated_site(host: &Host, name: &str, image: &str) {
+    host.sp_ok(&["site", "add", name, "--image", image, "--health-path", "/"]);
+    let data = host.sites_dir().join(name).join("data");
+    std::fs::write(data.join("note.txt"), format!("notes of {name}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        data.join("note.txt"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    host.root_sql(&format!(
+        "CREATE TABLE `{name}`.items (id INT PRIMARY KEY, label VARCHAR(50), payload BLOB);
+         INSERT INTO `{name}`.items VALUES (1, 'één', UNHEX('00FF')), (2, NULL, NULL), (3, '{name}', REPEAT('x', 1000));"
+    ));
+}
+
+/// Destroys everything of the host except the snapshots: containers, the test's images,
+/// databases, users, site dirs, config and stored credentials.
+fn destroy_host(host: &Host, sites: &[&str], images: &[&str]) {
+    for id in host.containers() {
+        Command::new("docker")
+            .args(["rm", "-f", &id])
+            .output()
+            .unwrap();
+    }
+    for i in images {
+        Command::new("docker")
+            .args(["rmi", "-f", i])
+            .output()
+            .unwrap();
+    }
+    for s in sites {
+        host.root_sql(&format!(
+            "DROP DATABASE IF EXISTS `{s}`; DROP USER IF EXISTS '{s}'@'%';"
+        ));
+        let id = Command::new("docker")
+            .args([
+                "images",
+                "-q",
+                "--filter",
+                &format!("label=sp.test={}", host.instance),
+            ])
+            .output()
+            .unwrap();
+        for i in String::from_utf8_lossy(&id.stdout).split_whitespace() {
+            Command::new("docker")
+                .args(["rmi", "-f", i])
+                .output()
+                .unwrap();
+        }
+    }
+    std::fs::remove_dir_all(host.sites_dir()).unwrap();
+    std::fs::remove_dir_all(host.state_dir()).ok();
+    std::fs::remove_file(host.config.parent().unwrap().join("registries.toml")).unwrap();
+    // A minimal config: where the database server and the snapshots are (plus the test's own
+    // isolation: instance, directories, ports).
+    let text = std::fs::read_to_string(&host.config).unwrap();
+    let keep = |k: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{k} = ")))
+            .unwrap()
+            .to_string()
+    };
+    let minimal = format!(
+        "{}\n{}\n{}\n{}\n[mysql]\n{}\n{}\n[docker]\n{}\n",
+        keep("instance"),
+        keep("sites_dir"),
+        keep("backup_dir"),
+        keep("state_dir"),
+        keep("url"),
+        keep("host_for_containers"),
+        keep("port_range")
+    );
+    std::fs::write(&host.config, minimal).unwrap();
+}
+
+fn cattle_cycle(registry_can_serve: bool) {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let image = host.private_image("v1", "v1");
+    let (a, b) = (host.site_name("ca"), host.site_name("cb"));
+    populated_site(&host, &a, &image);
+    populated_site(&host, &b, &image);
+    let before_a = seen(&host, &a);
+    let before_b = seen(&host, &b);
+    assert_eq!(
+        before_a.file.as_deref(),
+        Some(format!("notes of {a}\n").as_str())
+    );
+    let (pw_a, pw_b) = (host.password(&a), host.password(&b));
+    host.sp_ok(&["backup"]);
+    let pinned = format!("{}@{}", image.rsplit_once(':').unwrap().0, before_a.digest);
+    let backups = host.backup_dir();
+
+    destroy_host(&host, &[&a, &b], &[&image]);
+    if !registry_can_serve {
+        host.delete_from_registry(&pinned);
+    }
+
+    let report = host.json(&["restore", "latest", "--from", &backups.to_string_lossy()]);
+    assert_eq!(report["sites"].as_array().unwrap().len(), 2, "{report}");
+    assert!(report["seconds"].as_f64().unwrap() > 0.0);
+    assert!(report["host_config"].as_bool().unwrap());
+    let after_a = seen(&host, &a);
+    let after_b = seen(&host, &b);
+    assert_eq!(after_a, before_a);
+    assert_eq!(after_b, before_b);
+    // The site users log in with their original passwords.
+    assert_eq!(host.password(&a), pw_a);
+    assert!(host
+        .sql_as(&a, &pw_a, &a, "SELECT COUNT(*) FROM items")
+        .status
+        .success());
+    assert!(host
+        .sql_as(&b, &pw_b, &b, "SELECT COUNT(*) FROM items")
+        .status
+        .success());
+    // Credentials came back, and sp considers the host converged.
+    assert!(host
+        .config
+        .parent()
+        .unwrap()
+        .join("registries.toml")
+        .exists());
+    let apply = host.json(&["apply"]);
+    assert!(
+        apply["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["changes"].as_array().unwrap().is_empty()),
+        "{apply}"
+    );
+    // Running it again finds every site already restored.
+    let again = host.json(&["restore", "latest", "--from", &backups.to_string_lossy()]);
+    assert!(
+        again["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["skipped"] == true),
+        "{again}"
+    );
+}
+
+#[test]
+fn cattle_cycle_with_the_registry() {
+    cattle_cycle(true);
+}
+
+#[test]
+fn cattle_cycle_from_the_image_archive_when_the_registry_cannot_serve() {
+    cattle_cycle(false);
+}
+
+#[test]
+fn single_site_restore_clone_and_conflicts() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let image = rig.image("v1");
+    let (a, b) = (host.site_name("sa"), host.site_name("sb"));
+    populated_site(&host, &a, &image);
+    populated_site(&host, &b, &image);
+    host.sp_ok(&["backup"]);
+    let before_a = seen(&host, &a);
+
+    // Restoring over a site that exists is refused, changing nothing.
+    host.root_sql(&format!(
+        "INSERT INTO `{a}`.items VALUES (99, 'after backup', NULL)"
+    ));
+    let (code, err) = host.sp_fail(&["restore", "latest", "--site", &a]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(
+        host.root_sql(&format!("SELECT COUNT(*) FROM `{a}`.items"))
+            .trim(),
+        "4"
+    );
+
+    // --as: a clone under a new name, database and user; the original is untouched.
+    let clone = host.site_name("sclone");
+    let r = host.json(&["restore", "latest", "--site", &a, "--as", &clone]);
+    assert_eq!(r["sites"][0]["site"], clone.as_str());
+    assert_eq!(
+        host.get(&clone, "/data/note.txt").as_deref(),
+        Some(format!("notes of {a}\n").as_str())
+    );
+    assert_eq!(
+        host.root_sql(&format!("SELECT COUNT(*) FROM `{clone}`.items"))
+            .trim(),
+        "3"
+    );
+    assert_ne!(host.password(&clone), host.password(&a));
+    assert!(host
+        .sql_as(&clone, &host.password(&clone), &clone, "SELECT 1")
+        .status
+        .success());
+    assert!(!host
+        .sql_as(&clone, &host.password(&clone), &a, "SELECT 1")
+        .status
+        .success());
+    assert_eq!(
+        host.root_sql(&format!("SELECT COUNT(*) FROM `{a}`.items"))
+            .trim(),
+        "4"
+    );
+    assert_eq!(host.get(&a, "/").as_deref(), Some("site v1\n"));
+    let clone_spec =
+        std::fs::read_to_string(host.sites_dir().join(&clone).join("site.toml")).unwrap();
+    assert!(clone_spec.contains(&format!("name = \"{clone}\"")));
+
+    // --yes replaces the site, after snapshotting its current state.
+    let n_before = host.json(&["snapshots"])["snapshots"]
+        .as_array()
+        .unwrap()
+        .len();
+    let first = host.json(&["snapshots"])["snapshots"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = host.json(&["restore", &first, "--site", &a, "--yes"]);
+    assert!(r["safety_snapshot"].is_string(), "{r}");
+    assert_eq!(
+        host.json(&["snapshots"])["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        n_before + 1
+    );
+    assert_eq!(seen(&host, &a).checksum, before_a.checksum);
+    assert_eq!(host.get(&a, "/data/note.txt"), before_a.file);
+
+    // Single site on a host where only that site is gone: b is not touched.
+    let b_port = host.port(&b);
+    for id in host.containers() {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{index .Config.Labels \"sp.site\"}}", &id])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == a {
+            Command::new("docker")
+                .args(["rm", "-f", &id])
+                .output()
+                .unwrap();
+        }
+    }
+    host.root_sql(&format!("DROP DATABASE `{a}`; DROP USER '{a}'@'%';"));
+    std::fs::remove_dir_all(host.sites_dir().join(&a)).unwrap();
+    host.sp_ok(&["restore", &first, "--site", &a]);
+    assert_eq!(seen(&host, &a).checksum, before_a.checksum);
+    assert_eq!(host.port(&b), b_port);
+    assert_eq!(http_get(b_port, "/").as_deref(), Some("site v1\n"));
+}
+
+#[test]
+fn a_killed_restore_finishes_when_run_again() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let image = rig.image("v1");
+    let (a, b) = (host.site_name("ra"), host.site_name("rb"));
+    populated_site(&host, &a, &image);
+    populated_site(&host, &b, &image);
+    // Enough rows that the load takes a moment.
+    host.root_sql(&format!("USE `{a}`; CREATE TABLE big (id INT PRIMARY KEY, v TEXT); INSERT INTO big SELECT seq, REPEAT('y', 2000) FROM seq_1_to_60000;"));
+    let before = (seen(&host, &a), seen(&host, &b));
+    let big = host
+        .root_sql(&format!("CHECKSUM TABLE `{a}`.big"))
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string();
+    host.sp_ok(&["backup"]);
+    let backups = host.backup_dir();
+    destroy_host(&host, &[&a, &b], &[]);
+
+    let mut child = host
+        .cmd(&["restore", "latest", "--from", &backups.to_string_lossy()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let midway = eventually(30, || {
+        let marker = std::fs::read_to_string(host.sites_dir().join(&a).join(".sp-restore")).ok()?;
+        marker.contains("running").then_some(())
+    });
+    assert!(midway.is_some(), "restore never got going");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    host.sp_ok(&["restore", "latest", "--from", &backups.to_string_lossy()]);
+    assert_eq!((seen(&host, &a), seen(&host, &b)), before);
+    assert_eq!(
+        host.root_sql(&format!("CHECKSUM TABLE `{a}`.big"))
+            .split_whitespace()
+            .last()
+            .unwrap(),
+        big
+    );
+    // Exactly one web container per site.
+    assert_eq!(host.containers().len(), 2);
+}
+
+/// Builds a snapshot folder by hand from (name, tar bytes) site archives; sums are correct.
+fn handmade_snapshot(dir: &Path, id: &str, site: &str, tar_path: &Path) {
+    let snap = dir.join(id);
+    std::fs::create_dir_all(snap.join("sites")).unwrap();
+    let z = |src: &Path, dst: &Path| {
+        assert!(Command::new("zstd")
+            .args(["-q", "-f"])
+            .arg(src)
+            .arg("-o")
+            .arg(dst)
+            .status()
+            .unwrap()
+            .success());
+    };
+    z(tar_path, &snap.join(format!("sites/{site}.tar.zst")));
+    let empty = dir.join("empty.tar");
+    assert!(Command::new("tar")
+        .args(["-cf"])
+        .arg(&empty)
+        .args(["-T", "/dev/null"])
+        .status()
+        .unwrap()
+        .success());
+    z(&empty, &snap.join("host.tar.zst"));
+    let entry = |p: &str| {
+        let bytes = std::fs::read(snap.join(p)).unwrap();
+        use sha2::Digest;
+        serde_json::json!({"path": p, "size": bytes.len(), "sha256": hex::encode(sha2::Sha256::digest(&bytes))})
+    };
+    let m = serde_json::json!({
+        "format": 1, "id": id, "sp_version": "0", "host": "elsewhere", "instance": "x",
+        "created": "2026-01-01T00:00:00Z", "duration_ms": 1,
+        "sites": [{"name": site, "image": null, "image_id": null, "uid": 20000, "archive": format!("sites/{site}.tar.zst"), "database": null}],
+        "files": [entry("host.tar.zst"), entry(&format!("sites/{site}.tar.zst"))]
+    });
+    let bytes = serde_json::to_vec_pretty(&m).unwrap();
+    std::fs::write(snap.join("manifest.json"), &bytes).unwrap();
+    use sha2::Digest;
+    std::fs::write(
+        snap.join("manifest.json.sha256"),
+        format!(
+            "{}  manifest.json\n",
+            hex::encode(sha2::Sha256::digest(&bytes))
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_hostile_archive_is_refused_with_nothing_written() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    let site = host.site_name("evil");
+    let config_before = std::fs::read(&host.config).unwrap();
+    let work = host.dir.path().join("hostile");
+    std::fs::create_dir_all(&work).unwrap();
+    let cases = [
+        ("dotdot", "t.addfile(ti('../escape.txt'), io.BytesIO(b'x'))"),
+        ("absolute", "t.addfile(ti('/tmp/sp-escape-abs.txt'), io.BytesIO(b'x'))"),
+        ("symlink", "s = ti('data/link'); s.type = tarfile.SYMTYPE; s.linkname = '/etc'; t.addfile(s)"),
+        ("device", "d = ti('data/dev'); d.type = tarfile.CHRTYPE; d.devmajor = 1; d.devminor = 3; t.addfile(d)"),
+        ("setuid", "f = ti('data/suid'); f.mode = 0o4755; t.addfile(f, io.BytesIO(b'x'))"),
+    ];
+    for (i, (label, add)) in cases.iter().enumerate() {
+        let tar_path = work.join(format!("{label}.tar"));
+        let script = format!(
+            "import tarfile, io, sys\n\
+             def ti(n):\n    x = tarfile.TarInfo(n); x.size = 1 if not n.endswith('link') else 0; return x\n\
+             t = tarfile.open(sys.argv[1], 'w', format=tarfile.GNU_FORMAT)\n\
+             t.addfile(ti('data/ok.txt'), io.BytesIO(b'x'))\n{add}\nt.close()\n"
+        );
+        let st = Command::new("python3")
+            .args(["-c", &script])
+            .arg(&tar_path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{label}: python");
+        let backups = work.join(format!("b{i}"));
+        handmade_snapshot(&backups, "20260101T000000Z", &site, &tar_path);
+        // The snapshot is intact as bytes: only the restore safety check can catch it.
+        let out = host.sp(&["restore", "latest", "--from", &backups.to_string_lossy()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{label}: hostile archive restored");
+        assert!(err.contains("unsafe archive member"), "{label}: {err}");
+        assert!(
+            !host.sites_dir().join(&site).exists(),
+            "{label}: site dir written"
+        );
+        assert!(!work.join("escape.txt").exists() && !host.dir.path().join("escape.txt").exists());
+        assert!(!Path::new("/tmp/sp-escape-abs.txt").exists());
+        assert!(!host.database_exists(&site));
+        assert!(host.containers().is_empty());
+        assert_eq!(
+            std::fs::read(&host.config).unwrap(),
+            config_before,
+            "{label}: config changed"
+        );
+    }
+}
+
+/// Leftovers a drill could leave: containers, networks, databases, scratch dirs.
+fn drill_traces(host: &Host) -> Vec<String> {
+    let mut t = Vec::new();
+    let ps = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=sp.instance")])
+        .output()
+        .unwrap();
+    for id in String::from_utf8_lossy(&ps.stdout).split_whitespace() {
+        let out = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"sp.instance\"}}",
+                id,
+            ])
+            .output()
+            .unwrap();
+        let inst = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if inst.starts_with(&format!("{}-drill-", host.instance)) {
+            t.push(format!("container {id}"));
+        }
+    }
+    let nets = Command::new("docker")
+        .args(["network", "ls", "--format", "{{.Name}} {{.Labels}}"])
+        .output()
+        .unwrap();
+    for l in String::from_utf8_lossy(&nets.stdout).lines() {
+        if l.contains(&format!("{}-drill-", host.instance)) {
+            t.push(format!("network {l}"));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(host.state_dir()) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("drill-") && e.path().is_dir() {
+                t.push(format!("dir {}", e.path().display()));
+            }
+        }
+    }
+    t
+}
+
+#[test]
+fn drill_passes_on_a_good_snapshot_and_catches_a_broken_dump() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let a = host.site_name("da");
+    populated_site(&host, &a, &rig.image("v1"));
+    let drill_dbs = || host.root_sql("SHOW DATABASES LIKE 'drill%'");
+    let report = host.json(&["backup"]);
+    let id = report["id"].as_str().unwrap().to_string();
+
+    let good = host.sp(&["--json", "drill", &id]);
+    let v: serde_json::Value = serde_json::from_slice(&good.stdout).unwrap();
+    assert!(good.status.success(), "{v}");
+    assert_eq!(v["sites"][0]["tables_checked"], 1);
+    assert_eq!(v["sites"][0]["healthy"], true);
+    assert!(drill_traces(&host).is_empty(), "{:?}", drill_traces(&host));
+    assert_eq!(drill_dbs(), "");
+    let status = host.json(&["status"]);
+    assert_eq!(status["last_drill"]["ok"], true);
+    assert_eq!(
+        host.get(&a, "/").as_deref(),
+        Some("site v1\n"),
+        "the live site was disturbed"
+    );
+
+    // A dump with an SQL error before its trailer, manifest re-signed: verify passes, drill fails.
+    let snap = host.backup_dir().join(&id);
+    let dump = snap.join(format!("sites/{a}.sql.zst"));
+    let text = Command::new("zstd")
+        .args(["-dc"])
+        .arg(&dump)
+        .output()
+        .unwrap()
+        .stdout;
+    let text = String::from_utf8(text).unwrap();
+    let cut = text.rfind("-- Dump completed").unwrap();
+    let broken = format!(
+        "{}INSERT INTO no_such_table VALUES (1);\n{}",
+        &text[..cut],
+        &text[cut..]
+    );
+    let raw = host.dir.path().join("broken.sql");
+    std::fs::write(&raw, broken).unwrap();
+    assert!(Command::new("zstd")
+        .args(["-q", "-f"])
+        .arg(&raw)
+        .arg("-o")
+        .arg(&dump)
+        .status()
+        .unwrap()
+        .success());
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(snap.join("manifest.json")).unwrap()).unwrap();
+    use sha2::Digest;
+    let bytes = std::fs::read(&dump).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["path"] == format!("sites/{a}.sql.zst").as_str() {
+            f["size"] = bytes.len().into();
+            f["sha256"] = hex::encode(sha2::Sha256::digest(&bytes)).into();
+        }
+    }
+    let mb = serde_json::to_vec_pretty(&m).unwrap();
+    std::fs::write(snap.join("manifest.json"), &mb).unwrap();
+    std::fs::write(
+        snap.join("manifest.json.sha256"),
+        format!(
+            "{}  manifest.json\n",
+            hex::encode(sha2::Sha256::digest(&mb))
+        ),
+    )
+    .unwrap();
+    host.sp_ok(&["verify", &id]);
+    let bad = host.sp(&["--json", "drill", &id]);
+    let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(bad.status.code(), Some(1), "{v}");
+    assert!(v.to_string().contains("no_such_table"), "{v}");
+    assert!(drill_traces(&host).is_empty(), "{:?}", drill_traces(&host));
+    assert_eq!(drill_dbs(), "");
+    assert_eq!(host.json(&["status"])["last_drill"]["ok"], false);
+}
