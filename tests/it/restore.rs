@@ -452,7 +452,7 @@ fn a_hostile_archive_is_refused_with_nothing_written() {
 fn drill_traces(host: &Host) -> Vec<String> {
     let mut t = Vec::new();
     let ps = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=sp.instance")])
+        .args(["ps", "-aq", "--filter", "label=sp.instance"])
         .output()
         .unwrap();
     for id in String::from_utf8_lossy(&ps.stdout).split_whitespace() {
