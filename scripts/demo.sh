@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh host, with nothing from the internet: provision the local services
-# (MariaDB, an authenticated registry, a busybox site image), build sp, and run a demo site
-# from that registry — then show it serving.
+# (MariaDB, an authenticated registry, a busybox site image), build sp, run a demo site from
+# that registry and show it serving — then the cattle cycle: back it up, destroy it (container,
+# database, user, files, credentials), `sp restore latest`, and show it serving the same data.
 #
 # Everything lives under /var/lib/sp-demo (config, sites, backups); the real /etc and /sites
 # are not touched. Run it again: it redeploys the demo site.
@@ -44,4 +45,33 @@ PORT=$("$SP" --json site show demo | sed -n 's/.*"port": \([0-9]*\).*/\1/p')
 echo "== curl http://127.0.0.1:$PORT/ and /data/hello.txt"
 curl -fsS "http://127.0.0.1:$PORT/"
 curl -fsS "http://127.0.0.1:$PORT/data/hello.txt"
-echo "demo site is serving. Try: SP_CONFIG=$SP_CONFIG $SP site deploy demo --image $SP_RIG_IMAGE:v2"
+mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot demo -e \
+  "CREATE TABLE IF NOT EXISTS guestbook (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(100));
+   INSERT INTO guestbook (note) VALUES ('written before the disaster');"
+BEFORE=$(mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot -N -e "CHECKSUM TABLE demo.guestbook")
+
+echo "== the cattle cycle: sp backup"
+"$SP" backup
+"$SP" verify latest
+
+echo "== disaster: the container, database, user, site files and credentials are gone"
+docker ps -aq --filter label=sp.instance=demo | xargs -r docker rm -f >/dev/null
+mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot -e "DROP DATABASE demo; DROP USER 'demo'@'%';"
+rm -rf "$DEMO/sites" "$DEMO/registries.toml"
+curl -fsS "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && { echo "still serving?"; exit 1; } || echo "the site is down"
+
+echo "== sp restore latest"
+START=$(date +%s.%N)
+"$SP" restore latest
+END=$(date +%s.%N)
+PORT=$("$SP" --json site show demo | sed -n 's/.*"port": \([0-9]*\).*/\1/p')
+curl -fsS "http://127.0.0.1:$PORT/"
+curl -fsS "http://127.0.0.1:$PORT/data/hello.txt"
+AFTER=$(mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot -N -e "CHECKSUM TABLE demo.guestbook")
+[ "$BEFORE" = "$AFTER" ] && echo "database checksum matches: $AFTER" || { echo "checksum differs: $BEFORE vs $AFTER"; exit 1; }
+printf 'serving again; restore took %.1f s (measured RTO)\n' "$(echo "$END - $START" | bc -l)"
+
+echo "== sp drill (restores the snapshot into a scratch namespace, checks it, removes it)"
+"$SP" drill
+"$SP" status || true
+echo "Try: SP_CONFIG=$SP_CONFIG $SP site deploy demo --image $SP_RIG_IMAGE:v2"
