@@ -49,6 +49,8 @@ pub struct BackupConfig {
     /// GET after a failed backup.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_failure_url: Option<String>,
+    /// When `sp schedule install` runs `sp drill` (crontab; empty: never).
+    pub drill_schedule: String,
     /// Keep a `docker save` archive of every site's running image beside the snapshots (once
     /// per image), so a restore works when the registry cannot serve the image any more.
     pub keep_images: bool,
@@ -64,6 +66,7 @@ impl Default for BackupConfig {
             on_success_url: None,
             on_failure_url: None,
             keep_images: true,
+            drill_schedule: "43 4 * * 0".into(),
         }
     }
 }
@@ -202,6 +205,10 @@ impl Config {
             crate::schedule::parse(&self.backup.schedule)
                 .map_err(|e| format!("backup.schedule: {e}"))?;
         }
+        if !self.backup.drill_schedule.trim().is_empty() {
+            crate::schedule::parse(&self.backup.drill_schedule)
+                .map_err(|e| format!("backup.drill_schedule: {e}"))?;
+        }
         if !(1..=19).contains(&self.backup.zstd_level) {
             return Err("backup.zstd_level must be 1-19".into());
         }
@@ -280,6 +287,9 @@ max_age = "{max_age}"
 # Pinged (GET) after each backup, e.g. a healthchecks.io check.
 # on_success_url = "https://hc-ping.com/UUID"
 # on_failure_url = "https://hc-ping.com/UUID/fail"
+# When `sp schedule install` runs `sp drill` (restore the latest snapshot into a scratch
+# namespace and check it); empty: never.
+drill_schedule = "{drill}"
 # Keep `docker save` archives of the sites' images under backup_dir/images (once per image),
 # for restores when the registry has deleted the tag or is down.
 keep_images = {keep_images}
@@ -298,6 +308,7 @@ keep_yearly = {ky}
             threads = c.backup.zstd_threads,
             max_age = c.backup.max_age,
             keep_images = c.backup.keep_images,
+            drill = c.backup.drill_schedule,
             kl = c.retention.keep_last,
             kh = c.retention.keep_hourly,
             kd = c.retention.keep_daily,

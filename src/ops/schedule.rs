@@ -47,6 +47,13 @@ pub fn jobs(ctx: &Ctx, runs: usize) -> Result<Vec<Job>> {
             format!("{sp} -q backup && {sp} -q prune"),
         )?;
     }
+    if !ctx.config.backup.drill_schedule.trim().is_empty() {
+        add(
+            "drill".into(),
+            &ctx.config.backup.drill_schedule,
+            format!("{sp} -q drill"),
+        )?;
+    }
     for spec in ctx.sites()? {
         for j in &spec.jobs {
             let cmd = format!(

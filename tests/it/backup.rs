@@ -477,7 +477,15 @@ fn schedule_status_jobs_and_hooks() {
     // schedule show / install.
     let show = host.json(&["schedule", "show"]);
     let jobs = show["jobs"].as_array().unwrap();
-    assert_eq!(jobs.len(), 2);
+    let names: Vec<&str> = jobs.iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "backup".to_string(),
+            "drill".to_string(),
+            format!("{a}/touch")
+        ]
+    );
     assert_eq!(jobs[0]["schedule"], "17 * * * *");
     assert_eq!(jobs[0]["next"].as_array().unwrap().len(), 3);
     let cron = host.dir.path().join("cron.d/simple-paas");
@@ -499,6 +507,10 @@ fn schedule_status_jobs_and_hooks() {
     );
     assert!(
         text.contains(&format!("0 4 * * 0 root {sp} -q site job {a} touch")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("43 4 * * 0 root {sp} -q drill")),
         "{text}"
     );
     assert!(text.contains("SP_CONFIG="));
