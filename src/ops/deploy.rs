@@ -20,9 +20,6 @@ use crate::site::SiteSpec;
 use super::provision::{self, container_name, container_plan, wait_healthy};
 use super::Ctx;
 
-/// Serializes host-port allocation within this process.
-static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// What a roll-out did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rollout {
@@ -78,20 +75,16 @@ pub async fn rollout(
     let old = engine
         .list(&ctx.config.instance, Some(site), Some(Role::Web))
         .await?;
-    // Sites restored side by side must not pick the same free port: hold the port from
-    // allocation until its container has it.
-    let port_guard = PORTS.lock().await;
-    let port = provision::allocate_port(ctx, engine)
+    let lease = provision::allocate_port(ctx, engine)
         .await
         .step(site, "port")?;
+    let port = lease.0;
     let plan = container_plan(ctx, spec, &image_id, pinned, Role::Web, Some(port), None)?;
     let name = container_name(ctx, site, Role::Web);
     ctx.note(&format!("{site}: starting {name} on 127.0.0.1:{port}"));
     let id = engine.create(&name, &plan).await.step(site, "create")?;
     let started = async {
-        let start = engine.start(&id).await.step(site, "start");
-        drop(port_guard);
-        start?;
+        engine.start(&id).await.step(site, "start")?;
         wait_healthy(engine, &id, spec, &format!("127.0.0.1:{port}"))
             .await
             .step(site, "health")

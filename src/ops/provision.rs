@@ -29,7 +29,23 @@ pub fn next_uid(ctx: &Ctx) -> Result<u32> {
 
 /// A free host port in the configured range: not recorded for any site, not published by any
 /// of this instance's containers, and bindable on 127.0.0.1 right now.
-pub async fn allocate_port(ctx: &Ctx, engine: &Engine) -> Result<u16> {
+/// Ports handed out by [`allocate_port`] in this process whose containers may not hold them yet.
+static LEASED: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A host port reserved within this process until dropped (by then its container holds it).
+#[derive(Debug)]
+pub struct PortLease(pub u16);
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        if let Ok(mut l) = LEASED.lock() {
+            l.remove(&self.0);
+        }
+    }
+}
+
+pub async fn allocate_port(ctx: &Ctx, engine: &Engine) -> Result<PortLease> {
     let (first, last) = ctx.config.port_range().map_err(Error::Invalid)?;
     let mut used: HashSet<u16> = HashSet::new();
     for name in ctx.site_names()? {
@@ -42,13 +58,21 @@ pub async fn allocate_port(ctx: &Ctx, engine: &Engine) -> Result<u16> {
             used.insert(p);
         }
     }
-    (first..=last)
-        .find(|p| !used.contains(p) && TcpListener::bind(("127.0.0.1", *p)).is_ok())
+    // Sites rolled out side by side (a restore) must not pick the same free port.
+    let mut leased = LEASED
+        .lock()
+        .map_err(|_| Error::Other("port lease lock poisoned".into()))?;
+    let port = (first..=last)
+        .find(|p| {
+            !used.contains(p) && !leased.contains(p) && TcpListener::bind(("127.0.0.1", *p)).is_ok()
+        })
         .ok_or_else(|| {
             Error::Other(format!(
                 "no free host port left in docker.port_range {first}-{last}"
             ))
-        })
+        })?;
+    leased.insert(port);
+    Ok(PortLease(port))
 }
 
 /// Creates the site's directories with the right owners and modes; returns what it changed.

@@ -278,22 +278,44 @@ pub fn verify_with(dir: &Path, safety: bool) -> Result<(Manifest, Vec<Fault>)> {
         .iter()
         .filter_map(|s| s.database.as_ref().map(|d| d.dump.as_str()))
         .collect();
-    for f in &m.files {
-        if f.path.contains("..") || f.path.starts_with('/') {
-            faults.push(Fault {
-                file: f.path.clone(),
-                problem: "unsafe path in manifest".into(),
+    // Files are checked on all cores at once (each check is one sequential read).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let found = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(m.files.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(f) = m.files.get(i) else { break };
+                let problem = if f.path.contains("..") || f.path.starts_with('/') {
+                    Some("unsafe path in manifest".to_string())
+                } else {
+                    verify_file(
+                        &dir.join(&f.path),
+                        f,
+                        dumps.contains(&f.path.as_str()),
+                        safety,
+                    )
+                    .err()
+                };
+                if let (Some(problem), Ok(mut v)) = (problem, found.lock()) {
+                    v.push((
+                        i,
+                        Fault {
+                            file: f.path.clone(),
+                            problem,
+                        },
+                    ));
+                }
             });
-            continue;
         }
-        let path = dir.join(&f.path);
-        if let Err(problem) = verify_file(&path, f, dumps.contains(&f.path.as_str()), safety) {
-            faults.push(Fault {
-                file: f.path.clone(),
-                problem,
-            });
-        }
-    }
+    });
+    let mut found = found.into_inner().unwrap_or_default();
+    found.sort_by_key(|(i, _)| *i);
+    faults.extend(found.into_iter().map(|(_, f)| f));
     for s in &m.sites {
         let mut needed = vec![s.archive.as_str()];
         if let Some(d) = &s.database {
