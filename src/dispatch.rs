@@ -27,6 +27,24 @@ fn emit<T: Serialize + std::fmt::Display>(cli: &Cli, io: &mut Io, report: &T) ->
     writeln!(io.out, "{text}").map_err(|e| Error::io("write output", e))
 }
 
+/// Prints the report of an action; with `-q` (cron) a success prints nothing.
+fn emit_action<T: Serialize + std::fmt::Display>(cli: &Cli, io: &mut Io, report: &T) -> Result<()> {
+    emit_unless_quiet_and(true, cli, io, report)
+}
+
+/// Prints a report unless `-q` was given and `fine` is true (so cron mails only trouble).
+fn emit_unless_quiet_and<T: Serialize + std::fmt::Display>(
+    fine: bool,
+    cli: &Cli,
+    io: &mut Io,
+    report: &T,
+) -> Result<()> {
+    if cli.quiet && !cli.json && fine {
+        return Ok(());
+    }
+    emit(cli, io, report)
+}
+
 /// Runs the command; returns the process exit code for commands that decide their own
 /// (doctor, exec), 0 otherwise.
 pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
@@ -81,17 +99,17 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
                 password: password.trim_end_matches(['\n', '\r']).to_string(),
                 no_verify: *no_verify,
             };
-            emit(&cli, io, &ops::registry_login::run(&ctx, &opts).await?)?;
+            emit_action(&cli, io, &ops::registry_login::run(&ctx, &opts).await?)?;
         }
         Command::Apply { name } => {
-            emit(&cli, io, &ops::apply::run(&ctx, name.as_deref()).await?)?;
+            emit_action(&cli, io, &ops::apply::run(&ctx, name.as_deref()).await?)?;
         }
         Command::Site(sc) => return site(&cli, &ctx, sc, io).await,
         Command::Backup { sites } => {
             let opts = ops::backup::BackupOpts {
                 sites: sites.clone(),
             };
-            emit(&cli, io, &ops::backup::run(&ctx, &opts).await?)?;
+            emit_action(&cli, io, &ops::backup::run(&ctx, &opts).await?)?;
         }
         Command::Restore {
             id,
@@ -107,38 +125,38 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
                 from: from.clone(),
                 yes: *yes,
             };
-            emit(&cli, io, &ops::restore::run(&ctx, &opts).await?)?;
+            emit_action(&cli, io, &ops::restore::run(&ctx, &opts).await?)?;
         }
         Command::Drill { id, from } => {
             let report = ops::drill::run(&ctx, id, from.as_deref()).await?;
-            emit(&cli, io, &report)?;
+            emit_unless_quiet_and(report.ok, &cli, io, &report)?;
             return Ok(if report.ok { 0 } else { 1 });
         }
         Command::Snapshots => emit(&cli, io, &ops::snapshots::list(&ctx)?)?,
         Command::Snapshot(SnapshotCommand::Pin { id }) => {
-            emit(&cli, io, &ops::snapshots::pin(&ctx, id, true)?)?
+            emit_action(&cli, io, &ops::snapshots::pin(&ctx, id, true)?)?
         }
         Command::Snapshot(SnapshotCommand::Unpin { id }) => {
-            emit(&cli, io, &ops::snapshots::pin(&ctx, id, false)?)?
+            emit_action(&cli, io, &ops::snapshots::pin(&ctx, id, false)?)?
         }
         Command::Verify { id } => {
             let report = ops::verify::run(&ctx, id).await?;
-            emit(&cli, io, &report)?;
+            emit_unless_quiet_and(report.ok(), &cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }
-        Command::Prune { dry_run } => emit(&cli, io, &ops::prune::run(&ctx, *dry_run)?)?,
+        Command::Prune { dry_run } => emit_action(&cli, io, &ops::prune::run(&ctx, *dry_run)?)?,
         Command::Schedule(ScheduleCommand::Show) => emit(&cli, io, &ops::schedule::show(&ctx)?)?,
         Command::Schedule(ScheduleCommand::Install {
             cron_file,
             systemd_dir,
-        }) => emit(
+        }) => emit_action(
             &cli,
             io,
             &ops::schedule::install(&ctx, cron_file, systemd_dir.as_deref())?,
         )?,
         Command::Status => {
             let report = ops::status::run(&ctx)?;
-            emit(&cli, io, &report)?;
+            emit_unless_quiet_and(report.ok, &cli, io, &report)?;
             return Ok(if report.ok { 0 } else { 1 });
         }
     }
@@ -160,7 +178,7 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
                 health_path: a.health_path.clone(),
                 release: Vec::new(),
             };
-            emit(cli, io, &ops::site_add::run(ctx, &opts).await?)?;
+            emit_action(cli, io, &ops::site_add::run(ctx, &opts).await?)?;
         }
         SiteCommand::List => emit(cli, io, &ops::site_info::list(ctx).await?)?,
         SiteCommand::Show { name } => emit(cli, io, &ops::site_info::show(ctx, name).await?)?,
@@ -169,20 +187,22 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
                 site: name.clone(),
                 image: image.clone(),
             };
-            emit(cli, io, &ops::deploy::deploy(ctx, &opts).await?)?;
+            emit_action(cli, io, &ops::deploy::deploy(ctx, &opts).await?)?;
         }
-        SiteCommand::Rollback { name } => emit(cli, io, &ops::deploy::rollback(ctx, name).await?)?,
-        SiteCommand::Start { name } => emit(
+        SiteCommand::Rollback { name } => {
+            emit_action(cli, io, &ops::deploy::rollback(ctx, name).await?)?
+        }
+        SiteCommand::Start { name } => emit_action(
             cli,
             io,
             &ops::control::control(ctx, name, Action::Start).await?,
         )?,
-        SiteCommand::Stop { name } => emit(
+        SiteCommand::Stop { name } => emit_action(
             cli,
             io,
             &ops::control::control(ctx, name, Action::Stop).await?,
         )?,
-        SiteCommand::Restart { name } => emit(
+        SiteCommand::Restart { name } => emit_action(
             cli,
             io,
             &ops::control::control(ctx, name, Action::Restart).await?,
@@ -216,7 +236,7 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
                     .map(|_| line)
             };
             let report = ops::site_remove::run(ctx, &opts, &mut confirm).await?;
-            emit(cli, io, &report)?;
+            emit_action(cli, io, &report)?;
         }
     }
     Ok(0)

@@ -10,7 +10,7 @@
 //! - [`config`]: the host config. [`registry`]: stored registry credentials.
 //! - [`engine`]: Docker (bollard). [`db`]: MySQL (mysql_async). [`lock`]: the host lock.
 //! - [`cli`]: clap definitions; [`dispatch`]: command line → op → rendered report.
-//! - [`error`]: the error type and its policy.
+//! - [`error`]: the error type and its policy. [`ui`]: the binary's terminal front-end.
 //!
 //! The library never prints: ops return reports (`Display` + `Serialize`) and send progress
 //! notes through the [`ops::Notifier`] the binary supplies.
@@ -28,5 +28,6 @@ pub mod registry;
 pub mod schedule;
 pub mod site;
 pub mod snapshot;
+pub mod ui;
 
 pub use error::{Error, Result};

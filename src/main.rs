@@ -23,12 +23,9 @@ fn main() {
         .without_time()
         .init();
 
-    let quiet = cli.quiet || cli.json && !std::io::stderr().is_terminal();
-    let notify: sp::ops::Notifier = Box::new(move |msg: &str| {
-        if !quiet {
-            eprintln!("{msg}");
-        }
-    });
+    let terminal = std::io::stderr().is_terminal();
+    let quiet = cli.quiet || cli.json && !terminal;
+    let notify: sp::ops::Notifier = Box::new(sp::ui::Terminal::new(quiet, terminal && !cli.json));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -412,6 +412,9 @@ async fn backup_site(
     let archive_path = tmp.join(&archive_rel);
     let dump_path = tmp.join(&dump_rel);
     let db_name = spec.database.enabled.then(|| name.to_string());
+    // Bytes read from the site (files and dump, before compression), for the progress line.
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (c_dump, c_files) = (counter.clone(), counter.clone());
     let work = tokio::task::spawn_blocking(move || {
         std::thread::scope(|s| {
             let dump = s.spawn(|| -> Result<Option<(u64, String)>> {
@@ -422,9 +425,11 @@ async fn backup_site(
                 // the file archive gets the zstd workers.
                 let enc = archive::zstd_file(&dump_path, level, 0)
                     .map_err(|e| Error::io_path("create", &dump_path, e))?;
-                let mut buf = std::io::BufWriter::with_capacity(1 << 20, enc);
+                let mut buf =
+                    archive::Counting::new(std::io::BufWriter::with_capacity(1 << 20, enc), c_dump);
                 dumper.dump(db_name, &mut buf)?;
                 let enc = buf
+                    .into_inner()
                     .into_inner()
                     .map_err(|e| Error::io_path("write", &dump_path, e.into_error()))?;
                 let done = archive::finish_zstd_file(enc)
@@ -434,9 +439,12 @@ async fn backup_site(
             let files = (|| -> std::io::Result<((u64, String), Vec<PathBuf>)> {
                 let enc = archive::zstd_file(&archive_path, level, threads)?;
                 // tar writes 512-byte headers and 8 KiB chunks; zstd wants big ones.
-                let buf = std::io::BufWriter::with_capacity(1 << 20, enc);
+                let buf = archive::Counting::new(
+                    std::io::BufWriter::with_capacity(1 << 20, enc),
+                    c_files,
+                );
                 let (buf, skipped) = archive::write_tree(&root, &["tmp", ".sp-restore"], buf)?;
-                let enc = buf.into_inner().map_err(|e| e.into_error())?;
+                let enc = buf.into_inner().into_inner().map_err(|e| e.into_error())?;
                 Ok((archive::finish_zstd_file(enc)?, skipped))
             })()
             .map_err(|e| Error::io(format!("archive {}", root.display()), e));
@@ -445,8 +453,20 @@ async fn backup_site(
                 .unwrap_or_else(|_| Err(Error::Other("the dump thread panicked".into())));
             (files, dump)
         })
-    })
-    .await;
+    });
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let work = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => ctx.progress(name, counter.load(std::sync::atomic::Ordering::Relaxed), false),
+        }
+    };
+    ctx.progress(
+        name,
+        counter.load(std::sync::atomic::Ordering::Relaxed),
+        true,
+    );
     if let (Some(engine), Some(id)) = (engine, &paused) {
         engine.unpause(id).await.step(name, "unpause")?;
     }

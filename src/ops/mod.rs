@@ -43,9 +43,23 @@ use crate::lock::HostLock;
 use crate::registry::{credentials_path, Credentials};
 use crate::site::{validate_name, DeployState, SitePaths, SiteSpec};
 
-/// Receives one-line progress notes meant for a person ("pulling …"). The binary prints them
-/// to stderr unless `-q`; the library itself never prints.
-pub type Notifier = Box<dyn Fn(&str) + Send + Sync>;
+/// Receives what a person at the terminal should see while an op runs: one-line notes
+/// ("pulling …") and byte counts of long transfers. The binary decides how (or whether) to
+/// show them; the library itself never prints.
+pub trait Reporter: Send + Sync {
+    fn note(&self, msg: &str);
+    /// `bytes` processed so far by the task `label`; `done` once it has finished.
+    fn progress(&self, _label: &str, _bytes: u64, _done: bool) {}
+}
+
+/// Closures are reporters that only take notes.
+impl<F: Fn(&str) + Send + Sync> Reporter for F {
+    fn note(&self, msg: &str) {
+        self(msg)
+    }
+}
+
+pub type Notifier = Box<dyn Reporter>;
 
 /// What every op gets: the loaded config and where it came from.
 pub struct Ctx {
@@ -94,7 +108,12 @@ impl Ctx {
     /// Tells the person at the terminal what is happening.
     pub fn note(&self, msg: &str) {
         tracing::info!("{msg}");
-        (self.notify)(msg);
+        self.notify.note(msg);
+    }
+
+    /// Reports the progress of a long transfer.
+    pub fn progress(&self, label: &str, bytes: u64, done: bool) {
+        self.notify.progress(label, bytes, done);
     }
 
     /// Takes the host lock for a mutating command.

@@ -74,6 +74,33 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Passes writes through, adding their length to a shared counter (for progress).
+pub struct Counting<W: Write> {
+    inner: W,
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<W: Write> Counting<W> {
+    pub fn new(inner: W, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Counting { inner, counter }
+    }
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.counter
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Keeps the last bytes written (to check a dump's completion trailer) and counts them.
 pub struct TailKeeper<W: Write> {
     inner: W,

@@ -550,7 +550,21 @@ fn schedule_status_jobs_and_hooks() {
         "# on_success_url = \"https://hc-ping.com/UUID\"",
         &format!("on_success_url = \"http://127.0.0.1:{port}/hook-ok\""),
     );
-    host.sp_ok(&["backup"]);
+    // Under cron (-q) a good backup prints nothing at all; the site is paused while its files
+    // are archived, and runs on afterwards.
+    host.spec_append(&a, "[backup]\npause = true\n");
+    let quiet = host.sp(&["-q", "backup"]);
+    assert!(
+        quiet.status.success(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    assert!(
+        quiet.stdout.is_empty() && quiet.stderr.is_empty(),
+        "-q backup printed something"
+    );
+    assert_eq!(host.json(&["site", "show", &a])["state"], "running");
+    assert_eq!(host.get(&a, "/").as_deref(), Some("site v1\n"));
     host.sp_ok(&["status"]);
     let v = host.json(&["status"]);
     assert_eq!(v["sites"][0]["fresh"], true);
