@@ -501,13 +501,8 @@ impl Engine {
 
     /// Removes a network; a missing one is not an error.
     pub async fn remove_network(&self, name: &str) -> Result<()> {
-        match self.docker.remove_network(name).await {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(Error::docker(format!("remove network {name}"), e)),
-        }
+        let r = self.docker.remove_network(name).await;
+        tolerate(r, 404).map_err(|e| Error::docker(format!("remove network {name}"), e))
     }
 
     /// Creates a container from a plan (not started); returns its id.
@@ -521,26 +516,13 @@ impl Engine {
         Ok(resp.id)
     }
 
+    /// Starts a container (one that already runs is fine).
     pub async fn start(&self, id: &str) -> Result<()> {
-        self.docker
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(|e| Error::docker(format!("start {}", short(id)), e))
-    }
-
-    /// Starts a container unless it already runs.
-    pub async fn start_if_stopped(&self, id: &str) -> Result<()> {
-        match self
+        let r = self
             .docker
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(Error::docker(format!("start {}", short(id)), e)),
-        }
+            .await;
+        tolerate(r, 304).map_err(|e| Error::docker(format!("start {}", short(id)), e))
     }
 
     pub async fn pause(&self, id: &str) -> Result<()> {
@@ -557,28 +539,18 @@ impl Engine {
             .map_err(|e| Error::docker(format!("unpause {}", short(id)), e))
     }
 
+    /// Stops a container (one that already stopped is fine).
     pub async fn stop(&self, id: &str) -> Result<()> {
         let opts = StopContainerOptionsBuilder::default().t(10).build();
-        match self.docker.stop_container(id, Some(opts)).await {
-            Ok(()) => Ok(()),
-            // 304: already stopped.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(Error::docker(format!("stop {}", short(id)), e)),
-        }
+        let r = self.docker.stop_container(id, Some(opts)).await;
+        tolerate(r, 304).map_err(|e| Error::docker(format!("stop {}", short(id)), e))
     }
 
     /// Removes a container (forcing a running one); a missing container is not an error.
     pub async fn remove(&self, id: &str) -> Result<()> {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-        match self.docker.remove_container(id, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(Error::docker(format!("remove {}", short(id)), e)),
-        }
+        let r = self.docker.remove_container(id, Some(opts)).await;
+        tolerate(r, 404).map_err(|e| Error::docker(format!("remove {}", short(id)), e))
     }
 
     pub async fn status(&self, id: &str) -> Result<ContainerStatus> {
@@ -702,6 +674,21 @@ impl Engine {
             .await
             .map_err(|e| Error::docker("exec", e))?;
         Ok(inspect.exit_code.unwrap_or(-1))
+    }
+}
+
+/// Treats Docker's answer `status` as success: 304 (already in that state) or 404 (already gone).
+fn tolerate(
+    r: std::result::Result<(), bollard::errors::Error>,
+    status: u16,
+) -> std::result::Result<(), bollard::errors::Error> {
+    match r {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
+            if status_code == status =>
+        {
+            Ok(())
+        }
+        other => other,
     }
 }
 

@@ -141,7 +141,7 @@ pub(crate) async fn converge_container(
                 changes.push(format!("removed stray container {}", other.name));
             }
             if !c.running() && !state.stopped {
-                engine.start_if_stopped(&c.id).await.step(name, "start")?;
+                engine.start(&c.id).await.step(name, "start")?;
                 changes.push(format!("started {}", c.name));
             }
             if state.host_port != c.host_port && c.host_port.is_some() {

@@ -62,7 +62,7 @@ pub async fn control(ctx: &Ctx, site: &str, action: Action) -> Result<ControlRep
         engine.stop(&c.id).await?;
     }
     if matches!(action, Action::Start | Action::Restart) {
-        engine.start_if_stopped(&c.id).await?;
+        engine.start(&c.id).await?;
     }
     let mut state = ctx.deploy_state(site)?;
     state.stopped = action == Action::Stop;
