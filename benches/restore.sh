@@ -93,7 +93,7 @@ for r in $(seq 1 "$RUNS"); do
   echo "run $r: sp restore $(tail -n1 "$W/t_sp")s, by hand $(tail -n1 "$W/t_hand")s"
 done
 wait
-[ -z "${SHOW_PHASES:-}" ] || python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(\"verify %.2fs\" % r[\"verify_seconds\"]); [print(s[\"site\"], \"%.2fs\" % s[\"seconds\"], \", \".join(\"%s %.2fs\" % (p[\"name\"], p[\"seconds\"]) for p in s[\"phases\"])) for s in r[\"sites\"]]" "$W/last-restore.json"
+[ -z "${SHOW_PHASES:-}" ] || python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(\"verify %.2fs, total %.2fs\" % (r[\"verify_seconds\"], r[\"seconds\"])); [print(s[\"site\"], \"%.2fs\" % s[\"seconds\"], \", \".join(\"%s %.2fs\" % (p[\"name\"], p[\"seconds\"]) for p in s[\"phases\"])) for s in r[\"sites\"]]" "$W/last-restore.json"
 SP_T=$(median < "$W/t_sp"); HAND_T=$(median < "$W/t_hand")
 echo
 echo "data: ${SIZE} MiB over $N sites; medians of $RUNS runs"

@@ -199,10 +199,7 @@ async fn drill_site(
         let dump = dir.join(&dbe.dump);
         let target = name.to_string();
         let loaded = tokio::task::spawn_blocking(move || -> Result<()> {
-            let f = std::fs::File::open(&dump).map_err(|err| Error::io_path("open", &dump, err))?;
-            let mut dec = zstd::Decoder::new(std::io::BufReader::new(f))
-                .map_err(|err| Error::io_path("read", &dump, err))?;
-            client.load(&target, &mut dec)
+            client.load_file(&target, &dump, super::restore::LOAD_CONNECTIONS)
         })
         .await
         .map_err(|err| Error::Other(format!("load task: {err}")))?;

@@ -30,6 +30,9 @@ use super::{apply, provision, Ctx};
 
 const MARKER: &str = ".sp-restore";
 
+/// Connections that load one site's dump at once (a site's tables load side by side).
+pub const LOAD_CONNECTIONS: usize = 2;
+
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOpts {
     /// Snapshot id or `latest`.
@@ -429,10 +432,7 @@ async fn restore_site(
         let dump = dir.join(&dbe.dump);
         let target = name.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
-            let f = std::fs::File::open(&dump).map_err(|e| Error::io_path("open", &dump, e))?;
-            let mut dec = zstd::Decoder::new(std::io::BufReader::with_capacity(1 << 20, f))
-                .map_err(|e| Error::io_path("read", &dump, e))?;
-            client.load(&target, &mut dec)
+            client.load_file(&target, &dump, LOAD_CONNECTIONS)
         })
         .await
         .map_err(|e| Error::Other(format!("load task: {e}")))??;

@@ -126,6 +126,13 @@ fn cattle_cycle(registry_can_serve: bool) {
     let (a, b) = (host.site_name("ca"), host.site_name("cb"));
     populated_site(&host, &a, &image);
     populated_site(&host, &b, &image);
+    // More than one table, a trigger and a view: the dump loads over parallel connections.
+    host.root_sql(&format!(
+        "USE `{a}`; CREATE TABLE audit (id INT, what VARCHAR(20));
+         CREATE TRIGGER items_ins AFTER INSERT ON items FOR EACH ROW INSERT INTO audit VALUES (NEW.id, 'added');
+         CREATE VIEW labelled AS SELECT id, label FROM items WHERE label IS NOT NULL;
+         INSERT INTO items VALUES (4, 'four', NULL);"
+    ));
     let before_a = seen(&host, &a);
     let before_b = seen(&host, &b);
     assert_eq!(
@@ -150,6 +157,23 @@ fn cattle_cycle(registry_can_serve: bool) {
     let after_b = seen(&host, &b);
     assert_eq!(after_a, before_a);
     assert_eq!(after_b, before_b);
+    assert_eq!(
+        host.root_sql(&format!("SELECT COUNT(*) FROM `{a}`.labelled"))
+            .trim(),
+        "3"
+    );
+    assert_eq!(
+        host.root_sql(&format!("SELECT COUNT(*) FROM `{a}`.audit"))
+            .trim(),
+        "1"
+    );
+    host.root_sql(&format!("INSERT INTO `{a}`.items VALUES (5, 'five', NULL)"));
+    assert_eq!(
+        host.root_sql(&format!("SELECT COUNT(*) FROM `{a}`.audit"))
+            .trim(),
+        "2",
+        "trigger lost"
+    );
     // The site users log in with their original passwords.
     assert_eq!(host.password(&a), pw_a);
     assert!(host

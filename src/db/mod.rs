@@ -4,6 +4,8 @@
 //! [`Db`] talks to the server. Identifiers are validated site names and are still quoted;
 //! passwords go in as properly escaped string literals, never spliced raw.
 
+pub mod split;
+
 use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder, Pool, Value};
 
@@ -324,6 +326,70 @@ impl DumpClient {
     /// Loads a dump from `input` into `db` with the server's own client (`mariadb`, else
     /// `mysql`), streamed; fails with the client's first error line.
     pub fn load(&self, db: &str, input: &mut dyn std::io::Read) -> Result<()> {
+        self.run_client(db, &mut |stdin| copy_big(input, stdin).map(|_| ()))
+    }
+
+    /// Loads a dump over `workers` connections at once: each replays the preamble and its
+    /// share of the table sections, then one more runs the tail (views, routines, events) —
+    /// see [`split`]. `open` gives a fresh reader of the decompressed dump each time.
+    pub fn load_parallel(
+        &self,
+        db: &str,
+        open: &(dyn Fn() -> std::io::Result<Box<dyn std::io::BufRead + Send>> + Sync),
+        workers: usize,
+    ) -> Result<()> {
+        let io_err = |e| Error::io(format!("read the dump of {db}"), e);
+        let sizes = split::section_sizes(&mut *open().map_err(io_err)?).map_err(io_err)?;
+        if workers <= 1 || sizes.len() <= 1 {
+            return self.load(db, &mut *open().map_err(io_err)?);
+        }
+        let owner = split::assign(&sizes, workers);
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let owner = &owner;
+                    s.spawn(move || -> Result<()> {
+                        let mut input = open().map_err(io_err)?;
+                        let mine = |p: split::Part| match p {
+                            split::Part::Preamble => true,
+                            split::Part::Section(i) => owner[i] == w,
+                            split::Part::Tail => false,
+                        };
+                        self.run_client(db, &mut |stdin| split::filter(&mut *input, stdin, &mine))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Other("a load thread panicked".into())))
+                })
+                .collect()
+        });
+        for r in results {
+            r?;
+        }
+        let mut input = open().map_err(io_err)?;
+        let tail = |p: split::Part| matches!(p, split::Part::Preamble | split::Part::Tail);
+        self.run_client(db, &mut |stdin| split::filter(&mut *input, stdin, &tail))
+    }
+
+    /// Loads a zstd-compressed dump file into `db` over `workers` connections.
+    pub fn load_file(&self, db: &str, path: &std::path::Path, workers: usize) -> Result<()> {
+        let open = || -> std::io::Result<Box<dyn std::io::BufRead + Send>> {
+            let dec = zstd::Decoder::new(std::fs::File::open(path)?)?;
+            Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, dec)))
+        };
+        self.load_parallel(db, &open, workers)
+    }
+
+    /// Runs the mysql client on `db`, feeding its stdin with `feed`.
+    fn run_client(
+        &self,
+        db: &str,
+        feed: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<()> {
         use std::process::{Command, Stdio};
         let program = ["mariadb", "mysql"]
             .iter()
@@ -350,9 +416,9 @@ impl DumpClient {
             }
             s
         });
-        let copied = match child.stdin.take() {
-            Some(mut si) => copy_big(input, &mut si),
-            None => Ok(0),
+        let fed = match child.stdin.take() {
+            Some(mut si) => feed(&mut si),
+            None => Ok(()),
         };
         let status = child
             .wait()
@@ -364,7 +430,7 @@ impl DumpClient {
                 "loading the dump into {db} failed ({status}): {first}"
             )));
         }
-        copied.map_err(|e| Error::io(format!("feed the dump into {db}"), e))?;
+        fed.map_err(|e| Error::io(format!("feed the dump into {db}"), e))?;
         Ok(())
     }
 
