@@ -171,7 +171,7 @@ impl Config {
             }
         })?;
         let cfg: Config =
-            toml::from_str(&text).map_err(|e| bad(crate::site::one_line(&e.to_string())))?;
+            toml::from_str(&text).map_err(|e| bad(crate::site::toml_error(&text, &e)))?;
         cfg.validate().map_err(bad)?;
         Ok(cfg)
     }

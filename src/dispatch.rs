@@ -27,6 +27,15 @@ fn emit<T: Serialize + std::fmt::Display>(cli: &Cli, io: &mut Io, report: &T) ->
     writeln!(io.out, "{text}").map_err(|e| Error::io("write output", e))
 }
 
+/// A child's exit code as ours: unknown (-1) is a failure, not success.
+fn exit_code_of(code: i64) -> i32 {
+    if code < 0 {
+        1
+    } else {
+        code.min(255) as i32
+    }
+}
+
 /// Prints the report of an action; with `-q` (cron) a success prints nothing.
 fn emit_action<T: Serialize + std::fmt::Display>(cli: &Cli, io: &mut Io, report: &T) -> Result<()> {
     emit_unless_quiet_and(true, cli, io, report)
@@ -212,11 +221,11 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
         }
         SiteCommand::Exec { name, cmd } => {
             let code = ops::control::exec(ctx, name, cmd, io.out, io.err).await?;
-            return Ok(code.clamp(0, 255) as i32);
+            return Ok(exit_code_of(code));
         }
         SiteCommand::Job { name, job } => {
             let code = ops::job::run(ctx, name, job, io.out).await?;
-            return Ok(code.clamp(0, 255) as i32);
+            return Ok(exit_code_of(code));
         }
         SiteCommand::Remove { name, purge, yes } => {
             let opts = ops::site_remove::RemoveOpts {

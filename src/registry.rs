@@ -46,7 +46,7 @@ impl Credentials {
         match std::fs::read_to_string(path) {
             Ok(text) => toml::from_str(&text).map_err(|e| Error::Config {
                 path: path.display().to_string(),
-                message: crate::site::one_line(&e.to_string()),
+                message: crate::site::toml_error(&text, &e),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Credentials::default()),
             Err(e) => Err(Error::io_path("read", path, e)),

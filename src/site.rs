@@ -498,7 +498,7 @@ impl SiteSpec {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io_path("read", path, e))?;
         let spec: SiteSpec = toml::from_str(&text).map_err(|e| {
-            Error::Invalid(format!("{}: {}", path.display(), one_line(&e.to_string())))
+            Error::Invalid(format!("{}: {}", path.display(), toml_error(&text, &e)))
         })?;
         spec.validate()?;
         Ok(spec)
@@ -544,7 +544,7 @@ impl DeployState {
     pub fn load(path: &Path) -> Result<Self> {
         match std::fs::read_to_string(path) {
             Ok(text) => toml::from_str(&text).map_err(|e| {
-                Error::Invalid(format!("{}: {}", path.display(), one_line(&e.to_string())))
+                Error::Invalid(format!("{}: {}", path.display(), toml_error(&text, &e)))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DeployState::default()),
             Err(e) => Err(Error::io_path("read", path, e)),
@@ -588,6 +588,20 @@ impl SitePaths {
     }
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+}
+
+/// A TOML parse error as one line — where and what, never the offending source line, which
+/// may hold a password.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!("line {line}, column {col}: {}", one_line(e.message()))
+        }
+        None => one_line(e.message()),
     }
 }
 
@@ -710,6 +724,15 @@ mod tests {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             SiteSpec::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
+    }
+
+    #[test]
+    fn toml_errors_never_quote_the_source_line() {
+        let text = "name = \"x\"\nurll = \"mysql://root:S3CRET@h\"\n";
+        let e = toml::from_str::<SiteSpec>(text).unwrap_err();
+        let msg = toml_error(text, &e);
+        assert!(!msg.contains("S3CRET"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
     }
 
     #[test]

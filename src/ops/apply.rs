@@ -55,11 +55,15 @@ impl std::fmt::Display for ApplyReport {
 
 /// `sp apply [NAME]`.
 pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
+    if let Some(name) = site {
+        ctx.site(name)?;
+    }
+    let _lock = ctx.lock("apply")?;
+    // Specs are read under the lock: a site purged meanwhile must not come back.
     let specs = match site {
         Some(name) => vec![ctx.site(name)?],
         None => ctx.sites()?,
     };
-    let _lock = ctx.lock("apply")?;
     let engine = ctx.engine().await?;
     let db = if specs.iter().any(|s| s.database.enabled) {
         Some(ctx.db()?)

@@ -436,7 +436,7 @@ async fn backup_site(
                     .map_err(|e| Error::io_path("write", &dump_path, e))?;
                 Ok(Some(done))
             });
-            let files = (|| -> std::io::Result<((u64, String), Vec<PathBuf>)> {
+            let files = (|| -> std::io::Result<((u64, String), Vec<String>)> {
                 let enc = archive::zstd_file(&archive_path, level, threads)?;
                 // tar writes 512-byte headers and 8 KiB chunks; zstd wants big ones.
                 let buf = archive::Counting::new(
@@ -473,8 +473,8 @@ async fn backup_site(
     let (files, dump) =
         work.map_err(|e| Error::Other(format!("backup task failed: {e}")).at_step(name, "files"))?;
     let ((files_size, files_sha), skipped) = files.step(name, "files")?;
-    for p in skipped {
-        tracing::warn!("{name}: skipped special file {}", p.display());
+    for w in skipped {
+        ctx.note(&format!("{name}: warning: {w}"));
     }
     let dump = dump.step(name, "database dump")?;
     let mut out = vec![FileEntry {

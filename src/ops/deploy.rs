@@ -165,11 +165,12 @@ pub struct DeployOpts {
 
 /// `sp site deploy NAME [--image REF]`.
 pub async fn deploy(ctx: &Ctx, opts: &DeployOpts) -> Result<Rollout> {
-    let mut spec = ctx.site(&opts.site)?;
+    ctx.site(&opts.site)?;
     if let Some(img) = &opts.image {
         crate::site::ImageRef::parse(img)?;
     }
     let _lock = ctx.lock(&format!("site deploy {}", opts.site))?;
+    let mut spec = ctx.site(&opts.site)?;
     let engine = ctx.engine().await?;
     let image = opts.image.clone().unwrap_or_else(|| spec.image.clone());
     let pinned = provision::pull(ctx, &engine, &image)

@@ -89,7 +89,7 @@ pub async fn run(ctx: &Ctx, id: &str, from: Option<&Path>) -> Result<DrillReport
     let (id, dir) = snapshot::resolve(&from, id)?;
     let _lock = ctx.lock(&format!("drill {id}"))?;
     let d = dir.clone();
-    let (manifest, faults) = tokio::task::spawn_blocking(move || snapshot::verify_with(&d, true))
+    let (manifest, faults) = tokio::task::spawn_blocking(move || snapshot::verify(&d))
         .await
         .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
     let mut report = DrillReport {
@@ -256,16 +256,32 @@ async fn cleanup(
     names: &[String],
     scratch: &Path,
 ) -> Result<()> {
-    for c in engine.list(&ctx.config.instance, None, None).await? {
-        engine.remove(&c.id).await?;
+    // Every step runs whatever failed before it; the failures are reported together.
+    let mut failed: Vec<String> = Vec::new();
+    let mut note = |r: Result<()>| {
+        if let Err(e) = r {
+            failed.push(e.to_string());
+        }
+    };
+    match engine.list(&ctx.config.instance, None, None).await {
+        Ok(list) => {
+            for c in list {
+                note(engine.remove(&c.id).await);
+            }
+        }
+        Err(e) => note(Err(e)),
     }
-    engine.remove_network(&ctx.config.docker.network).await?;
+    note(engine.remove_network(&ctx.config.docker.network).await);
     for n in names {
-        db.drop_user(n, &ctx.config.mysql.user_host).await?;
-        db.drop_database(n).await?;
+        note(db.drop_user(n, &ctx.config.mysql.user_host).await);
+        note(db.drop_database(n).await);
     }
     if scratch.exists() {
-        std::fs::remove_dir_all(scratch).map_err(|e| Error::io_path("delete", scratch, e))?;
+        note(std::fs::remove_dir_all(scratch).map_err(|e| Error::io_path("delete", scratch, e)));
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Other(failed.join("; ")))
+    }
 }

@@ -69,7 +69,7 @@ pub fn run(config_path: &std::path::Path, opts: &InitOpts) -> Result<InitReport>
         let text = c.commented_default();
         // Validate what we are about to write, so a bad flag changes nothing.
         let parsed: Config = toml::from_str(&text)
-            .map_err(|e| Error::Invalid(crate::site::one_line(&e.to_string())))?;
+            .map_err(|e| Error::Invalid(crate::site::toml_error(&text, &e)))?;
         let tmp = tempfile_in_same_dir(config_path);
         crate::fsutil::write_private(&tmp, text.as_bytes())?;
         let checked = Config::load(&tmp);

@@ -43,6 +43,19 @@ use crate::lock::HostLock;
 use crate::registry::{credentials_path, Credentials};
 use crate::site::{validate_name, DeployState, SitePaths, SiteSpec};
 
+/// Refuses a spec whose `name` is not the directory it lives in (a copied directory, a clone
+/// cut short): acting on it would touch the other site.
+pub fn check_spec_name(spec: &SiteSpec, dir_name: &str, path: &Path) -> Result<()> {
+    if spec.name != dir_name {
+        return Err(Error::Invalid(format!(
+            "{} says name = {:?} but lives in the directory of {dir_name:?}; fix the name (or the directory) first",
+            path.display(),
+            spec.name
+        )));
+    }
+    Ok(())
+}
+
 /// Receives what a person at the terminal should see while an op runs: one-line notes
 /// ("pulling …") and byte counts of long transfers. The binary decides how (or whether) to
 /// show them; the library itself never prints.
@@ -156,7 +169,9 @@ impl Ctx {
                 p.display()
             )));
         }
-        SiteSpec::load(&p)
+        let spec = SiteSpec::load(&p)?;
+        check_spec_name(&spec, name, &p)?;
+        Ok(spec)
     }
 
     pub fn deploy_state(&self, name: &str) -> Result<DeployState> {

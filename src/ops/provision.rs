@@ -19,7 +19,12 @@ pub const PASSWORD_IN_CONTAINER: &str = "/run/secrets/db_password";
 
 /// The lowest uid from `first_uid` that no site uses yet.
 pub fn next_uid(ctx: &Ctx) -> Result<u32> {
-    let used: HashSet<u32> = ctx.sites()?.iter().map(|s| s.uid).collect();
+    // Every spec on disk counts, even one whose name does not match its directory yet
+    // (a clone being made).
+    let mut used: HashSet<u32> = HashSet::new();
+    for name in ctx.site_names()? {
+        used.insert(SiteSpec::load(&ctx.paths(&name).spec())?.uid);
+    }
     let mut uid = ctx.config.docker.first_uid;
     while used.contains(&uid) {
         uid += 1;
@@ -203,7 +208,8 @@ pub async fn ensure_image(
     }
     // Loaded images carry no name; give it one so `docker image prune` leaves it alone.
     let r = ImageRef::parse(pinned)?;
-    let short = &id.trim_start_matches("sha256:")[..12];
+    let hex = id.trim_start_matches("sha256:");
+    let short = hex.get(..12).unwrap_or(hex);
     engine
         .tag(id, &r.repository(), &format!("sp-{short}"))
         .await?;

@@ -156,7 +156,7 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     ctx.note(&format!("verifying snapshot {id}"));
     let t = Instant::now();
     let d = dir.clone();
-    let (manifest, faults) = tokio::task::spawn_blocking(move || snapshot::verify_with(&d, true))
+    let (manifest, faults) = tokio::task::spawn_blocking(move || snapshot::verify(&d))
         .await
         .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
     if !faults.is_empty() {
@@ -332,8 +332,12 @@ fn restore_host(ctx: &Ctx, dir: &Path, whole_host: bool) -> Result<bool> {
         }
     }
     if let Some(text) = creds_text {
-        let restored: crate::registry::Credentials = toml::from_str(&text)
-            .map_err(|e| Error::Other(format!("host.tar.zst: registries.toml: {e}")))?;
+        let restored: crate::registry::Credentials = toml::from_str(&text).map_err(|e| {
+            Error::Other(format!(
+                "host.tar.zst: registries.toml: {}",
+                crate::site::toml_error(&text, &e)
+            ))
+        })?;
         let mut local = ctx.credentials()?;
         for (host, c) in restored.registries {
             local.registries.entry(host).or_insert(c);
@@ -343,13 +347,17 @@ fn restore_host(ctx: &Ctx, dir: &Path, whole_host: bool) -> Result<bool> {
     let (true, Some(text)) = (whole_host, config_text) else {
         return Ok(false);
     };
-    let mut merged: toml::Table = toml::from_str(&text)
-        .map_err(|e| Error::Other(format!("host.tar.zst: config.toml: {e}")))?;
+    let mut merged: toml::Table = toml::from_str(&text).map_err(|e| {
+        Error::Other(format!(
+            "host.tar.zst: config.toml: {}",
+            crate::site::toml_error(&text, &e)
+        ))
+    })?;
     let local_text = std::fs::read_to_string(&ctx.config_path)
         .map_err(|e| Error::io_path("read", &ctx.config_path, e))?;
     let local: toml::Table = toml::from_str(&local_text).map_err(|e| Error::Config {
         path: ctx.config_path.display().to_string(),
-        message: e.to_string(),
+        message: crate::site::toml_error(&local_text, &e),
     })?;
     merge(&mut merged, local);
     let out = format!(

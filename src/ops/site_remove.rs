@@ -56,7 +56,9 @@ pub async fn run(
     let retired = ctx.paths(&opts.site).root.join("site.toml.removed");
     // A site removed without --purge keeps its spec as site.toml.removed; it can still be purged.
     let spec = if !ctx.paths(&opts.site).spec().exists() && retired.exists() {
-        crate::site::SiteSpec::load(&retired)?
+        let spec = crate::site::SiteSpec::load(&retired)?;
+        super::check_spec_name(&spec, &opts.site, &retired)?;
+        spec
     } else {
         ctx.site(&opts.site)?
     };

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -190,19 +190,16 @@ pub fn finish_zstd_file(
 }
 
 /// Writes the tree under `root` as a tar stream into `out`, skipping the top-level names in
-/// `exclude`. Entries are relative (`data/x`), sorted, symlinks kept as links; sockets and
-/// other special files are skipped and returned.
-pub fn write_tree<W: Write>(
-    root: &Path,
-    exclude: &[&str],
-    out: W,
-) -> io::Result<(W, Vec<PathBuf>)> {
+/// `exclude`. Entries are relative (`data/x`), sorted, symlinks kept as links. Returns
+/// warnings: special files (sockets, FIFOs) that were skipped, and members `sp restore` will
+/// refuse (symlinks leading out of the tree, setuid bits).
+pub fn write_tree<W: Write>(root: &Path, exclude: &[&str], out: W) -> io::Result<(W, Vec<String>)> {
     let mut b = tar::Builder::new(out);
     b.follow_symlinks(false);
     b.mode(tar::HeaderMode::Complete);
-    let mut skipped = Vec::new();
-    walk(&mut b, root, Path::new(""), exclude, &mut skipped)?;
-    Ok((b.into_inner()?, skipped))
+    let mut warnings = Vec::new();
+    walk(&mut b, root, Path::new(""), exclude, &mut warnings)?;
+    Ok((b.into_inner()?, warnings))
 }
 
 fn walk<W: Write>(
@@ -210,7 +207,7 @@ fn walk<W: Write>(
     dir: &Path,
     rel: &Path,
     exclude: &[&str],
-    skipped: &mut Vec<PathBuf>,
+    warnings: &mut Vec<String>,
 ) -> io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
@@ -225,30 +222,31 @@ fn walk<W: Write>(
         let ft = meta.file_type();
         if ft.is_dir() {
             b.append_path_with_name(&path, &rel_path)?;
-            walk(b, &path, &rel_path, exclude, skipped)?;
+            walk(b, &path, &rel_path, exclude, warnings)?;
         } else if ft.is_file() || ft.is_symlink() {
             b.append_path_with_name(&path, &rel_path)?;
         } else {
-            skipped.push(rel_path);
+            warnings.push(format!("skipped special file {}", rel_path.display()));
+            continue;
+        }
+        let kind = if ft.is_symlink() {
+            tar::EntryType::Symlink
+        } else if ft.is_dir() {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        };
+        let target = if ft.is_symlink() {
+            std::fs::read_link(&path).ok()
+        } else {
+            None
+        };
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+        if let Err(why) = super::unpack::check_entry(&rel_path, kind, target.as_deref(), mode) {
+            warnings.push(format!("sp restore will refuse this snapshot: {why}"));
         }
     }
     Ok(())
-}
-
-/// Walks every entry of a tar+zstd stream (reading all content), returning the entry count.
-pub fn walk_tar_zstd<R: Read>(input: R) -> io::Result<u64> {
-    let dec = zstd::Decoder::new(input)?;
-    let mut ar = tar::Archive::new(dec);
-    let mut n = 0;
-    for entry in ar.entries()? {
-        let mut entry = entry?;
-        io::copy(&mut entry, &mut io::sink())?;
-        n += 1;
-    }
-    // Drain the decoder so a damaged end of the frame is noticed too.
-    let mut dec = ar.into_inner();
-    io::copy(&mut dec, &mut io::sink())?;
-    Ok(n)
 }
 
 /// Decompresses a dump stream, returning whether it ends with the completion trailer.
@@ -285,17 +283,18 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let file = out.path().join("t.tar.zst");
         let enc = zstd_file(&file, 3, 2).unwrap();
-        let (enc, skipped) = write_tree(root, &["tmp"], enc).unwrap();
-        assert!(skipped.is_empty());
+        let (enc, warnings) = write_tree(root, &["tmp"], enc).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("data/link"), "{warnings:?}");
         let (size, sha) = finish_zstd_file(enc).unwrap();
         assert_eq!(size, std::fs::metadata(&file).unwrap().len());
 
         let mut r = HashingReader::new(File::open(&file).unwrap());
-        let n = walk_tar_zstd(&mut r).unwrap();
-        assert_eq!(
-            n, 5,
-            "data, data/a.txt, data/caf?.bin, data/empty, data/link"
-        );
+        // Stored as a link, not followed — and flagged, since it leads out of the tree.
+        let why = super::super::unpack::scan_tar_zstd(&mut r)
+            .unwrap()
+            .unwrap_err();
+        assert!(why.contains("data/link"), "{why}");
         assert_eq!(r.finish().unwrap(), (size, sha));
 
         let dest = tempfile::tempdir().unwrap();

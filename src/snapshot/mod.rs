@@ -257,15 +257,10 @@ pub struct Fault {
     pub problem: String,
 }
 
-/// Re-hashes every file, decompresses and walks every tar, checks every dump's trailer, in
-/// one read per file. Returns the faults (empty when the snapshot is sound).
+/// Re-hashes every file, decompresses and walks every tar (refusing members `sp restore`
+/// may not unpack, see [`unpack::Guard`]), checks every dump's trailer, checks the manifest's
+/// own names — in one read per file. Returns the faults (empty when the snapshot is sound).
 pub fn verify(dir: &Path) -> Result<(Manifest, Vec<Fault>)> {
-    verify_with(dir, false)
-}
-
-/// [`verify`], and with `safety` also refuses archives with members that may not be unpacked
-/// (see [`unpack::check_entry`]) — what `sp restore` checks before it writes anything.
-pub fn verify_with(dir: &Path, safety: bool) -> Result<(Manifest, Vec<Fault>)> {
     let m = match read_manifest(dir) {
         Ok(m) => m,
         Err(e) => {
@@ -293,13 +288,7 @@ pub fn verify_with(dir: &Path, safety: bool) -> Result<(Manifest, Vec<Fault>)> {
                 let problem = if f.path.contains("..") || f.path.starts_with('/') {
                     Some("unsafe path in manifest".to_string())
                 } else {
-                    verify_file(
-                        &dir.join(&f.path),
-                        f,
-                        dumps.contains(&f.path.as_str()),
-                        safety,
-                    )
-                    .err()
+                    verify_file(&dir.join(&f.path), f, dumps.contains(&f.path.as_str())).err()
                 };
                 if let (Some(problem), Ok(mut v)) = (problem, found.lock()) {
                     v.push((
@@ -317,6 +306,35 @@ pub fn verify_with(dir: &Path, safety: bool) -> Result<(Manifest, Vec<Fault>)> {
     found.sort_by_key(|(i, _)| *i);
     faults.extend(found.into_iter().map(|(_, f)| f));
     for s in &m.sites {
+        // The manifest is only checksummed, not signed: its names become paths and databases.
+        let mut bad = Vec::new();
+        if crate::site::validate_name(&s.name).is_err() {
+            bad.push(format!("site name {:?} is not a valid site name", s.name));
+        }
+        if s.archive != format!("sites/{}.tar.zst", s.name) {
+            bad.push(format!(
+                "{}: archive {:?} is not sites/NAME.tar.zst",
+                s.name, s.archive
+            ));
+        }
+        if let Some(d) = &s.database {
+            if d.name != s.name || d.dump != format!("sites/{}.sql.zst", s.name) {
+                bad.push(format!(
+                    "{}: database entry does not match the site",
+                    s.name
+                ));
+            }
+        }
+        if let Some(id) = &s.image_id {
+            let hex = id.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bad.push(format!("{}: image id {id:?} is not sha256:HEX", s.name));
+            }
+        }
+        faults.extend(bad.into_iter().map(|problem| Fault {
+            file: MANIFEST.into(),
+            problem,
+        }));
         let mut needed = vec![s.archive.as_str()];
         if let Some(d) = &s.database {
             needed.push(d.dump.as_str());
@@ -333,24 +351,15 @@ pub fn verify_with(dir: &Path, safety: bool) -> Result<(Manifest, Vec<Fault>)> {
     Ok((m, faults))
 }
 
-fn verify_file(
-    path: &Path,
-    f: &FileEntry,
-    is_dump: bool,
-    safety: bool,
-) -> std::result::Result<(), String> {
+fn verify_file(path: &Path, f: &FileEntry, is_dump: bool) -> std::result::Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut r = archive::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, file));
-    let content = if f.path.ends_with(".tar.zst") && safety {
+    let content = if f.path.ends_with(".tar.zst") {
         match unpack::scan_tar_zstd(&mut r) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(why)) => Err(format!("unsafe archive member {why}")),
             Err(e) => Err(format!("archive is damaged: {e}")),
         }
-    } else if f.path.ends_with(".tar.zst") {
-        archive::walk_tar_zstd(&mut r)
-            .map(|_| ())
-            .map_err(|e| format!("archive is damaged: {e}"))
     } else if is_dump {
         match archive::check_dump_zstd(&mut r) {
             Ok(true) => Ok(()),

@@ -55,6 +55,62 @@ pub fn check_entry(
     }
 }
 
+/// Paths sp itself reads or mounts; a symlink there would redirect sp (or a bind mount).
+const SP_PATHS: &[&str] = &[
+    "data",
+    "secrets",
+    "secrets/db_password",
+    "tmp",
+    "site.toml",
+    "deploy.toml",
+];
+
+/// Checks a whole archive's members in order: each one alone ([`check_entry`]), and against
+/// the symlinks before it — no member may sit below a symlink member (a chain of links that
+/// each look harmless could otherwise lead out), and sp's own paths may not be links.
+#[derive(Debug, Default)]
+pub struct Guard {
+    links: std::collections::HashSet<std::path::PathBuf>,
+}
+
+impl Guard {
+    pub fn check(
+        &mut self,
+        path: &Path,
+        kind: EntryType,
+        link: Option<&Path>,
+        mode: u32,
+    ) -> Result<(), String> {
+        check_entry(path, kind, link, mode)?;
+        let clean: std::path::PathBuf = path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        let mut prefix = std::path::PathBuf::new();
+        let parts: Vec<_> = clean.components().collect();
+        for c in &parts[..parts.len().saturating_sub(1)] {
+            prefix.push(c);
+            if self.links.contains(&prefix) {
+                return Err(format!(
+                    "{}: lies below the symlink {}",
+                    path.display(),
+                    prefix.display()
+                ));
+            }
+        }
+        if kind == EntryType::Symlink {
+            if SP_PATHS.iter().any(|p| clean == Path::new(p)) {
+                return Err(format!(
+                    "{}: sp's own path may not be a symlink",
+                    path.display()
+                ));
+            }
+            self.links.insert(clean);
+        }
+        Ok(())
+    }
+}
+
 /// Number of normal components when `path` is relative without `..`; None otherwise.
 fn relative_depth(path: &Path) -> Option<usize> {
     let mut n = 0;
@@ -92,12 +148,13 @@ fn stays_inside(depth: usize, target: &Path) -> bool {
 pub fn scan_tar_zstd<R: Read>(input: R) -> io::Result<Result<u64, String>> {
     let mut ar = tar::Archive::new(zstd::Decoder::new(input)?);
     let mut n = 0;
+    let mut guard = Guard::default();
     for entry in ar.entries()? {
         let mut e = entry?;
         let path = e.path()?.into_owned();
         let link = e.link_name()?.map(|l| l.into_owned());
         let mode = e.header().mode()?;
-        if let Err(why) = check_entry(&path, e.header().entry_type(), link.as_deref(), mode) {
+        if let Err(why) = guard.check(&path, e.header().entry_type(), link.as_deref(), mode) {
             return Ok(Err(why));
         }
         io::copy(&mut e, &mut io::sink())?;
@@ -143,6 +200,51 @@ pub fn unpack_tar_zstd<R: Read>(input: R, dest: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chained_links_and_links_at_sp_paths_are_refused() {
+        let mut g = Guard::default();
+        assert!(g
+            .check(Path::new("d"), EntryType::Directory, None, 0o755)
+            .is_ok());
+        assert!(g
+            .check(
+                Path::new("d/l"),
+                EntryType::Symlink,
+                Some(Path::new("..")),
+                0o777
+            )
+            .is_ok());
+        let err = g
+            .check(
+                Path::new("d/l/data"),
+                EntryType::Symlink,
+                Some(Path::new("../..")),
+                0o777,
+            )
+            .unwrap_err();
+        assert!(err.contains("below the symlink"), "{err}");
+        assert!(g
+            .check(Path::new("d/l/x.txt"), EntryType::Regular, None, 0o644)
+            .is_err());
+        let mut g = Guard::default();
+        assert!(g
+            .check(
+                Path::new("data"),
+                EntryType::Symlink,
+                Some(Path::new("secrets")),
+                0o777
+            )
+            .is_err());
+        assert!(g
+            .check(
+                Path::new("data/ok"),
+                EntryType::Symlink,
+                Some(Path::new("file")),
+                0o777
+            )
+            .is_ok());
+    }
 
     #[test]
     fn entries_are_checked() {
