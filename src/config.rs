@@ -170,8 +170,16 @@ impl Config {
                 bad(e.to_string())
             }
         })?;
-        let cfg: Config =
-            toml::from_str(&text).map_err(|e| bad(crate::site::toml_error(&text, &e)))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self> {
+        let bad = |message: String| Error::Config {
+            path: origin.display().to_string(),
+            message,
+        };
+        let cfg: Config = toml::from_str(text).map_err(|e| bad(crate::site::toml_error(text, &e)))?;
         cfg.validate().map_err(bad)?;
         Ok(cfg)
     }

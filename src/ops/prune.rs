@@ -100,6 +100,7 @@ pub fn run(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
             time: s.time,
             pinned: s.pinned,
             verified: s.verified.is_some(),
+            sites: s.sites.clone(),
         })
         .collect();
     let decisions = plan(&candidates, &ctx.config.retention);

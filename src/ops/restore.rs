@@ -12,8 +12,9 @@
 //!    user with its original password, the image by its recorded digest (or from the image
 //!    archive), and the container through the same code as `sp apply`.
 //!
-//! Each site directory carries a `.sp-restore` marker (`ID running` / `ID done`), which is
-//! what makes a killed restore safe to run again.
+//! While a restore is under way each site directory carries a `.sp-restore` marker
+//! (`ID running` / `ID done`), which is what makes a killed restore safe to run again; the
+//! markers go when the whole restore has succeeded.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -188,9 +189,13 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     };
     let whole_host = opts.sites.is_empty() && opts.as_name.is_none();
 
-    // 4. Host config first: it may say where sites live.
-    let host_config = restore_host(ctx, &dir, whole_host)?;
-    let ctx = ctx.reload()?;
+    // 4. The host config decides where sites live: plan with it, write it only once the
+    // plan holds.
+    let host = plan_host(ctx, &dir, whole_host)?;
+    let ctx = match &host.config {
+        Some((_, cfg)) => ctx.with_config(cfg.clone()),
+        None => ctx.reload()?,
+    };
     let engine = ctx.engine().await?;
     let db = ctx.db()?;
     let mut targets = Vec::new();
@@ -233,7 +238,18 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         }
         let mut names: Vec<String> = conflicts.iter().map(|(n, _)| n.clone()).collect();
         names.dedup();
-        let specs: Vec<SiteSpec> = names.iter().filter_map(|n| ctx.site(n).ok()).collect();
+        // Only what can be snapshotted first may be replaced.
+        let mut specs = Vec::new();
+        for n in &names {
+            match ctx.site(n) {
+                Ok(spec) => specs.push(spec),
+                Err(e) => {
+                    return Err(Error::Conflict(format!(
+                        "{n} exists but cannot be snapshotted before it is replaced ({e}); nothing was restored — purge or move it first"
+                    )))
+                }
+            }
+        }
         if !specs.is_empty() {
             let r = super::backup::snapshot_sites(&ctx, &specs)
                 .await
@@ -254,6 +270,8 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         }
     }
 
+    let host_config = host.apply(&ctx)?;
+
     // 5. The sites, all at once.
     let client = std::sync::Arc::new(db.dump_client(&ctx.config.state_dir)?);
     // Image archives live beside the snapshots we restore from.
@@ -273,7 +291,12 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    if !errors.is_empty() {
+    if errors.is_empty() {
+        // Done: the markers only ever mean "a restore of this snapshot is under way".
+        for t in &targets {
+            let _ = std::fs::remove_file(rctx.paths(&t.name).root.join(MARKER));
+        }
+    } else {
         return Err(Error::Other(format!(
             "restore of {} site(s) failed (run the same command again to resume): {}",
             errors.len(),
@@ -305,11 +328,39 @@ fn write_marker(paths: &SitePaths, id: &str, state: &str) -> Result<()> {
     )
 }
 
-/// Restores the host config (local keys win) on a whole-host restore, and merges the registry
-/// credentials (local entries win) always. Returns whether the config was restored.
-fn restore_host(ctx: &Ctx, dir: &Path, whole_host: bool) -> Result<bool> {
+/// What a restore puts back of the host, computed before anything is written.
+struct HostPlan {
+    /// The merged config text and its parsed form (whole-host restores only).
+    config: Option<(String, crate::config::Config)>,
+    /// Local credentials with the snapshot's added (local entries win).
+    credentials: Option<crate::registry::Credentials>,
+}
+
+impl HostPlan {
+    /// Writes what was planned.
+    fn apply(self, ctx: &Ctx) -> Result<bool> {
+        if let Some(c) = self.credentials {
+            c.save(&ctx.credentials_path())?;
+        }
+        match self.config {
+            Some((text, _)) => {
+                crate::fsutil::write_private(&ctx.config_path, text.as_bytes())?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// Plans the host config (local keys win) for a whole-host restore, and the registry
+/// credentials (local entries win) always. Writes nothing.
+fn plan_host(ctx: &Ctx, dir: &Path, whole_host: bool) -> Result<HostPlan> {
     let path = dir.join(snapshot::HOST_ARCHIVE);
     let file = std::fs::File::open(&path).map_err(|e| Error::io_path("open", &path, e))?;
+    let mut plan = HostPlan {
+        config: None,
+        credentials: None,
+    };
     let mut config_text = None;
     let mut creds_text = None;
     let mut ar =
@@ -342,10 +393,10 @@ fn restore_host(ctx: &Ctx, dir: &Path, whole_host: bool) -> Result<bool> {
         for (host, c) in restored.registries {
             local.registries.entry(host).or_insert(c);
         }
-        local.save(&ctx.credentials_path())?;
+        plan.credentials = Some(local);
     }
     let (true, Some(text)) = (whole_host, config_text) else {
-        return Ok(false);
+        return Ok(plan);
     };
     let mut merged: toml::Table = toml::from_str(&text).map_err(|e| {
         Error::Other(format!(
@@ -365,13 +416,9 @@ fn restore_host(ctx: &Ctx, dir: &Path, whole_host: bool) -> Result<bool> {
         toml::to_string_pretty(&merged).map_err(|e| Error::Other(format!("encode config: {e}")))?
     );
     // Refuse a merged config sp cannot load, before it replaces the local one.
-    let check = ctx.config_path.with_extension("restore-check");
-    crate::fsutil::write_private(&check, out.as_bytes())?;
-    let ok = crate::config::Config::load(&check);
-    let _ = std::fs::remove_file(&check);
-    ok?;
-    crate::fsutil::write_private(&ctx.config_path, out.as_bytes())?;
-    Ok(true)
+    let config = crate::config::Config::parse(&out, Path::new("the restored config"))?;
+    plan.config = Some((out, config));
+    Ok(plan)
 }
 
 /// Deep-merges `over` into `base`; `over` wins.

@@ -31,6 +31,9 @@ pub struct Candidate {
     pub time: DateTime<Utc>,
     pub pinned: bool,
     pub verified: bool,
+    /// Sites the snapshot holds; the policy applies per site, so a snapshot of one site
+    /// (`--site`, a final snapshot before removal) never takes another site's slot.
+    pub sites: Vec<String>,
 }
 
 /// The decision for one snapshot.
@@ -42,8 +45,42 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// Decides for every candidate, newest first.
+/// Decides for every candidate, newest first: the policy is applied to each site's snapshots
+/// (and to those holding no site) on its own, and a snapshot is kept if any of them keeps it.
 pub fn plan(candidates: &[Candidate], policy: &Policy) -> Vec<Decision> {
+    let mut names: Vec<&str> = candidates.iter().flat_map(|c| c.sites.iter().map(String::as_str)).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut groups: Vec<Vec<Candidate>> = names
+        .iter()
+        .map(|n| candidates.iter().filter(|c| c.sites.iter().any(|s| s == n)).cloned().collect())
+        .collect();
+    groups.push(candidates.iter().filter(|c| c.sites.is_empty()).cloned().collect());
+    let mut out = plan_group(candidates, &Policy::default());
+    for d in &mut out {
+        d.keep = false;
+        d.reasons.clear();
+    }
+    for (g, name) in groups.iter().zip(names.iter().map(|n| Some(*n)).chain([None])) {
+        for d in plan_group(g, policy).into_iter().filter(|d| d.keep) {
+            if let Some(o) = out.iter_mut().find(|o| o.id == d.id) {
+                o.keep = true;
+                for r in d.reasons {
+                    let r = match name {
+                        Some(n) if !policy.is_empty() => format!("{r} of {n}"),
+                        _ => r,
+                    };
+                    if !o.reasons.contains(&r) {
+                        o.reasons.push(r);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn plan_group(candidates: &[Candidate], policy: &Policy) -> Vec<Decision> {
     let mut order: Vec<&Candidate> = candidates.iter().collect();
     order.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
     let mut out: Vec<Decision> = order
@@ -123,6 +160,7 @@ mod tests {
             time: Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap(),
             pinned: false,
             verified: false,
+            sites: Vec::new(),
         }
     }
 
@@ -147,9 +185,26 @@ mod tests {
                     time: t,
                     pinned: false,
                     verified: false,
+                    sites: Vec::new(),
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn a_partial_snapshot_does_not_take_a_full_one_s_slot() {
+        let both = |id: &str, h| Candidate { sites: vec!["a".into(), "b".into()], ..c(id, 2026, 3, 1, h, 0) };
+        let cands = vec![
+            both("full1", 1),
+            both("full2", 2),
+            Candidate { sites: vec!["b".into()], ..c("onlyb", 2026, 3, 1, 23, 0) },
+            both("yesterday", 1),
+        ];
+        let mut cands = cands;
+        cands[3].time = Utc.with_ymd_and_hms(2026, 2, 28, 1, 0, 0).unwrap();
+        let p = Policy { keep_daily: 2, ..Default::default() };
+        // Site a: full2 (1 March), yesterday. Site b: onlyb (1 March), yesterday.
+        assert_eq!(kept(&cands, &p), vec!["full2", "onlyb", "yesterday"]);
     }
 
     #[test]

@@ -200,16 +200,10 @@ fn cattle_cycle(registry_can_serve: bool) {
             .all(|s| s["changes"].as_array().unwrap().is_empty()),
         "{apply}"
     );
-    // Running it again finds every site already restored.
-    let again = host.json(&["restore", "latest", "--from", &backups.to_string_lossy()]);
-    assert!(
-        again["sites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["skipped"] == true),
-        "{again}"
-    );
+    // Running it again after it finished refuses to overwrite what is now live.
+    let (code, err) = host.sp_fail(&["restore", "latest", "--from", &backups.to_string_lossy()]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(host.root_sql(&format!("SELECT COUNT(*) FROM `{a}`.items")).trim(), "5");
 }
 
 #[test]
