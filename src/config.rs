@@ -179,7 +179,8 @@ impl Config {
             path: origin.display().to_string(),
             message,
         };
-        let cfg: Config = toml::from_str(text).map_err(|e| bad(crate::site::toml_error(text, &e)))?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| bad(crate::site::toml_error(text, &e)))?;
         cfg.validate().map_err(bad)?;
         Ok(cfg)
     }

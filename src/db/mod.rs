@@ -337,11 +337,15 @@ impl DumpClient {
         db: &str,
         open: &(dyn Fn() -> std::io::Result<Box<dyn std::io::BufRead + Send>> + Sync),
         workers: usize,
+        definer: Option<&split::Definer>,
     ) -> Result<()> {
         let io_err = |e| Error::io(format!("read the dump of {db}"), e);
         let sizes = split::section_sizes(&mut *open().map_err(io_err)?).map_err(io_err)?;
         if workers <= 1 || sizes.len() <= 1 {
-            return self.load(db, &mut *open().map_err(io_err)?);
+            let mut input = open().map_err(io_err)?;
+            return self.run_client(db, &mut |stdin| {
+                split::filter(&mut *input, stdin, &|_| true, definer)
+            });
         }
         let owner = split::assign(&sizes, workers);
         let results: Vec<Result<()>> = std::thread::scope(|s| {
@@ -355,7 +359,9 @@ impl DumpClient {
                             split::Part::Section(i) => owner[i] == w,
                             split::Part::Tail => false,
                         };
-                        self.run_client(db, &mut |stdin| split::filter(&mut *input, stdin, &mine))
+                        self.run_client(db, &mut |stdin| {
+                            split::filter(&mut *input, stdin, &mine, definer)
+                        })
                     })
                 })
                 .collect();
@@ -372,16 +378,25 @@ impl DumpClient {
         }
         let mut input = open().map_err(io_err)?;
         let tail = |p: split::Part| matches!(p, split::Part::Preamble | split::Part::Tail);
-        self.run_client(db, &mut |stdin| split::filter(&mut *input, stdin, &tail))
+        self.run_client(db, &mut |stdin| {
+            split::filter(&mut *input, stdin, &tail, definer)
+        })
     }
 
-    /// Loads a zstd-compressed dump file into `db` over `workers` connections.
-    pub fn load_file(&self, db: &str, path: &std::path::Path, workers: usize) -> Result<()> {
+    /// Loads a zstd-compressed dump file into `db` over `workers` connections; `definer`
+    /// renames the definer of views, triggers and routines (for a dump loaded under a new name).
+    pub fn load_file(
+        &self,
+        db: &str,
+        path: &std::path::Path,
+        workers: usize,
+        definer: Option<&split::Definer>,
+    ) -> Result<()> {
         let open = || -> std::io::Result<Box<dyn std::io::BufRead + Send>> {
             let dec = zstd::Decoder::new(std::fs::File::open(path)?)?;
             Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, dec)))
         };
-        self.load_parallel(db, &open, workers)
+        self.load_parallel(db, &open, workers, definer)
     }
 
     /// Runs the mysql client on `db`, feeding its stdin with `feed`.

@@ -88,15 +88,51 @@ pub fn filter(
     input: &mut dyn BufRead,
     out: &mut dyn Write,
     keep: &dyn Fn(Part) -> bool,
+    definer: Option<&Definer>,
 ) -> io::Result<()> {
     let mut s = Splitter::default();
     let mut line = Vec::new();
     while read_line(input, &mut line)? {
         if keep(s.part(&line)) {
-            out.write_all(&line)?;
+            match definer {
+                Some(d) if !line.starts_with(b"INSERT INTO ") => out.write_all(&d.apply(&line))?,
+                _ => out.write_all(&line)?,
+            }
         }
     }
     Ok(())
+}
+
+/// Renames the definer of views, triggers, routines and events (`DEFINER=`old`@…`) when a
+/// dump is loaded under another name (a clone, a drill): the old user has no rights there.
+#[derive(Debug, Clone)]
+pub struct Definer {
+    from: Vec<u8>,
+    to: Vec<u8>,
+}
+
+impl Definer {
+    pub fn new(old_user: &str, new_user: &str) -> Definer {
+        Definer {
+            from: format!("DEFINER=`{}`@", old_user.replace('`', "``")).into_bytes(),
+            to: format!("DEFINER=`{}`@", new_user.replace('`', "``")).into_bytes(),
+        }
+    }
+
+    fn apply(&self, line: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(line.len());
+        let mut i = 0;
+        while i < line.len() {
+            if line[i..].starts_with(&self.from) {
+                out.extend_from_slice(&self.to);
+                i += self.from.len();
+            } else {
+                out.push(line[i]);
+                i += 1;
+            }
+        }
+        out
+    }
 }
 
 fn read_line(input: &mut dyn BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
@@ -149,19 +185,40 @@ mod tests {
                 &mut DUMP.as_bytes(),
                 &mut out,
                 &|p| matches!(p, Part::Section(i) if owner[i] == w),
+                None,
             )
             .unwrap();
             pieces.push(String::from_utf8(out).unwrap());
         }
         let mut pre = Vec::new();
-        filter(&mut DUMP.as_bytes(), &mut pre, &|p| p == Part::Preamble).unwrap();
+        filter(
+            &mut DUMP.as_bytes(),
+            &mut pre,
+            &|p| p == Part::Preamble,
+            None,
+        )
+        .unwrap();
         let mut tail = Vec::new();
-        filter(&mut DUMP.as_bytes(), &mut tail, &|p| p == Part::Tail).unwrap();
+        filter(&mut DUMP.as_bytes(), &mut tail, &|p| p == Part::Tail, None).unwrap();
         let total = pre.len() + tail.len() + pieces.iter().map(String::len).sum::<usize>();
         assert_eq!(total, DUMP.len());
         assert!(
             pieces.iter().all(|p| !p.is_empty()),
             "both workers get work: {pieces:?}"
+        );
+    }
+
+    #[test]
+    fn definers_are_renamed_outside_data() {
+        let d = Definer::new("blog", "blogcopy");
+        let text = "/*!50013 DEFINER=`blog`@`%` SQL SECURITY DEFINER */\nINSERT INTO `t` VALUES ('DEFINER=`blog`@');\n";
+        let mut out = Vec::new();
+        filter(&mut text.as_bytes(), &mut out, &|_| true, Some(&d)).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("/*!50013 DEFINER=`blogcopy`@`%`"), "{out}");
+        assert!(
+            out.contains("VALUES ('DEFINER=`blog`@')"),
+            "data must stay as it was: {out}"
         );
     }
 

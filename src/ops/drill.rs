@@ -198,14 +198,25 @@ async fn drill_site(
         db.ensure_database(name).await?;
         let dump = dir.join(&dbe.dump);
         let target = name.to_string();
+        let definer = crate::db::split::Definer::new(&e.name, name);
         let loaded = tokio::task::spawn_blocking(move || -> Result<()> {
-            client.load_file(&target, &dump, super::restore::LOAD_CONNECTIONS)
+            client.load_file(
+                &target,
+                &dump,
+                super::restore::LOAD_CONNECTIONS,
+                Some(&definer),
+            )
         })
         .await
         .map_err(|err| Error::Other(format!("load task: {err}")))?;
         if let Err(err) = loaded {
             s.faults.push(format!("the dump does not load: {err}"));
             return Ok(());
+        }
+        // Views and triggers now run as the scratch user: it must exist before they are read.
+        if let Some(pw) = provision::read_password(&paths)? {
+            db.ensure_user(name, name, &ctx.config.mysql.user_host, &pw)
+                .await?;
         }
         let present: Vec<String> = db.tables(name).await?.into_iter().map(|(t, _)| t).collect();
         for t in &dbe.tables {
@@ -220,10 +231,6 @@ async fn drill_site(
                     .faults
                     .push(format!("table {} is not readable: {err}", t.name)),
             }
-        }
-        if let Some(pw) = provision::read_password(&paths)? {
-            db.ensure_user(name, name, &ctx.config.mysql.user_host, &pw)
-                .await?;
         }
     }
 

@@ -486,8 +486,10 @@ async fn restore_site(
         db.ensure_database(&name).await?;
         let dump = dir.join(&dbe.dump);
         let target = name.clone();
+        let definer =
+            (name != from_site).then(|| crate::db::split::Definer::new(&from_site, &name));
         tokio::task::spawn_blocking(move || -> Result<()> {
-            client.load_file(&target, &dump, LOAD_CONNECTIONS)
+            client.load_file(&target, &dump, LOAD_CONNECTIONS, definer.as_ref())
         })
         .await
         .map_err(|e| Error::Other(format!("load task: {e}")))??;

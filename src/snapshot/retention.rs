@@ -48,20 +48,38 @@ pub struct Decision {
 /// Decides for every candidate, newest first: the policy is applied to each site's snapshots
 /// (and to those holding no site) on its own, and a snapshot is kept if any of them keeps it.
 pub fn plan(candidates: &[Candidate], policy: &Policy) -> Vec<Decision> {
-    let mut names: Vec<&str> = candidates.iter().flat_map(|c| c.sites.iter().map(String::as_str)).collect();
+    let mut names: Vec<&str> = candidates
+        .iter()
+        .flat_map(|c| c.sites.iter().map(String::as_str))
+        .collect();
     names.sort_unstable();
     names.dedup();
     let mut groups: Vec<Vec<Candidate>> = names
         .iter()
-        .map(|n| candidates.iter().filter(|c| c.sites.iter().any(|s| s == n)).cloned().collect())
+        .map(|n| {
+            candidates
+                .iter()
+                .filter(|c| c.sites.iter().any(|s| s == n))
+                .cloned()
+                .collect()
+        })
         .collect();
-    groups.push(candidates.iter().filter(|c| c.sites.is_empty()).cloned().collect());
+    groups.push(
+        candidates
+            .iter()
+            .filter(|c| c.sites.is_empty())
+            .cloned()
+            .collect(),
+    );
     let mut out = plan_group(candidates, &Policy::default());
     for d in &mut out {
         d.keep = false;
         d.reasons.clear();
     }
-    for (g, name) in groups.iter().zip(names.iter().map(|n| Some(*n)).chain([None])) {
+    for (g, name) in groups
+        .iter()
+        .zip(names.iter().map(|n| Some(*n)).chain([None]))
+    {
         for d in plan_group(g, policy).into_iter().filter(|d| d.keep) {
             if let Some(o) = out.iter_mut().find(|o| o.id == d.id) {
                 o.keep = true;
@@ -193,16 +211,25 @@ mod tests {
 
     #[test]
     fn a_partial_snapshot_does_not_take_a_full_one_s_slot() {
-        let both = |id: &str, h| Candidate { sites: vec!["a".into(), "b".into()], ..c(id, 2026, 3, 1, h, 0) };
+        let both = |id: &str, h| Candidate {
+            sites: vec!["a".into(), "b".into()],
+            ..c(id, 2026, 3, 1, h, 0)
+        };
         let cands = vec![
             both("full1", 1),
             both("full2", 2),
-            Candidate { sites: vec!["b".into()], ..c("onlyb", 2026, 3, 1, 23, 0) },
+            Candidate {
+                sites: vec!["b".into()],
+                ..c("onlyb", 2026, 3, 1, 23, 0)
+            },
             both("yesterday", 1),
         ];
         let mut cands = cands;
         cands[3].time = Utc.with_ymd_and_hms(2026, 2, 28, 1, 0, 0).unwrap();
-        let p = Policy { keep_daily: 2, ..Default::default() };
+        let p = Policy {
+            keep_daily: 2,
+            ..Default::default()
+        };
         // Site a: full2 (1 March), yesterday. Site b: onlyb (1 March), yesterday.
         assert_eq!(kept(&cands, &p), vec!["full2", "onlyb", "yesterday"]);
     }

@@ -203,7 +203,11 @@ fn cattle_cycle(registry_can_serve: bool) {
     // Running it again after it finished refuses to overwrite what is now live.
     let (code, err) = host.sp_fail(&["restore", "latest", "--from", &backups.to_string_lossy()]);
     assert_eq!(code, 4, "{err}");
-    assert_eq!(host.root_sql(&format!("SELECT COUNT(*) FROM `{a}`.items")).trim(), "5");
+    assert_eq!(
+        host.root_sql(&format!("SELECT COUNT(*) FROM `{a}`.items"))
+            .trim(),
+        "5"
+    );
 }
 
 #[test]
@@ -225,6 +229,17 @@ fn single_site_restore_clone_and_conflicts() {
     let (a, b) = (host.site_name("sa"), host.site_name("sb"));
     populated_site(&host, &a, &image);
     populated_site(&host, &b, &image);
+    let made = host.sql_as(
+        &a,
+        &host.password(&a),
+        &a,
+        "CREATE VIEW named AS SELECT id, label FROM items",
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     host.sp_ok(&["backup"]);
     let before_a = seen(&host, &a);
 
@@ -269,6 +284,17 @@ fn single_site_restore_clone_and_conflicts() {
         "4"
     );
     assert_eq!(host.get(&a, "/").as_deref(), Some("site v1\n"));
+    let view = host.sql_as(
+        &clone,
+        &host.password(&clone),
+        &clone,
+        "SELECT COUNT(*) FROM named",
+    );
+    assert!(
+        view.status.success(),
+        "the clone's view must run as the clone's user: {}",
+        String::from_utf8_lossy(&view.stderr)
+    );
     let clone_spec =
         std::fs::read_to_string(host.sites_dir().join(&clone).join("site.toml")).unwrap();
     assert!(clone_spec.contains(&format!("name = \"{clone}\"")));
@@ -514,6 +540,18 @@ fn drill_passes_on_a_good_snapshot_and_catches_a_broken_dump() {
     host.login();
     let a = host.site_name("da");
     populated_site(&host, &a, &rig.image("v1"));
+    // A view made by the site's own user: its definer must follow the scratch name.
+    let made = host.sql_as(
+        &a,
+        &host.password(&a),
+        &a,
+        "CREATE VIEW named AS SELECT id, label FROM items",
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let drill_dbs = || host.root_sql("SHOW DATABASES LIKE 'drill%'");
     let report = host.json(&["backup"]);
     let id = report["id"].as_str().unwrap().to_string();
@@ -521,7 +559,7 @@ fn drill_passes_on_a_good_snapshot_and_catches_a_broken_dump() {
     let good = host.sp(&["--json", "drill", &id]);
     let v: serde_json::Value = serde_json::from_slice(&good.stdout).unwrap();
     assert!(good.status.success(), "{v}");
-    assert_eq!(v["sites"][0]["tables_checked"], 1);
+    assert_eq!(v["sites"][0]["tables_checked"], 2, "{v}");
     assert_eq!(v["sites"][0]["healthy"], true);
     assert!(drill_traces(&host).is_empty(), "{:?}", drill_traces(&host));
     assert_eq!(drill_dbs(), "");
