@@ -482,16 +482,19 @@ impl Engine {
             .collect())
     }
 
-    /// The container's IP address on `network`.
-    pub async fn container_ip(&self, id: &str, network: &str) -> Result<Option<String>> {
-        let c = self
-            .docker
+    async fn inspect(&self, id: &str) -> Result<bollard::models::ContainerInspectResponse> {
+        self.docker
             .inspect_container(
                 id,
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
             .await
-            .map_err(|e| Error::docker(format!("inspect {}", short(id)), e))?;
+            .map_err(|e| Error::docker(format!("inspect {}", short(id)), e))
+    }
+
+    /// The container's IP address on `network`.
+    pub async fn container_ip(&self, id: &str, network: &str) -> Result<Option<String>> {
+        let c = self.inspect(id).await?;
         Ok(c.network_settings
             .and_then(|n| n.networks)
             .and_then(|n| n.get(network).cloned())
@@ -554,14 +557,7 @@ impl Engine {
     }
 
     pub async fn status(&self, id: &str) -> Result<ContainerStatus> {
-        let c = self
-            .docker
-            .inspect_container(
-                id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .map_err(|e| Error::docker(format!("inspect {}", short(id)), e))?;
+        let c = self.inspect(id).await?;
         let restart_count = c.restart_count.unwrap_or(0);
         let st = c.state.unwrap_or_default();
         Ok(ContainerStatus {

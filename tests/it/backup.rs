@@ -384,15 +384,7 @@ fn fake_snapshot(dir: &Path, id: &str, time: &str) {
         "format": 1, "id": id, "sp_version": "0", "host": "h", "instance": "i",
         "created": time, "duration_ms": 0, "sites": [], "files": []
     });
-    let bytes = serde_json::to_vec_pretty(&m).unwrap();
-    std::fs::write(d.join("manifest.json"), &bytes).unwrap();
-    use sha2::Digest;
-    let sum = hex::encode(sha2::Sha256::digest(&bytes));
-    std::fs::write(
-        d.join("manifest.json.sha256"),
-        format!("{sum}  manifest.json\n"),
-    )
-    .unwrap();
+    crate::harness::sign_manifest(&d, &m);
 }
 
 #[test]

@@ -563,3 +563,16 @@ impl Host {
         );
     }
 }
+
+/// Writes `manifest.json` and its checksum file into a snapshot folder (re-signing it).
+pub fn sign_manifest(snap: &Path, manifest: &serde_json::Value) {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec_pretty(manifest).expect("manifest json");
+    std::fs::write(snap.join("manifest.json"), &bytes).expect("write manifest");
+    let sum = hex::encode(sha2::Sha256::digest(&bytes));
+    std::fs::write(
+        snap.join("manifest.json.sha256"),
+        format!("{sum}  manifest.json\n"),
+    )
+    .expect("write sum");
+}

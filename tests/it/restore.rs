@@ -427,17 +427,7 @@ fn handmade_snapshot(dir: &Path, id: &str, site: &str, tar_path: &Path) {
         "sites": [{"name": site, "image": null, "image_id": null, "uid": 20000, "archive": format!("sites/{site}.tar.zst"), "database": null}],
         "files": [entry("host.tar.zst"), entry(&format!("sites/{site}.tar.zst"))]
     });
-    let bytes = serde_json::to_vec_pretty(&m).unwrap();
-    std::fs::write(snap.join("manifest.json"), &bytes).unwrap();
-    use sha2::Digest;
-    std::fs::write(
-        snap.join("manifest.json.sha256"),
-        format!(
-            "{}  manifest.json\n",
-            hex::encode(sha2::Sha256::digest(&bytes))
-        ),
-    )
-    .unwrap();
+    crate::harness::sign_manifest(&snap, &m);
 }
 
 #[test]
@@ -607,16 +597,7 @@ fn drill_passes_on_a_good_snapshot_and_catches_a_broken_dump() {
             f["sha256"] = hex::encode(sha2::Sha256::digest(&bytes)).into();
         }
     }
-    let mb = serde_json::to_vec_pretty(&m).unwrap();
-    std::fs::write(snap.join("manifest.json"), &mb).unwrap();
-    std::fs::write(
-        snap.join("manifest.json.sha256"),
-        format!(
-            "{}  manifest.json\n",
-            hex::encode(sha2::Sha256::digest(&mb))
-        ),
-    )
-    .unwrap();
+    crate::harness::sign_manifest(&snap, &m);
     host.sp_ok(&["verify", &id]);
     let bad = host.sp(&["--json", "drill", &id]);
     let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
