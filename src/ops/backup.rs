@@ -118,15 +118,22 @@ impl BackupStatus {
 
 /// `sp backup`.
 pub async fn run(ctx: &Ctx, opts: &BackupOpts) -> Result<BackupReport> {
-    let specs = if opts.sites.is_empty() {
+    let mut names = opts.sites.clone();
+    names.sort();
+    names.dedup();
+    for n in &names {
+        ctx.site(n)?;
+    }
+    let _lock = ctx.lock("backup")?;
+    // Read under the lock: what a concurrent remove --purge took away is gone.
+    let specs = if names.is_empty() {
         ctx.sites()?
     } else {
-        opts.sites
+        names
             .iter()
             .map(|n| ctx.site(n))
             .collect::<Result<Vec<_>>>()?
     };
-    let _lock = ctx.lock("backup")?;
     let result = snapshot_sites(ctx, &specs).await;
     let mut status = BackupStatus::load(ctx);
     let now = Utc::now();

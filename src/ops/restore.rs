@@ -151,6 +151,9 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     for s in &opts.sites {
         validate_name(s)?;
     }
+    let mut wanted = opts.sites.clone();
+    wanted.sort();
+    wanted.dedup();
     let _lock = ctx.lock(&format!("restore {id}"))?;
 
     // 2. Verify before anything changes.
@@ -176,7 +179,7 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     let entries: Vec<&SiteEntry> = if opts.sites.is_empty() {
         manifest.sites.iter().collect()
     } else {
-        opts.sites
+        wanted
             .iter()
             .map(|n| {
                 manifest
