@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct HostLock {
     file: File,
-    path: PathBuf,
 }
 
 impl HostLock {
@@ -63,11 +62,7 @@ impl HostLock {
         let _ = file.seek(SeekFrom::Start(0));
         let _ = file.write_all(note.as_bytes());
         let _ = file.flush();
-        Ok(HostLock { file, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(HostLock { file })
     }
 }
 

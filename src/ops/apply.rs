@@ -26,12 +26,6 @@ pub struct SiteChanges {
     pub changes: Vec<String>,
 }
 
-impl ApplyReport {
-    pub fn changed(&self) -> bool {
-        self.sites.iter().any(|s| !s.changes.is_empty())
-    }
-}
-
 impl std::fmt::Display for ApplyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.sites.is_empty() {

@@ -182,13 +182,7 @@ async fn drill_site(
         .map_err(|err| Error::io_path("create", &paths.root, err))?;
     let archive = dir.join(&e.archive);
     let root = paths.root.clone();
-    tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-        let f = std::fs::File::open(&archive)?;
-        snapshot::unpack::unpack_tar_zstd(std::io::BufReader::new(f), &root)
-    })
-    .await
-    .map_err(|err| Error::Other(format!("unpack task: {err}")))?
-    .map_err(|err| Error::io("unpack files", err))?;
+    provision::unpack_site(archive, root).await?;
 
     let mut spec = SiteSpec::load(&paths.spec())?;
     spec.name = name.to_string();

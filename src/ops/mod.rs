@@ -109,15 +109,6 @@ impl Ctx {
         }
     }
 
-    /// A context over an explicit config (tests, `sp init`).
-    pub fn new(config: Config, config_path: PathBuf, notify: Notifier) -> Ctx {
-        Ctx {
-            config,
-            config_path,
-            notify: std::sync::Arc::new(notify),
-        }
-    }
-
     /// Tells the person at the terminal what is happening.
     pub fn note(&self, msg: &str) {
         tracing::info!("{msg}");

@@ -396,3 +396,12 @@ pub async fn run_oneoff(
     let _ = engine.remove(&id).await;
     result
 }
+
+/// Unpacks a site archive into its directory, off the async threads (safe-unpack rules apply).
+pub async fn unpack_site(archive: std::path::PathBuf, root: std::path::PathBuf) -> Result<()> {
+    tokio::task::spawn_blocking(move || crate::snapshot::unpack::unpack_file(&archive, &root))
+        .await
+        .map_err(|e| Error::Other(format!("unpack task: {e}")))?
+        .map_err(|e| Error::io("unpack the site's files", e))?;
+    Ok(())
+}

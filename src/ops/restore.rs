@@ -471,13 +471,7 @@ async fn restore_site(
     let root = paths.root.clone();
     let files = async {
         let t0 = Instant::now();
-        tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            let f = std::fs::File::open(&archive)?;
-            snapshot::unpack::unpack_tar_zstd(std::io::BufReader::with_capacity(1 << 20, f), &root)
-        })
-        .await
-        .map_err(|e| Error::Other(format!("unpack task: {e}")))?
-        .map_err(|e| Error::io("unpack the site's files", e))?;
+        provision::unpack_site(archive, root).await?;
         Ok::<f64, Error>(t0.elapsed().as_secs_f64())
     };
     let database = async {

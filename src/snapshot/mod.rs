@@ -218,16 +218,8 @@ pub fn resolve(backup_dir: &Path, id: &str) -> Result<(String, PathBuf)> {
 
 /// Finds a snapshot by id or `latest`.
 pub fn find(backup_dir: &Path, id: &str) -> Result<SnapshotInfo> {
-    let (all, _) = list(backup_dir)?;
-    let found = if id == "latest" {
-        all.last().cloned()
-    } else {
-        if id.contains('/') || id.starts_with('.') {
-            return Err(Error::Invalid(format!("invalid snapshot id {id:?}")));
-        }
-        all.into_iter().find(|s| s.id == id)
-    };
-    found.ok_or_else(|| Error::NotFound(format!("no snapshot {id:?} in {}", backup_dir.display())))
+    let (_, dir) = resolve(backup_dir, id)?;
+    info(&dir)
 }
 
 pub fn set_pinned(dir: &Path, pinned: bool) -> Result<()> {

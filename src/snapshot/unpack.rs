@@ -197,6 +197,12 @@ pub fn unpack_tar_zstd<R: Read>(input: R, dest: &Path) -> io::Result<u64> {
     Ok(n)
 }
 
+/// Unpacks a site archive file into `dest` (see [`unpack_tar_zstd`]).
+pub fn unpack_file(archive: &Path, dest: &Path) -> io::Result<u64> {
+    let f = std::fs::File::open(archive)?;
+    unpack_tar_zstd(io::BufReader::with_capacity(1 << 20, f), dest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

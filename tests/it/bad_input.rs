@@ -95,7 +95,7 @@ fn bad_inputs_are_rejected_with_nothing_created() {
     assert_eq!(host.get(&name, "/").as_deref(), Some("site v1\n"));
     // --no-db: no database, no DATABASE_* env.
     assert!(!host.database_exists(&name));
-    let out = host.sp(&["site", "exec", &name, "--", "sh", "-c", "env"]);
+    let out = host.exec_sh(&name, "env");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("DATABASE_"));
 
     // A config typo is refused, not silently defaulted.

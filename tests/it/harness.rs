@@ -314,6 +314,16 @@ impl Host {
         out
     }
 
+    /// Runs SQL as a site's own user, with its password on file, on its own database.
+    pub fn sql_as_site(&self, site: &str, sql: &str) -> Output {
+        self.sql_as(site, &self.password(site), site, sql)
+    }
+
+    /// Runs a shell script inside the site's running container (`sp site exec`).
+    pub fn exec_sh(&self, site: &str, script: &str) -> Output {
+        self.sp(&["site", "exec", site, "--", "sh", "-c", script])
+    }
+
     pub fn password(&self, site: &str) -> String {
         std::fs::read_to_string(self.sites_dir().join(site).join("secrets/db_password"))
             .expect("password file")

@@ -229,12 +229,7 @@ fn single_site_restore_clone_and_conflicts() {
     let (a, b) = (host.site_name("sa"), host.site_name("sb"));
     populated_site(&host, &a, &image);
     populated_site(&host, &b, &image);
-    let made = host.sql_as(
-        &a,
-        &host.password(&a),
-        &a,
-        "CREATE VIEW named AS SELECT id, label FROM items",
-    );
+    let made = host.sql_as_site(&a, "CREATE VIEW named AS SELECT id, label FROM items");
     assert!(
         made.status.success(),
         "{}",
@@ -284,12 +279,7 @@ fn single_site_restore_clone_and_conflicts() {
         "4"
     );
     assert_eq!(host.get(&a, "/").as_deref(), Some("site v1\n"));
-    let view = host.sql_as(
-        &clone,
-        &host.password(&clone),
-        &clone,
-        "SELECT COUNT(*) FROM named",
-    );
+    let view = host.sql_as_site(&clone, "SELECT COUNT(*) FROM named");
     assert!(
         view.status.success(),
         "the clone's view must run as the clone's user: {}",
@@ -531,12 +521,7 @@ fn drill_passes_on_a_good_snapshot_and_catches_a_broken_dump() {
     let a = host.site_name("da");
     populated_site(&host, &a, &rig.image("v1"));
     // A view made by the site's own user: its definer must follow the scratch name.
-    let made = host.sql_as(
-        &a,
-        &host.password(&a),
-        &a,
-        "CREATE VIEW named AS SELECT id, label FROM items",
-    );
+    let made = host.sql_as_site(&a, "CREATE VIEW named AS SELECT id, label FROM items");
     assert!(
         made.status.success(),
         "{}",

@@ -100,48 +100,22 @@ fn site_lifecycle_on_the_real_rig() {
     );
 
     // From inside the container, DATABASE_HOST:DATABASE_PORT accepts a TCP connection (MariaDB greets).
-    let out = host.sp(&[
-        "site",
-        "exec",
+    let out = host.exec_sh(
         &a,
-        "--",
-        "sh",
-        "-c",
         "nc -w 3 \"$DATABASE_HOST\" \"$DATABASE_PORT\" </dev/null",
-    ]);
+    );
     let greeting = String::from_utf8_lossy(&out.stdout);
     assert!(
         greeting.contains("MariaDB") || greeting.contains("mysql_native_password"),
         "no MySQL greeting: {greeting:?}"
     );
     // The password file is readable by the app, read-only.
-    let out = host.sp(&[
-        "site",
-        "exec",
-        &a,
-        "--",
-        "sh",
-        "-c",
-        "cat \"$DATABASE_PASSWORD_FILE\"",
-    ]);
+    let out = host.exec_sh(&a, "cat \"$DATABASE_PASSWORD_FILE\"");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pw_a);
-    let out = host.sp(&[
-        "site",
-        "exec",
-        &a,
-        "--",
-        "sh",
-        "-c",
-        "echo x > \"$DATABASE_PASSWORD_FILE\"",
-    ]);
+    let out = host.exec_sh(&a, "echo x > \"$DATABASE_PASSWORD_FILE\"");
     assert!(!out.status.success());
     // exec passes the command's exit code through.
-    assert_eq!(
-        host.sp(&["site", "exec", &a, "--", "sh", "-c", "exit 7"])
-            .status
-            .code(),
-        Some(7)
-    );
+    assert_eq!(host.exec_sh(&a, "exit 7").status.code(), Some(7));
 
     // Each site's user reaches its own database and is refused on the other's.
     let ok = host.sql_as(
