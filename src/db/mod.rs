@@ -4,6 +4,7 @@
 //! [`Db`] talks to the server. Identifiers are validated site names and are still quoted;
 //! passwords go in as properly escaped string literals, never spliced raw.
 
+mod load;
 pub mod split;
 
 use mysql_async::prelude::*;
@@ -84,6 +85,9 @@ pub struct Db {
     opts: Opts,
     /// Where the server is, for messages (no password).
     pub display: String,
+    /// Statements of dumps being loaded that may run at once, across all loads: about one per
+    /// core, since the server parses and inserts on one thread per statement.
+    load_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Db {
@@ -111,6 +115,9 @@ impl Db {
             pool: Pool::new(opts.clone()),
             opts,
             display,
+            load_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         })
     }
 
@@ -321,82 +328,6 @@ impl DumpClient {
             .and_then(|_| options.flush())
             .map_err(|e| Error::io("write option file", e))?;
         Ok(DumpClient { program, options })
-    }
-
-    /// Loads a dump from `input` into `db` with the server's own client (`mariadb`, else
-    /// `mysql`), streamed; fails with the client's first error line.
-    pub fn load(&self, db: &str, input: &mut dyn std::io::Read) -> Result<()> {
-        self.run_client(db, &mut |stdin| copy_big(input, stdin).map(|_| ()))
-    }
-
-    /// Loads a dump over `workers` connections at once: each replays the preamble and its
-    /// share of the table sections, then one more runs the tail (views, routines, events) —
-    /// see [`split`]. `open` gives a fresh reader of the decompressed dump each time.
-    pub fn load_parallel(
-        &self,
-        db: &str,
-        open: &(dyn Fn() -> std::io::Result<Box<dyn std::io::BufRead + Send>> + Sync),
-        workers: usize,
-        definer: Option<&split::Definer>,
-    ) -> Result<()> {
-        let io_err = |e| Error::io(format!("read the dump of {db}"), e);
-        let sizes = split::section_sizes(&mut *open().map_err(io_err)?).map_err(io_err)?;
-        if workers <= 1 || sizes.len() <= 1 {
-            let mut input = open().map_err(io_err)?;
-            return self.run_client(db, &mut |stdin| {
-                split::filter(&mut *input, stdin, &|_| true, definer)
-            });
-        }
-        let owner = split::assign(&sizes, workers);
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|w| {
-                    let owner = &owner;
-                    s.spawn(move || -> Result<()> {
-                        let mut input = open().map_err(io_err)?;
-                        let mine = |p: split::Part| match p {
-                            split::Part::Preamble => true,
-                            split::Part::Section(i) => owner[i] == w,
-                            split::Part::Tail => false,
-                        };
-                        self.run_client(db, &mut |stdin| {
-                            split::filter(&mut *input, stdin, &mine, definer)
-                        })
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Other("a load thread panicked".into())))
-                })
-                .collect()
-        });
-        for r in results {
-            r?;
-        }
-        let mut input = open().map_err(io_err)?;
-        let tail = |p: split::Part| matches!(p, split::Part::Preamble | split::Part::Tail);
-        self.run_client(db, &mut |stdin| {
-            split::filter(&mut *input, stdin, &tail, definer)
-        })
-    }
-
-    /// Loads a zstd-compressed dump file into `db` over `workers` connections; `definer`
-    /// renames the definer of views, triggers and routines (for a dump loaded under a new name).
-    pub fn load_file(
-        &self,
-        db: &str,
-        path: &std::path::Path,
-        workers: usize,
-        definer: Option<&split::Definer>,
-    ) -> Result<()> {
-        let open = || -> std::io::Result<Box<dyn std::io::BufRead + Send>> {
-            let dec = zstd::Decoder::new(std::fs::File::open(path)?)?;
-            Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, dec)))
-        };
-        self.load_parallel(db, &open, workers, definer)
     }
 
     /// Runs the mysql client on `db`, feeding its stdin with `feed`.

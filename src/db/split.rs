@@ -1,26 +1,40 @@
-//! Loading one dump over several connections: a mysqldump/mariadb-dump file is a preamble,
-//! then one section per table (structure, data, triggers), then a tail (final view
-//! definitions, routines, events, restoring session settings). Table sections are
-//! independent, so each connection replays the preamble and its share of the sections; the
-//! tail runs last, once every table is in. Every connection reads the (zstd) file itself and
-//! skips what is not its own, so nothing is buffered in memory.
+//! Reading a mysqldump/mariadb-dump file once, as the statements that load it: the
+//! preamble's **session** settings, each table's **schema** (run in order on one connection),
+//! the **rows** (one `INSERT` statement each, the bulk of any dump, which any connection may
+//! run in any order once its table exists), and the text that must come **after the rows** —
+//! each table's triggers, the final views, routines and events — which goes to the server's
+//! own client, as it may hold anything a dump can (`DELIMITER`, client commands).
+//!
+//! The dump is read line by line; nothing is held in memory but the statement at hand and the
+//! after-rows text (definitions, not data).
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 
-/// Where a line of a dump belongs.
+/// What one line of a dump is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
+pub enum Kind {
+    /// Before the first table: session settings every connection replays.
     Preamble,
-    /// The n-th table (or temporary view) section.
-    Section(usize),
-    Tail,
+    /// Table (or stand-in view) structure, before its rows.
+    Schema,
+    /// A line of an `INSERT` statement; `last` when it ends the statement.
+    Row { last: bool },
+    /// After the rows: triggers, final views, routines, events, restoring settings.
+    AfterRows,
+    /// `LOCK TABLES`/`UNLOCK TABLES`: left out (rows load over other connections).
+    Lock,
 }
 
-/// Walks a dump's lines, telling which part each belongs to.
+/// Walks a dump's lines in order, telling what each is.
 #[derive(Debug, Default)]
-pub struct Splitter {
-    sections: usize,
+pub struct Classifier {
+    in_sections: bool,
     in_tail: bool,
+    /// Inside `DELIMITER ;;` … `DELIMITER ;` (trigger and routine bodies).
+    in_block: bool,
+    in_insert: bool,
+    /// The current table section is past its structure.
+    rows_seen: bool,
 }
 
 const SECTION_STARTS: &[&[u8]] = &[
@@ -35,72 +49,141 @@ const TAIL_STARTS: &[&[u8]] = &[
     b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */",
 ];
 
-impl Splitter {
-    pub fn part(&mut self, line: &[u8]) -> Part {
-        if !self.in_tail {
+fn trim_end(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && line[end - 1].is_ascii_whitespace() {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+impl Classifier {
+    pub fn kind(&mut self, line: &[u8]) -> Kind {
+        if self.in_insert {
+            self.in_insert = !trim_end(line).ends_with(b";");
+            return Kind::Row {
+                last: !self.in_insert,
+            };
+        }
+        if line.starts_with(b"DELIMITER ") {
+            self.in_block = trim_end(&line[10..]) != b";";
+            // Trigger and routine bodies are for the client, after the rows.
+            self.rows_seen |= self.in_sections;
+        } else if !self.in_tail && !self.in_block {
             if TAIL_STARTS.iter().any(|p| line.starts_with(p)) {
                 self.in_tail = true;
             } else if SECTION_STARTS.iter().any(|p| line.starts_with(p)) {
-                self.sections += 1;
+                self.in_sections = true;
+                self.rows_seen = false;
+            } else if self.in_sections && line.starts_with(b"-- Dumping data for table ") {
+                self.rows_seen = true;
+            } else if self.in_sections && line.starts_with(b"INSERT INTO `") {
+                self.rows_seen = true;
+                self.in_insert = !trim_end(line).ends_with(b";");
+                return Kind::Row {
+                    last: !self.in_insert,
+                };
+            } else if self.in_sections
+                && (line.starts_with(b"LOCK TABLES `") || trim_end(line) == b"UNLOCK TABLES;")
+            {
+                return Kind::Lock;
             }
         }
-        match (self.in_tail, self.sections) {
-            (true, _) => Part::Tail,
-            (false, 0) => Part::Preamble,
-            (false, n) => Part::Section(n - 1),
+        if self.in_tail || self.rows_seen {
+            Kind::AfterRows
+        } else if self.in_sections {
+            Kind::Schema
+        } else {
+            Kind::Preamble
         }
     }
 }
 
-/// Byte size of every table section (one pass over the dump).
-pub fn section_sizes(input: &mut dyn BufRead) -> io::Result<Vec<u64>> {
-    let mut sizes = Vec::new();
-    let mut s = Splitter::default();
-    let mut line = Vec::new();
-    while read_line(input, &mut line)? {
-        if let Part::Section(i) = s.part(&line) {
-            if sizes.len() <= i {
-                sizes.resize(i + 1, 0);
-            }
-            sizes[i] += line.len() as u64;
-        }
-    }
-    Ok(sizes)
+/// A statement for a loading connection, in dump order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// A preamble setting (`SET NAMES`, `TIME_ZONE`, `SQL_MODE`, checks off…) every
+    /// connection runs first; settings of the server itself (`@@GLOBAL`) are left to the client.
+    Session(Vec<u8>),
+    /// A table's structure: runs before any later piece.
+    Schema(Vec<u8>),
+    /// One `INSERT`: runs once the schema before it has.
+    Rows(Vec<u8>),
 }
 
-/// Gives each section to a worker, biggest first onto the least loaded (sizes → worker index).
-pub fn assign(sizes: &[u64], workers: usize) -> Vec<usize> {
-    let workers = workers.max(1);
-    let mut order: Vec<usize> = (0..sizes.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
-    let mut load = vec![0u64; workers];
-    let mut owner = vec![0; sizes.len()];
-    for i in order {
-        let w = (0..workers).min_by_key(|&w| load[w]).unwrap_or(0);
-        load[w] += sizes[i];
-        owner[i] = w;
-    }
-    owner
-}
-
-/// Copies the lines `keep` selects from `input` to `out`.
-pub fn filter(
+/// Reads a dump once, calling `each` with its pieces in order (see [`Piece`]); returns the
+/// text for the client to run after every row is in: the preamble, then what comes after
+/// the rows. `definer` renames definers everywhere but in rows.
+pub fn pieces(
     input: &mut dyn BufRead,
-    out: &mut dyn Write,
-    keep: &dyn Fn(Part) -> bool,
     definer: Option<&Definer>,
-) -> io::Result<()> {
-    let mut s = Splitter::default();
+    each: &mut dyn FnMut(Piece) -> io::Result<()>,
+) -> io::Result<Vec<u8>> {
+    let mut c = Classifier::default();
     let mut line = Vec::new();
+    let mut after = Vec::new();
+    let mut stmt = Vec::new();
+    let rename = |line: &[u8]| match definer {
+        Some(d) => d.apply(line),
+        None => line.to_vec(),
+    };
     while read_line(input, &mut line)? {
-        if keep(s.part(&line)) {
-            match definer {
-                Some(d) if !line.starts_with(b"INSERT INTO ") => out.write_all(&d.apply(&line))?,
-                _ => out.write_all(&line)?,
+        let kind = c.kind(&line);
+        let text = trim_end(&line);
+        match kind {
+            Kind::Preamble => {
+                after.extend_from_slice(&line);
+                // One statement a line; comments and client commands (MariaDB's sandbox
+                // line, which has no `;`) are skipped.
+                if text.ends_with(b";")
+                    && !text.starts_with(b"--")
+                    && !text.starts_with(b"DELIMITER")
+                    && !contains(text, b"@@GLOBAL")
+                {
+                    each(Piece::Session(text.to_vec()))?;
+                }
             }
+            Kind::Schema => {
+                if stmt.is_empty() && (text.is_empty() || text.starts_with(b"--")) {
+                    continue;
+                }
+                stmt.extend_from_slice(&line);
+                if text.ends_with(b";") {
+                    let end = trim_end(&stmt).len();
+                    each(Piece::Schema(rename(&stmt[..end])))?;
+                    stmt.clear();
+                }
+            }
+            Kind::Row { last } => {
+                stmt.extend_from_slice(&line);
+                if last {
+                    let end = trim_end(&stmt).len();
+                    stmt.truncate(end);
+                    each(Piece::Rows(std::mem::take(&mut stmt)))?;
+                }
+            }
+            Kind::AfterRows => after.extend_from_slice(&rename(&line)),
+            Kind::Lock => {}
         }
     }
-    Ok(())
+    if !stmt.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the dump ends inside a statement",
+        ));
+    }
+    Ok(after)
+}
+
+/// The table an `INSERT INTO `name` …` statement fills, for messages.
+pub fn insert_table(stmt: &[u8]) -> String {
+    let rest = stmt.strip_prefix(b"INSERT INTO `").unwrap_or(stmt);
+    let end = rest.iter().position(|&b| b == b'`').unwrap_or(0);
+    String::from_utf8_lossy(&rest[..end]).into_owned()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Renames the definer of views, triggers, routines and events (`DEFINER=`old`@…`) when a
@@ -144,87 +227,130 @@ fn read_line(input: &mut dyn BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
 mod tests {
     use super::*;
 
-    const DUMP: &str = "/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump\n/*!40101 SET NAMES utf8mb4 */;\n\n--\n-- Table structure for table `a`\n--\nCREATE TABLE `a` (id int);\n--\n-- Dumping data for table `a`\n--\nINSERT INTO `a` VALUES (1),(2);\n--\n-- Temporary table structure for view `v`\n--\nCREATE TABLE `v` (id int);\n--\n-- Table structure for table `b`\n--\nCREATE TABLE `b` (id int);\nINSERT INTO `b` VALUES (3);\nDELIMITER ;;\nCREATE TRIGGER t AFTER INSERT ON b FOR EACH ROW INSERT INTO a VALUES (NEW.id) ;;\nDELIMITER ;\n--\n-- Final view structure for view `v`\n--\nDROP TABLE IF EXISTS `v`;\nCREATE VIEW `v` AS select 1;\n/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n-- Dump completed on 2026-11-21 10:00:00\n";
+    const DUMP: &str = "/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump\n/*!40101 SET NAMES utf8mb4 */;\n/*!40103 SET TIME_ZONE='+00:00' */;\n/*!40014 SET @@GLOBAL.X=1 */;\n\n--\n-- Table structure for table `a`\n--\nCREATE TABLE `a` (id int);\n--\n-- Dumping data for table `a`\n--\nLOCK TABLES `a` WRITE;\nINSERT INTO `a` VALUES\n(1,'x;'),\n(2,'INSERT INTO `b`');\nINSERT INTO `a` VALUES (3,'y');\nUNLOCK TABLES;\n--\n-- Temporary table structure for view `v`\n--\nCREATE TABLE `v` (id int);\n--\n-- Table structure for table `b`\n--\nCREATE TABLE `b` (id int);\nDELIMITER ;;\nCREATE PROCEDURE-ish body\nINSERT INTO `a` VALUES (9);\nEND ;;\nDELIMITER ;\nINSERT INTO `b` VALUES (3);\nDELIMITER ;;\nCREATE TRIGGER t AFTER INSERT ON b FOR EACH ROW\nINSERT INTO `a` VALUES (NEW.id) ;;\nDELIMITER ;\n--\n-- Final view structure for view `v`\n--\nDROP TABLE IF EXISTS `v`;\nCREATE VIEW `v` AS select 1;\n/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n-- Dump completed on 2026-11-21 10:00:00\n";
 
-    fn parts() -> Vec<(Part, String)> {
-        let mut s = Splitter::default();
+    fn kinds() -> Vec<(Kind, String)> {
+        let mut c = Classifier::default();
         DUMP.lines()
-            .map(|l| (s.part(l.as_bytes()), l.to_string()))
+            .map(|l| (c.kind(format!("{l}\n").as_bytes()), l.to_string()))
             .collect()
     }
 
-    #[test]
-    fn splits_preamble_sections_and_tail() {
-        let p = parts();
-        let of = |needle: &str| {
-            p.iter()
-                .find(|(_, l)| l.contains(needle))
-                .map(|(x, _)| *x)
-                .unwrap()
-        };
-        assert_eq!(of("SET NAMES"), Part::Preamble);
-        assert_eq!(of("sandbox"), Part::Preamble);
-        assert_eq!(of("CREATE TABLE `a`"), Part::Section(0));
-        assert_eq!(of("VALUES (1),(2)"), Part::Section(0));
-        assert_eq!(of("CREATE TABLE `v`"), Part::Section(1));
-        assert_eq!(of("CREATE TABLE `b`"), Part::Section(2));
-        assert_eq!(of("CREATE TRIGGER"), Part::Section(2));
-        assert_eq!(of("CREATE VIEW"), Part::Tail);
-        assert_eq!(of("Dump completed"), Part::Tail);
+    fn kind_of(needle: &str) -> Kind {
+        kinds()
+            .into_iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(k, _)| k)
+            .unwrap()
     }
 
     #[test]
-    fn every_line_goes_somewhere_exactly_once() {
-        let sizes = section_sizes(&mut DUMP.as_bytes()).unwrap();
-        assert_eq!(sizes.len(), 3);
-        let owner = assign(&sizes, 2);
-        let mut pieces = Vec::new();
-        for w in 0..2 {
-            let mut out = Vec::new();
-            filter(
-                &mut DUMP.as_bytes(),
-                &mut out,
-                &|p| matches!(p, Part::Section(i) if owner[i] == w),
-                None,
-            )
-            .unwrap();
-            pieces.push(String::from_utf8(out).unwrap());
-        }
-        let mut pre = Vec::new();
-        filter(
-            &mut DUMP.as_bytes(),
-            &mut pre,
-            &|p| p == Part::Preamble,
-            None,
-        )
+    fn tells_schema_rows_and_what_comes_after() {
+        assert_eq!(kind_of("SET NAMES"), Kind::Preamble);
+        assert_eq!(kind_of("sandbox"), Kind::Preamble);
+        assert_eq!(kind_of("CREATE TABLE `a`"), Kind::Schema);
+        assert_eq!(kind_of("LOCK TABLES `a`"), Kind::Lock);
+        assert_eq!(kind_of("UNLOCK TABLES"), Kind::Lock);
+        assert_eq!(kind_of("INSERT INTO `a` VALUES"), Kind::Row { last: false });
+        assert_eq!(kind_of("(1,'x;'),"), Kind::Row { last: false });
+        assert_eq!(kind_of("(2,'INSERT"), Kind::Row { last: true });
+        assert_eq!(kind_of("VALUES (3,'y')"), Kind::Row { last: true });
+        assert_eq!(kind_of("CREATE TABLE `v`"), Kind::Schema);
+        assert_eq!(kind_of("CREATE TABLE `b`"), Kind::Schema);
+        // An INSERT inside a routine or trigger body is never a row; such bodies come after.
+        assert_eq!(kind_of("INSERT INTO `a` VALUES (9)"), Kind::AfterRows);
+        assert_eq!(kind_of("-- Dumping data for table `a`"), Kind::AfterRows);
+        assert_eq!(kind_of("VALUES (NEW.id)"), Kind::AfterRows);
+        assert_eq!(kind_of("CREATE TRIGGER"), Kind::AfterRows);
+        assert_eq!(kind_of("CREATE VIEW"), Kind::AfterRows);
+        assert_eq!(kind_of("Dump completed"), Kind::AfterRows);
+    }
+
+    fn read(text: &str, definer: Option<&Definer>) -> (Vec<Piece>, String) {
+        let mut pieces_seen = Vec::new();
+        let after = pieces(&mut text.as_bytes(), definer, &mut |p| {
+            pieces_seen.push(p);
+            Ok(())
+        })
         .unwrap();
-        let mut tail = Vec::new();
-        filter(&mut DUMP.as_bytes(), &mut tail, &|p| p == Part::Tail, None).unwrap();
-        let total = pre.len() + tail.len() + pieces.iter().map(String::len).sum::<usize>();
-        assert_eq!(total, DUMP.len());
-        assert!(
-            pieces.iter().all(|p| !p.is_empty()),
-            "both workers get work: {pieces:?}"
+        (pieces_seen, String::from_utf8(after).unwrap())
+    }
+
+    fn text(p: &Piece) -> String {
+        let (Piece::Session(b) | Piece::Schema(b) | Piece::Rows(b)) = p;
+        String::from_utf8(b.clone()).unwrap()
+    }
+
+    #[test]
+    fn a_dump_reads_as_ordered_statements_and_the_client_text() {
+        let (pieces, after) = read(DUMP, None);
+        let shown: Vec<String> = pieces
+            .iter()
+            .map(|p| {
+                let kind = match p {
+                    Piece::Session(_) => "session",
+                    Piece::Schema(_) => "schema",
+                    Piece::Rows(_) => "rows",
+                };
+                format!("{kind}: {}", text(p))
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "session: /*!40101 SET NAMES utf8mb4 */;",
+                "session: /*!40103 SET TIME_ZONE='+00:00' */;",
+                "schema: CREATE TABLE `a` (id int);",
+                "rows: INSERT INTO `a` VALUES\n(1,'x;'),\n(2,'INSERT INTO `b`');",
+                "rows: INSERT INTO `a` VALUES (3,'y');",
+                "schema: CREATE TABLE `v` (id int);",
+                "schema: CREATE TABLE `b` (id int);",
+                "rows: INSERT INTO `b` VALUES (3);",
+            ]
         );
+        // The client gets the preamble (sandbox line included) and everything after the rows,
+        // the routine-like block too, but no row and no table lock.
+        assert!(
+            after.starts_with("/*M!999999\\- enable the sandbox mode */"),
+            "{after}"
+        );
+        assert!(after.contains("@@GLOBAL.X=1"), "{after}");
+        assert!(after.contains("INSERT INTO `a` VALUES (9);"), "{after}");
+        assert!(after.contains("CREATE TRIGGER"), "{after}");
+        assert!(after.contains("CREATE VIEW `v` AS select 1;"), "{after}");
+        assert!(
+            after.ends_with("-- Dump completed on 2026-11-21 10:00:00\n"),
+            "{after}"
+        );
+        assert!(!after.contains("VALUES (3"), "{after}");
+        assert!(!after.contains("LOCK TABLES"), "{after}");
+        assert_eq!(insert_table(text(&pieces[4]).as_bytes()), "a");
+    }
+
+    #[test]
+    fn a_dump_cut_inside_a_statement_is_an_error() {
+        for cut in [
+            "-- Table structure for table `a`\nINSERT INTO `a` VALUES\n(1),\n",
+            "-- Table structure for table `a`\nCREATE TABLE `a` (\n",
+        ] {
+            let err = pieces(&mut cut.as_bytes(), None, &mut |_| Ok(())).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        }
     }
 
     #[test]
     fn definers_are_renamed_outside_data() {
         let d = Definer::new("blog", "blogcopy");
-        let text = "/*!50013 DEFINER=`blog`@`%` SQL SECURITY DEFINER */\nINSERT INTO `t` VALUES ('DEFINER=`blog`@');\n";
-        let mut out = Vec::new();
-        filter(&mut text.as_bytes(), &mut out, &|_| true, Some(&d)).unwrap();
-        let out = String::from_utf8(out).unwrap();
-        assert!(out.starts_with("/*!50013 DEFINER=`blogcopy`@`%`"), "{out}");
+        let dump = "-- Table structure for table `t`\n/*!50001 CREATE VIEW `t` AS SELECT 1 AS `DEFINER=`blog`@` */;\n-- Dumping data for table `t`\nINSERT INTO `t` VALUES ('DEFINER=`blog`@');\n/*!50013 DEFINER=`blog`@`%` SQL SECURITY DEFINER */\n";
+        let (pieces, after) = read(dump, Some(&d));
         assert!(
-            out.contains("VALUES ('DEFINER=`blog`@')"),
-            "data must stay as it was: {out}"
+            text(&pieces[0]).contains("DEFINER=`blogcopy`@"),
+            "{pieces:?}"
         );
-    }
-
-    #[test]
-    fn assignment_balances_by_size() {
-        assert_eq!(assign(&[100, 10, 10, 90], 2), vec![0, 1, 0, 1]);
-        assert_eq!(assign(&[5], 3), vec![0]);
+        assert_eq!(
+            text(&pieces[1]),
+            "INSERT INTO `t` VALUES ('DEFINER=`blog`@');"
+        );
+        assert!(after.contains("/*!50013 DEFINER=`blogcopy`@`%`"), "{after}");
     }
 }

@@ -190,19 +190,16 @@ async fn drill_site(
 
     if let Some(dbe) = &e.database {
         db.ensure_database(name).await?;
-        let dump = dir.join(&dbe.dump);
-        let target = name.to_string();
         let definer = crate::db::split::Definer::new(&e.name, name);
-        let loaded = tokio::task::spawn_blocking(move || -> Result<()> {
-            client.load_file(
-                &target,
-                &dump,
+        let loaded = db
+            .load_dump(
+                client,
+                name,
+                &dir.join(&dbe.dump),
                 super::restore::LOAD_CONNECTIONS,
-                Some(&definer),
+                Some(definer),
             )
-        })
-        .await
-        .map_err(|err| Error::Other(format!("load task: {err}")))?;
+            .await;
         if let Err(err) = loaded {
             s.faults.push(format!("the dump does not load: {err}"));
             return Ok(());

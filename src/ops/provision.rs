@@ -308,6 +308,9 @@ pub async fn wait_healthy(engine: &Engine, id: &str, spec: &SiteSpec, addr: &str
     let started = Instant::now();
     let deadline = started + Duration::from_secs(spec.health.timeout_secs());
     let grace = Duration::from_secs(spec.health.grace_secs());
+    // Ask soon and often at first (most servers listen within tens of milliseconds), then
+    // every quarter second.
+    let mut pause = Duration::from_millis(20);
     loop {
         let st = engine.status(id).await?;
         if !st.running || st.restarting || st.restart_count > 0 {
@@ -353,7 +356,8 @@ pub async fn wait_healthy(engine: &Engine, id: &str, spec: &SiteSpec, addr: &str
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
 }
 

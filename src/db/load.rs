@@ -1,0 +1,193 @@
+//! Loading a dump fast, reading it once (see [`split`]): each table's structure runs in order
+//! on one connection, and its rows — one `INSERT` statement at a time — go to whichever of
+//! several more connections is free; triggers, views and routines follow through the
+//! server's own client. The server parses and inserts on every connection at once, and no
+//! client process re-parses the rows.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder};
+
+use super::split::{self, Definer, Piece};
+use super::{Db, DumpClient};
+use crate::error::{Error, Result};
+
+type Reader = Box<dyn std::io::BufRead + Send>;
+
+fn open(path: &Path) -> std::io::Result<Reader> {
+    let dec = zstd::Decoder::new(std::fs::File::open(path)?)?;
+    Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, dec)))
+}
+
+impl Db {
+    /// Loads the zstd-compressed dump at `path` into the (existing) database `db` in one read:
+    /// the schema in order on one connection, the rows over `workers` more, then triggers,
+    /// views and routines through the client. `definer` renames the definer of views,
+    /// triggers and routines (a dump loaded under a new name). Fails with the first error.
+    pub async fn load_dump(
+        &self,
+        client: Arc<DumpClient>,
+        db: &str,
+        path: &Path,
+        workers: usize,
+        definer: Option<Definer>,
+    ) -> Result<()> {
+        // The reader hands pieces over in order; schema runs here, rows go to the loaders.
+        let (tx, mut pieces) = tokio::sync::mpsc::channel::<Piece>(4);
+        let reader = {
+            let path = path.to_path_buf();
+            blocking(move || {
+                let read_err = read_err(&path);
+                let mut input = open(&path).map_err(&read_err)?;
+                let mut stopped = false;
+                let after = split::pieces(&mut *input, definer.as_ref(), &mut |p| {
+                    tx.blocking_send(p).map_err(|_| {
+                        stopped = true;
+                        std::io::Error::other("the loaders stopped")
+                    })
+                });
+                match after {
+                    // A loader failed: its error is the one to report.
+                    Err(_) if stopped => Ok(None),
+                    other => other.map(Some).map_err(&read_err),
+                }
+            })
+        };
+        // The loaders connect on their first statement, when the session is known.
+        let session = Arc::new(std::sync::OnceLock::<Vec<Vec<u8>>>::new());
+        let (rows, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(workers.max(1) * 2);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let loaders = futures_util::future::try_join_all(
+            (0..workers.max(1)).map(|_| self.load_rows(db, rx.clone(), session.clone())),
+        );
+        drop(rx);
+        let dispatch = async {
+            let mut settings = Vec::new();
+            let mut schema_conn: Option<Conn> = None;
+            let mut result = Ok(());
+            while let Some(piece) = pieces.recv().await {
+                match piece {
+                    Piece::Session(s) => settings.push(s),
+                    Piece::Schema(s) => {
+                        let c = match schema_conn.as_mut() {
+                            Some(c) => c,
+                            None => match self.loading_conn(db, &settings).await {
+                                Ok(c) => schema_conn.insert(c),
+                                Err(e) => {
+                                    result = Err(e);
+                                    break;
+                                }
+                            },
+                        };
+                        if let Err(e) = c.query_drop(s.as_slice()).await {
+                            result = Err(Error::mysql(
+                                format!("loading the dump into {db} failed (table structure)"),
+                                e,
+                            ));
+                            break;
+                        }
+                    }
+                    Piece::Rows(s) => {
+                        if session.get().is_none() {
+                            let _ = session.set(settings.clone());
+                        }
+                        if rows.send(s).await.is_err() {
+                            break; // a loader failed and says why
+                        }
+                    }
+                }
+            }
+            drop(pieces); // stops the reader if we stopped early
+            drop(rows); // lets the loaders finish
+            if let Some(c) = schema_conn {
+                let _ = c.disconnect().await;
+            }
+            result
+        };
+        let (result, read, loaded) = tokio::join!(dispatch, reader, loaders);
+        loaded?;
+        result?;
+        let Some(after) = read? else {
+            return Err(Error::Other(format!(
+                "loading the dump into {db} stopped early"
+            )));
+        };
+
+        // Triggers, final views, routines, events.
+        let db = db.to_string();
+        blocking(move || {
+            client.run_client(&db, &mut |stdin| std::io::Write::write_all(stdin, &after))
+        })
+        .await
+    }
+
+    /// One loading connection: runs statements from `rx` until it is empty. Connects on the
+    /// first statement, so a dump without rows opens no connection.
+    async fn load_rows(
+        &self,
+        db: &str,
+        rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Vec<u8>>>>,
+        session: Arc<std::sync::OnceLock<Vec<Vec<u8>>>>,
+    ) -> Result<()> {
+        let mut conn: Option<Conn> = None;
+        let result = async {
+            loop {
+                let Some(stmt) = rx.lock().await.recv().await else {
+                    return Ok(());
+                };
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => {
+                        let settings = session.get().map(Vec::as_slice).unwrap_or_default();
+                        conn.insert(self.loading_conn(db, settings).await?)
+                    }
+                };
+                let _slot = self.load_slots.acquire().await;
+                c.query_drop(stmt.as_slice()).await.map_err(|e| {
+                    Error::mysql(
+                        format!(
+                            "loading the dump into {db} failed (rows of table `{}`)",
+                            split::insert_table(&stmt)
+                        ),
+                        e,
+                    )
+                })?;
+            }
+        }
+        .await;
+        if result.is_err() {
+            // Stop the reader and the other connections: nothing more is taken.
+            rx.lock().await.close();
+        }
+        if let Some(c) = conn {
+            let _ = c.disconnect().await;
+        }
+        result
+    }
+
+    /// A connection of its own (never the pool's: it carries the dump's session settings).
+    async fn loading_conn(&self, db: &str, session: &[Vec<u8>]) -> Result<Conn> {
+        let opts = OptsBuilder::from_opts(self.opts.clone()).db_name(Some(db));
+        let mut c = Conn::new(opts)
+            .await
+            .map_err(|e| Error::mysql(format!("connect to {}", self.display), e))?;
+        for s in session {
+            c.query_drop(s.as_slice())
+                .await
+                .map_err(|e| Error::mysql(format!("set up loading into {db}"), e))?;
+        }
+        Ok(c)
+    }
+}
+
+fn read_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(format!("read the dump {}", path.display()), e)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Other(format!("load task: {e}")))?
+}
