@@ -332,6 +332,100 @@ fn single_site_restore_clone_and_conflicts() {
     assert_eq!(http_get(b_port, "/").as_deref(), Some("site v1\n"));
 }
 
+/// Every kind of thing a database holds comes back exactly: odd names, a comment with `;`,
+/// a zero AUTO_INCREMENT id, every byte value, newlines and quotes in strings, emoji, JSON,
+/// TIMESTAMP under another session time zone, a generated column, a table without a primary
+/// key big enough for several INSERT statements, an empty table with a trigger, a trigger
+/// that must not fire during the load, a view, a procedure, a function and an event.
+#[test]
+fn a_database_of_every_kind_restores_exactly() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let a = host.site_name("kinds");
+    populated_site(&host, &a, &rig.image("v1"));
+    host.root_sql(&format!(
+        "USE `{a}`;
+         SET time_zone = '+05:30';
+         SET sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO');
+         CREATE TABLE `odd-name; x` (id INT PRIMARY KEY AUTO_INCREMENT,
+           label VARCHAR(100) COMMENT 'a comment; with semicolon', body LONGTEXT, bin LONGBLOB,
+           doc JSON, at DATETIME(6), ts TIMESTAMP NULL, n DOUBLE, g INT AS (id * 2) VIRTUAL)
+           COMMENT='table; comment';
+         INSERT INTO `odd-name; x` (id, label, body, bin, doc, at, ts, n)
+           SELECT 0, '🦀 één', CONCAT('line1', CHAR(10), 'it''s \\\\ \"q\";', CHAR(13), CHAR(0), 'end;'),
+             UNHEX(GROUP_CONCAT(LPAD(HEX(seq), 2, '0') ORDER BY seq SEPARATOR '')),
+             '{{\"a\": [1, \"x;y\"]}}', '2026-01-02 03:04:05.123456', '2026-06-01 12:00:00', -1.5e-300
+           FROM seq_0_to_255;
+         INSERT INTO `odd-name; x` (label, body) VALUES (NULL, ''), ('INSERT INTO `x` VALUES (1);', NULL);
+         CREATE TABLE nopk (a INT, b TEXT);
+         INSERT INTO nopk SELECT seq, REPEAT(CONCAT('row ', seq, ';'), 20) FROM seq_1_to_30000;
+         CREATE TABLE empty_t (id INT);
+         CREATE TRIGGER empty_t_bi BEFORE INSERT ON empty_t FOR EACH ROW SET NEW.id = NEW.id + 1;
+         CREATE TABLE audited (id INT PRIMARY KEY);
+         CREATE TABLE log (id INT);
+         CREATE TRIGGER audited_ai AFTER INSERT ON audited FOR EACH ROW INSERT INTO log VALUES (NEW.id);
+         INSERT INTO audited VALUES (1), (2), (3);
+         CREATE VIEW v AS SELECT id, label FROM `odd-name; x`;
+         CREATE PROCEDURE p() SELECT COUNT(*) FROM audited;
+         CREATE FUNCTION f() RETURNS INT DETERMINISTIC RETURN 42;
+         CREATE EVENT ev ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM log WHERE id < 0;"
+    ));
+    host.sp_ok(&["backup"]);
+    let clone = host.site_name("kindsc");
+    host.sp_ok(&["restore", "latest", "--site", &a, "--as", &clone]);
+
+    let tables = ["odd-name; x", "items", "nopk", "empty_t", "audited", "log"];
+    for t in tables {
+        let sum = |db: &str| {
+            host.root_sql(&format!("CHECKSUM TABLE `{db}`.`{t}` EXTENDED"))
+                .split('\t')
+                .next_back()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(sum(&clone), sum(&a), "table {t}");
+        assert_ne!(sum(&clone), "NULL", "table {t}");
+    }
+    let q = |sql: &str| host.root_sql(sql).trim().to_string();
+    assert_eq!(
+        q(&format!("SELECT COUNT(*) FROM `{clone}`.log")),
+        "3",
+        "the trigger fired during the load"
+    );
+    assert_eq!(q(&format!("SELECT COUNT(*) FROM `{clone}`.nopk")), "30000");
+    assert_eq!(
+        q(&format!(
+            "SELECT id FROM `{clone}`.`odd-name; x` WHERE label LIKE '🦀%'"
+        )),
+        "0"
+    );
+    assert_eq!(q(&format!("SELECT `{clone}`.f()")), "42");
+    assert_eq!(q(&format!("CALL `{clone}`.p()")), "3");
+    assert_eq!(q(&format!("SELECT COUNT(*) FROM `{clone}`.v")), "3");
+    assert_eq!(
+        q(&format!(
+            "SET time_zone = '+00:00'; SELECT ts FROM `{clone}`.`odd-name; x` WHERE id = 0"
+        )),
+        "2026-06-01 06:30:00"
+    );
+    assert_eq!(
+        q(&format!(
+            "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{clone}'"
+        )),
+        "2"
+    );
+    assert_eq!(
+        q(&format!(
+            "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '{clone}'"
+        )),
+        "1"
+    );
+    host.root_sql(&format!("INSERT INTO `{clone}`.empty_t VALUES (1)"));
+    assert_eq!(q(&format!("SELECT id FROM `{clone}`.empty_t")), "2");
+}
+
 #[test]
 fn a_killed_restore_finishes_when_run_again() {
     let Some(rig) = rig() else { return };
