@@ -57,7 +57,7 @@ impl Db {
         };
         // The loaders connect on their first statement, when the session is known.
         let session = Arc::new(std::sync::OnceLock::<Vec<Vec<u8>>>::new());
-        let (rows, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(workers.max(1) * 2);
+        let (rows, rx) = tokio::sync::mpsc::channel::<Rows>(workers.max(1) * 2);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let loaders = futures_util::future::try_join_all(
             (0..workers.max(1)).map(|_| self.load_rows(db, rx.clone(), session.clone())),
@@ -67,6 +67,9 @@ impl Db {
             let mut settings = Vec::new();
             let mut schema_conn: Option<Conn> = None;
             let mut result = Ok(());
+            // The table rows are going into, and whether its first statement is done.
+            let mut table = String::new();
+            let mut first_done: Option<tokio::sync::oneshot::Receiver<()>> = None;
             while let Some(piece) = pieces.recv().await {
                 match piece {
                     Piece::Session(s) => settings.push(s),
@@ -93,7 +96,22 @@ impl Db {
                         if session.get().is_none() {
                             let _ = session.set(settings.clone());
                         }
-                        if rows.send(s).await.is_err() {
+                        // A table's first statement goes alone: MariaDB bulk-loads into an
+                        // empty table under a table lock, and two such inserts at once can
+                        // deadlock. Other tables' statements go on meanwhile.
+                        let this = split::insert_table(&s);
+                        let done = if this != table {
+                            table = this;
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            first_done = Some(rx);
+                            Some(tx)
+                        } else {
+                            if let Some(rx) = first_done.take() {
+                                let _ = rx.await; // if it failed, its loader says why
+                            }
+                            None
+                        };
+                        if rows.send(Rows { stmt: s, done }).await.is_err() {
                             break; // a loader failed and says why
                         }
                     }
@@ -128,13 +146,13 @@ impl Db {
     async fn load_rows(
         &self,
         db: &str,
-        rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Vec<u8>>>>,
+        rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Rows>>>,
         session: Arc<std::sync::OnceLock<Vec<Vec<u8>>>>,
     ) -> Result<()> {
         let mut conn: Option<Conn> = None;
         let result = async {
             loop {
-                let Some(stmt) = rx.lock().await.recv().await else {
+                let Some(Rows { stmt, done }) = rx.lock().await.recv().await else {
                     return Ok(());
                 };
                 let c = match conn.as_mut() {
@@ -145,15 +163,34 @@ impl Db {
                     }
                 };
                 let _slot = self.load_slots.acquire().await;
-                c.query_drop(stmt.as_slice()).await.map_err(|e| {
-                    Error::mysql(
-                        format!(
-                            "loading the dump into {db} failed (rows of table `{}`)",
-                            split::insert_table(&stmt)
-                        ),
-                        e,
-                    )
-                })?;
+                let mut attempt = 1;
+                loop {
+                    match c.query_drop(stmt.as_slice()).await {
+                        Ok(()) => break,
+                        // A statement chosen as a deadlock victim was rolled back whole
+                        // (autocommit): running it again is exact.
+                        Err(mysql_async::Error::Server(e))
+                            if RETRY_CODES.contains(&e.code) && attempt < RETRIES =>
+                        {
+                            tracing::debug!(db, code = e.code, attempt, "retrying rows");
+                            tokio::time::sleep(std::time::Duration::from_millis(20 * attempt))
+                                .await;
+                            attempt += 1;
+                        }
+                        Err(e) => {
+                            return Err(Error::mysql(
+                                format!(
+                                    "loading the dump into {db} failed (rows of table `{}`)",
+                                    split::insert_table(&stmt)
+                                ),
+                                e,
+                            ))
+                        }
+                    }
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             }
         }
         .await;
@@ -181,6 +218,16 @@ impl Db {
         Ok(c)
     }
 }
+
+/// One `INSERT` for a loader; `done` is told when it has run (a table's first statement).
+struct Rows {
+    stmt: Vec<u8>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Server errors after which a rows statement runs again: deadlock, lock wait timeout.
+const RETRY_CODES: [u16; 2] = [1213, 1205];
+const RETRIES: u64 = 5;
 
 fn read_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(format!("read the dump {}", path.display()), e)

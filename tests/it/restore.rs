@@ -567,6 +567,91 @@ fn a_hostile_archive_is_refused_with_nothing_written() {
 }
 
 /// Leftovers a drill could leave: containers, networks, databases, scratch dirs.
+fn read_dump(host: &Host, id: &str, site: &str) -> String {
+    let dump = host
+        .backup_dir()
+        .join(id)
+        .join(format!("sites/{site}.sql.zst"));
+    let out = Command::new("zstd").arg("-dc").arg(&dump).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Puts `text` in place of a site's dump in a snapshot and re-signs the manifest, as if sp
+/// had written it (so only loading the dump can tell).
+fn replace_dump(host: &Host, id: &str, site: &str, text: &str) {
+    let snap = host.backup_dir().join(id);
+    let path = format!("sites/{site}.sql.zst");
+    let raw = host.dir.path().join("replaced.sql");
+    std::fs::write(&raw, text).unwrap();
+    assert!(Command::new("zstd")
+        .args(["-q", "-f"])
+        .arg(&raw)
+        .arg("-o")
+        .arg(snap.join(&path))
+        .status()
+        .unwrap()
+        .success());
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(snap.join("manifest.json")).unwrap()).unwrap();
+    use sha2::Digest;
+    let bytes = std::fs::read(snap.join(&path)).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["path"] == path.as_str() {
+            f["size"] = bytes.len().into();
+            f["sha256"] = hex::encode(sha2::Sha256::digest(&bytes)).into();
+        }
+    }
+    crate::harness::sign_manifest(&snap, &m);
+}
+
+/// MariaDB bulk-loads the first insert into an empty table under a table lock (with the
+/// dump's unique and foreign key checks off), and two such inserts at once deadlock: a
+/// table's rows must still all arrive when its statements go over parallel connections.
+#[test]
+fn tables_of_many_statements_load_completely() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let a = host.site_name("stmts");
+    populated_site(&host, &a, &rig.image("v1"));
+    let id = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+
+    // The real dump's preamble and trailer around 80 tables of 4 statements of 50 rows each.
+    let text = read_dump(&host, &id, &a);
+    let head = &text[..text.find("--\n-- Table structure").unwrap()];
+    let tail = &text[text
+        .rfind("/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */")
+        .unwrap()..];
+    let mut dump = head.to_string();
+    for t in 0..80 {
+        dump += &format!(
+            "--\n-- Table structure for table `t{t}`\n--\n\nCREATE TABLE `t{t}` (\n  `id` int(11) NOT NULL,\n  `v` varchar(20) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB;\n\n--\n-- Dumping data for table `t{t}`\n--\n\n"
+        );
+        for stmt in 0..4 {
+            let rows: Vec<String> = (0..50)
+                .map(|r| format!("({},'r{r}')", stmt * 50 + r))
+                .collect();
+            dump += &format!("INSERT INTO `t{t}` VALUES {};\n", rows.join(","));
+        }
+        dump += "\n";
+    }
+    dump += tail;
+    replace_dump(&host, &id, &a, &dump);
+
+    let clone = host.site_name("stmtsc");
+    host.sp_ok(&["restore", &id, "--site", &a, "--as", &clone]);
+    let counts: Vec<String> = (0..80)
+        .map(|t| format!("SELECT 't{t}', COUNT(*) FROM `{clone}`.`t{t}`"))
+        .collect();
+    let counts = host.root_sql(&counts.join(" UNION ALL "));
+    let lines: Vec<&str> = counts.lines().collect();
+    assert_eq!(lines.len(), 80, "{counts}");
+    for l in lines {
+        assert!(l.ends_with("\t200"), "rows lost: {l}");
+    }
+}
+
 fn drill_traces(host: &Host) -> Vec<String> {
     let mut t = Vec::new();
     let ps = Command::new("docker")
@@ -641,42 +726,14 @@ fn drill_passes_on_a_good_snapshot_and_catches_a_broken_dump() {
     );
 
     // A dump with an SQL error before its trailer, manifest re-signed: verify passes, drill fails.
-    let snap = host.backup_dir().join(&id);
-    let dump = snap.join(format!("sites/{a}.sql.zst"));
-    let text = Command::new("zstd")
-        .args(["-dc"])
-        .arg(&dump)
-        .output()
-        .unwrap()
-        .stdout;
-    let text = String::from_utf8(text).unwrap();
+    let text = read_dump(&host, &id, &a);
     let cut = text.rfind("-- Dump completed").unwrap();
     let broken = format!(
         "{}INSERT INTO no_such_table VALUES (1);\n{}",
         &text[..cut],
         &text[cut..]
     );
-    let raw = host.dir.path().join("broken.sql");
-    std::fs::write(&raw, broken).unwrap();
-    assert!(Command::new("zstd")
-        .args(["-q", "-f"])
-        .arg(&raw)
-        .arg("-o")
-        .arg(&dump)
-        .status()
-        .unwrap()
-        .success());
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(snap.join("manifest.json")).unwrap()).unwrap();
-    use sha2::Digest;
-    let bytes = std::fs::read(&dump).unwrap();
-    for f in m["files"].as_array_mut().unwrap() {
-        if f["path"] == format!("sites/{a}.sql.zst").as_str() {
-            f["size"] = bytes.len().into();
-            f["sha256"] = hex::encode(sha2::Sha256::digest(&bytes)).into();
-        }
-    }
-    crate::harness::sign_manifest(&snap, &m);
+    replace_dump(&host, &id, &a, &broken);
     host.sp_ok(&["verify", &id]);
     let bad = host.sp(&["--json", "drill", &id]);
     let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
