@@ -26,7 +26,6 @@ use crate::engine::Engine;
 use crate::error::{Error, Result, StepExt};
 use crate::site::{validate_name, DeployState, SitePaths, SiteSpec};
 use crate::snapshot::{self, SiteEntry};
-use futures_util::StreamExt;
 
 use super::{apply, provision, Ctx};
 
@@ -276,22 +275,28 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
 
     let host_config = host.apply(&ctx)?;
 
-    // 5. The sites, about one per core at a time, in order: each loads its rows over several
-    // connections already, and a site that finishes early starts its container while the
-    // next ones load (rather than every site finishing, and starting, at the very end).
+    // 5. The sites' files and data, about one site per core at a time, in order (each loads
+    // its rows over several connections already); a site whose data is in starts its
+    // container while the next ones load, rather than every site starting at the very end.
     let client = std::sync::Arc::new(db.dump_client(&ctx.config.state_dir)?);
     // Image archives live beside the snapshots we restore from.
     let mut rcfg = ctx.config.clone();
     rcfg.backup_dir = from.clone();
     let rctx = ctx.with_config(rcfg);
-    let futures = targets
-        .iter()
-        .map(|t| restore_site(&rctx, &engine, &db, client.clone(), &id, &dir, t));
-    let at_once = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let results: Vec<_> = futures_util::stream::iter(futures)
-        .buffered(at_once)
-        .collect()
-        .await;
+    let run = Run {
+        ctx: &rctx,
+        engine: &engine,
+        db: &db,
+        client,
+        data_slots: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ),
+        id: &id,
+        dir: &dir,
+    };
+    let results =
+        futures_util::future::join_all(targets.iter().map(|t| restore_site(&run, t))).await;
+    drop(run);
     db.close().await;
     let mut sites = Vec::new();
     let mut errors = Vec::new();
@@ -444,18 +449,29 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn restore_site(
-    ctx: &Ctx,
-    engine: &Engine,
-    db: &Db,
+/// What every site's restore shares.
+struct Run<'a> {
+    ctx: &'a Ctx,
+    engine: &'a Engine,
+    db: &'a Db,
     client: std::sync::Arc<DumpClient>,
-    id: &str,
-    dir: &Path,
-    t: &Target<'_>,
-) -> Result<SiteRestore> {
+    /// Sites whose files and data load at the same time.
+    data_slots: tokio::sync::Semaphore,
+    id: &'a str,
+    dir: &'a Path,
+}
+
+async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
+    let Run {
+        ctx,
+        engine,
+        db,
+        id,
+        dir,
+        ..
+    } = *run;
     let name = t.name.clone();
     let from_site = t.entry.name.clone();
-    let started = Instant::now();
     if t.skip {
         return Ok(SiteRestore {
             site: name,
@@ -465,6 +481,13 @@ async fn restore_site(
             seconds: 0.0,
         });
     }
+    // A site's time counts from when its turn comes.
+    let slot = run
+        .data_slots
+        .acquire()
+        .await
+        .map_err(|e| Error::Other(format!("restore slots: {e}")))?;
+    let started = Instant::now();
     let paths = ctx.paths(&name);
     std::fs::create_dir_all(&paths.root)
         .map_err(|e| Error::io_path("create", &paths.root, e))
@@ -491,14 +514,9 @@ async fn restore_site(
         db.ensure_database(&name).await?;
         let definer =
             (name != from_site).then(|| crate::db::split::Definer::new(&from_site, &name));
-        db.load_dump(
-            client,
-            &name,
-            &dir.join(&dbe.dump),
-            LOAD_CONNECTIONS,
-            definer,
-        )
-        .await?;
+        let dump = dir.join(&dbe.dump);
+        db.load_dump(run.client.clone(), &name, &dump, LOAD_CONNECTIONS, definer)
+            .await?;
         Ok(Some(t0.elapsed().as_secs_f64()))
     };
     let image = async {
@@ -510,6 +528,7 @@ async fn restore_site(
         Ok(Some(t0.elapsed().as_secs_f64()))
     };
     let (files, database, image) = tokio::join!(files, database, image);
+    drop(slot);
     phases.push(Phase {
         name: "files".into(),
         seconds: files.step(&name, "files")?,
