@@ -5,7 +5,7 @@
 #   bash benches/restore.sh [SIZE_MIB] [SITES]      (default 1024 MiB over 4 sites)
 #   FILES_PCT=80 bash benches/restore.sh            (share of the data in files; default 50)
 #
-# Prints medians of RUNS (default 3) runs after a warm-up, and the ratio sp / by hand
+# Prints medians of RUNS (default 5) runs after a warm-up, and the ratio sp / by hand
 # (target <= 0.6). sp's time includes what the hand-made baseline does not: verifying every
 # checksum and scanning every archive first, the database users, and starting and
 # health-checking every container. The mix matters: by hand, loading a dump is ~10x slower per
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1024}
 N=${2:-4}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 FILES_PCT=${FILES_PCT:-50}   # share of the data in site files; the rest is database rows
 
 bash scripts/rig.sh up >/dev/null

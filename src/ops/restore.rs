@@ -448,7 +448,6 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// What every site's restore shares.
 struct Run<'a> {
     ctx: &'a Ctx,
