@@ -57,10 +57,11 @@ impl Db {
         };
         // The loaders connect on their first statement, when the session is known.
         let session = Arc::new(std::sync::OnceLock::<Vec<Vec<u8>>>::new());
-        let (rows, rx) = tokio::sync::mpsc::channel::<Rows>(workers.max(1) * 2);
+        let workers = workers.max(1);
+        let (rows, rx) = tokio::sync::mpsc::channel::<Rows>(workers * 2);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let loaders = futures_util::future::try_join_all(
-            (0..workers.max(1)).map(|_| self.load_rows(db, rx.clone(), session.clone())),
+            (0..workers).map(|_| self.load_rows(db, rx.clone(), session.clone())),
         );
         drop(rx);
         let dispatch = async {

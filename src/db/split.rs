@@ -49,24 +49,16 @@ const TAIL_STARTS: &[&[u8]] = &[
     b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */",
 ];
 
-fn trim_end(line: &[u8]) -> &[u8] {
-    let mut end = line.len();
-    while end > 0 && line[end - 1].is_ascii_whitespace() {
-        end -= 1;
-    }
-    &line[..end]
-}
-
 impl Classifier {
     pub fn kind(&mut self, line: &[u8]) -> Kind {
         if self.in_insert {
-            self.in_insert = !trim_end(line).ends_with(b";");
+            self.in_insert = !line.trim_ascii_end().ends_with(b";");
             return Kind::Row {
                 last: !self.in_insert,
             };
         }
         if line.starts_with(b"DELIMITER ") {
-            self.in_block = trim_end(&line[10..]) != b";";
+            self.in_block = line[10..].trim_ascii_end() != b";";
             // Trigger and routine bodies are for the client, after the rows.
             self.rows_seen |= self.in_sections;
         } else if !self.in_tail && !self.in_block {
@@ -79,12 +71,13 @@ impl Classifier {
                 self.rows_seen = true;
             } else if self.in_sections && line.starts_with(b"INSERT INTO `") {
                 self.rows_seen = true;
-                self.in_insert = !trim_end(line).ends_with(b";");
+                self.in_insert = !line.trim_ascii_end().ends_with(b";");
                 return Kind::Row {
                     last: !self.in_insert,
                 };
             } else if self.in_sections
-                && (line.starts_with(b"LOCK TABLES `") || trim_end(line) == b"UNLOCK TABLES;")
+                && (line.starts_with(b"LOCK TABLES `")
+                    || line.trim_ascii_end() == b"UNLOCK TABLES;")
             {
                 return Kind::Lock;
             }
@@ -129,7 +122,7 @@ pub fn pieces(
     };
     while read_line(input, &mut line)? {
         let kind = c.kind(&line);
-        let text = trim_end(&line);
+        let text = line.trim_ascii_end();
         match kind {
             Kind::Preamble => {
                 after.extend_from_slice(&line);
@@ -149,7 +142,7 @@ pub fn pieces(
                 }
                 stmt.extend_from_slice(&line);
                 if text.ends_with(b";") {
-                    let end = trim_end(&stmt).len();
+                    let end = stmt.trim_ascii_end().len();
                     each(Piece::Schema(rename(&stmt[..end])))?;
                     stmt.clear();
                 }
@@ -157,7 +150,7 @@ pub fn pieces(
             Kind::Row { last } => {
                 stmt.extend_from_slice(&line);
                 if last {
-                    let end = trim_end(&stmt).len();
+                    let end = stmt.trim_ascii_end().len();
                     stmt.truncate(end);
                     each(Piece::Rows(std::mem::take(&mut stmt)))?;
                 }
