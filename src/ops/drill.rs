@@ -89,9 +89,10 @@ pub async fn run(ctx: &Ctx, id: &str, from: Option<&Path>) -> Result<DrillReport
     let (id, dir) = snapshot::resolve(&from, id)?;
     let _lock = ctx.lock(&format!("drill {id}"))?;
     let d = dir.clone();
-    let (manifest, faults) = tokio::task::spawn_blocking(move || snapshot::verify(&d))
-        .await
-        .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
+    let (manifest, faults) =
+        tokio::task::spawn_blocking(move || snapshot::verify(&d, snapshot::Depth::BeforeLoad))
+            .await
+            .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
     let mut report = DrillReport {
         id: id.clone(),
         ok: false,

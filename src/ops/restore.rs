@@ -2,7 +2,8 @@
 //! back from a snapshot — on a bare host, or next to the originals as a clone.
 //!
 //! 1. find the snapshot (in `--from DIR` or `backup_dir`); take the host lock;
-//! 2. verify every checksum and scan every archive for unsafe members, **before changing anything**;
+//! 2. verify every checksum and scan every archive for unsafe members, **before changing
+//!    anything** (each dump's trailer is checked as it loads, see [`snapshot::Depth`]);
 //! 3. plan: refuse sites, databases or containers that already exist unless `--yes` (then
 //!    their current state is snapshotted first); a site this very snapshot was already
 //!    restored to is skipped, one whose restore was interrupted is resumed;
@@ -160,9 +161,10 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     ctx.note(&format!("verifying snapshot {id}"));
     let t = Instant::now();
     let d = dir.clone();
-    let (manifest, faults) = tokio::task::spawn_blocking(move || snapshot::verify(&d))
-        .await
-        .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
+    let (manifest, faults) =
+        tokio::task::spawn_blocking(move || snapshot::verify(&d, snapshot::Depth::BeforeLoad))
+            .await
+            .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
     if !faults.is_empty() {
         let list: Vec<String> = faults
             .iter()

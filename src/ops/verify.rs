@@ -56,23 +56,25 @@ pub async fn run(ctx: &Ctx, id: &str) -> Result<VerifyReport> {
     let (id, dir) = snapshot::resolve(&ctx.config.backup_dir, id)?;
     let started = std::time::Instant::now();
     let snap_dir = dir.clone();
-    let (manifest, faults) = match tokio::task::spawn_blocking(move || snapshot::verify(&dir)).await
-    {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            return Ok(VerifyReport {
-                id,
-                files: 0,
-                bytes: 0,
-                seconds: started.elapsed().as_secs_f64(),
-                faults: vec![Fault {
-                    file: snapshot::MANIFEST.into(),
-                    problem: e.to_string(),
-                }],
-            })
-        }
-        Err(e) => return Err(Error::Other(format!("verify task failed: {e}"))),
-    };
+    let (manifest, faults) =
+        match tokio::task::spawn_blocking(move || snapshot::verify(&dir, snapshot::Depth::Full))
+            .await
+        {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                return Ok(VerifyReport {
+                    id,
+                    files: 0,
+                    bytes: 0,
+                    seconds: started.elapsed().as_secs_f64(),
+                    faults: vec![Fault {
+                        file: snapshot::MANIFEST.into(),
+                        problem: e.to_string(),
+                    }],
+                })
+            }
+            Err(e) => return Err(Error::Other(format!("verify task failed: {e}"))),
+        };
     if faults.is_empty() {
         snapshot::mark_verified(&snap_dir, chrono::Utc::now())?;
     }

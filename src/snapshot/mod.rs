@@ -249,10 +249,22 @@ pub struct Fault {
     pub problem: String,
 }
 
+/// How far [`verify`] looks into the dumps (archives are always walked member by member).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Every dump is decompressed to its completion trailer too (`sp verify`).
+    Full,
+    /// Dumps are hashed only, because the caller loads them next and checks each trailer as
+    /// it reads it: a backup records a dump only once it has seen the trailer, and the
+    /// checksum ties the file to that record. Saves decompressing every dump twice.
+    BeforeLoad,
+}
+
 /// Re-hashes every file, decompresses and walks every tar (refusing members `sp restore`
-/// may not unpack, see [`unpack::Guard`]), checks every dump's trailer, checks the manifest's
-/// own names — in one read per file. Returns the faults (empty when the snapshot is sound).
-pub fn verify(dir: &Path) -> Result<(Manifest, Vec<Fault>)> {
+/// may not unpack, see [`unpack::Guard`]), checks every dump's trailer (with [`Depth::Full`]),
+/// checks the manifest's own names — in one read per file. Returns the faults (empty when
+/// the snapshot is sound).
+pub fn verify(dir: &Path, depth: Depth) -> Result<(Manifest, Vec<Fault>)> {
     let m = match read_manifest(dir) {
         Ok(m) => m,
         Err(e) => {
@@ -260,11 +272,14 @@ pub fn verify(dir: &Path) -> Result<(Manifest, Vec<Fault>)> {
         }
     };
     let mut faults = Vec::new();
-    let dumps: Vec<&str> = m
-        .sites
-        .iter()
-        .filter_map(|s| s.database.as_ref().map(|d| d.dump.as_str()))
-        .collect();
+    let dumps: Vec<&str> = match depth {
+        Depth::Full => m
+            .sites
+            .iter()
+            .filter_map(|s| s.database.as_ref().map(|d| d.dump.as_str()))
+            .collect(),
+        Depth::BeforeLoad => Vec::new(),
+    };
     // Files are checked on all cores at once (each check is one sequential read).
     let next = std::sync::atomic::AtomicUsize::new(0);
     let found = std::sync::Mutex::new(Vec::new());
@@ -343,7 +358,7 @@ pub fn verify(dir: &Path) -> Result<(Manifest, Vec<Fault>)> {
     Ok((m, faults))
 }
 
-fn verify_file(path: &Path, f: &FileEntry, is_dump: bool) -> std::result::Result<(), String> {
+fn verify_file(path: &Path, f: &FileEntry, check_dump: bool) -> std::result::Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut r = archive::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, file));
     let content = if f.path.ends_with(".tar.zst") {
@@ -352,7 +367,7 @@ fn verify_file(path: &Path, f: &FileEntry, is_dump: bool) -> std::result::Result
             Ok(Err(why)) => Err(format!("unsafe archive member {why}")),
             Err(e) => Err(format!("archive is damaged: {e}")),
         }
-    } else if is_dump {
+    } else if check_dump {
         match archive::check_dump_zstd(&mut r) {
             Ok(true) => Ok(()),
             Ok(false) => Err("dump has no completion trailer (truncated?)".to_string()),
