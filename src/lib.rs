@@ -31,3 +31,9 @@ pub mod snapshot;
 pub mod ui;
 
 pub use error::{Error, Result};
+
+/// The CPUs this process may use (at least 1): how many archives are checked, sites loaded
+/// and rows statements run at once, and backup's zstd threads by default.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

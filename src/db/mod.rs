@@ -115,9 +115,7 @@ impl Db {
             pool: Pool::new(opts.clone()),
             opts,
             display,
-            load_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            load_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::cores())),
         })
     }
 

@@ -227,9 +227,7 @@ async fn write_snapshot(
 ) -> Result<BackupReport> {
     let level = ctx.config.backup.zstd_level;
     let threads = match ctx.config.backup.zstd_threads {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
+        0 => crate::cores() as u32,
         n => n,
     };
     let mut files = Vec::new();

@@ -290,9 +290,7 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         engine: &engine,
         db: &db,
         client,
-        data_slots: tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(2, |n| n.get()),
-        ),
+        data_slots: tokio::sync::Semaphore::new(crate::cores()),
         id: &id,
         dir: &dir,
     };

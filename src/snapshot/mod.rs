@@ -283,10 +283,7 @@ pub fn verify(dir: &Path, depth: Depth) -> Result<(Manifest, Vec<Fault>)> {
     // Files are checked on all cores at once (each check is one sequential read).
     let next = std::sync::atomic::AtomicUsize::new(0);
     let found = std::sync::Mutex::new(Vec::new());
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(m.files.len().max(1));
+    let workers = crate::cores().min(m.files.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
