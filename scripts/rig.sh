@@ -35,7 +35,7 @@ install_packages() {
   command -v mariadb-dump >/dev/null || need+=(mariadb-client)
   command -v docker-registry >/dev/null || need+=(docker-registry)
   command -v htpasswd >/dev/null || need+=(apache2-utils)
-  [ -x /bin/busybox ] && /bin/busybox --list | grep -qx httpd || need+=(busybox-static)
+  [ -x /bin/busybox ] && /bin/busybox --list | grep -x httpd >/dev/null || need+=(busybox-static)
   command -v curl >/dev/null || need+=(curl)
   command -v zstd >/dev/null || need+=(zstd)
   command -v docker >/dev/null || need+=(docker.io)
