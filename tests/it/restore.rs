@@ -58,6 +58,19 @@ fn populated_site(host: &Host, name: &str, image: &str) {
     ));
 }
 
+/// A logged-in host of its own with a populated site (see [`populated_site`]) on the rig's v1
+/// image per label; None without the rig.
+fn host_with_sites<const N: usize>(labels: [&str; N]) -> Option<(Host, [String; N])> {
+    let rig = rig()?;
+    let host = Host::new(&rig);
+    host.login();
+    let names = labels.map(|l| host.site_name(l));
+    for n in &names {
+        populated_site(&host, n, &rig.image("v1"));
+    }
+    Some((host, names))
+}
+
 /// Destroys everything of the host except the snapshots: containers, the test's images,
 /// databases, users, site dirs, config and stored credentials.
 fn destroy_host(host: &Host, sites: &[&str], images: &[&str]) {
@@ -222,13 +235,9 @@ fn cattle_cycle_from_the_image_archive_when_the_registry_cannot_serve() {
 
 #[test]
 fn single_site_restore_clone_and_conflicts() {
-    let Some(rig) = rig() else { return };
-    let host = Host::new(&rig);
-    host.login();
-    let image = rig.image("v1");
-    let (a, b) = (host.site_name("sa"), host.site_name("sb"));
-    populated_site(&host, &a, &image);
-    populated_site(&host, &b, &image);
+    let Some((host, [a, b])) = host_with_sites(["sa", "sb"]) else {
+        return;
+    };
     let made = host.sql_as_site(&a, "CREATE VIEW named AS SELECT id, label FROM items");
     assert!(
         made.status.success(),
@@ -339,11 +348,9 @@ fn single_site_restore_clone_and_conflicts() {
 /// that must not fire during the load, a view, a procedure, a function and an event.
 #[test]
 fn a_database_of_every_kind_restores_exactly() {
-    let Some(rig) = rig() else { return };
-    let host = Host::new(&rig);
-    host.login();
-    let a = host.site_name("kinds");
-    populated_site(&host, &a, &rig.image("v1"));
+    let Some((host, [a])) = host_with_sites(["kinds"]) else {
+        return;
+    };
     host.root_sql(&format!(
         "USE `{a}`;
          SET time_zone = '+05:30';
@@ -428,13 +435,9 @@ fn a_database_of_every_kind_restores_exactly() {
 
 #[test]
 fn a_killed_restore_finishes_when_run_again() {
-    let Some(rig) = rig() else { return };
-    let host = Host::new(&rig);
-    host.login();
-    let image = rig.image("v1");
-    let (a, b) = (host.site_name("ra"), host.site_name("rb"));
-    populated_site(&host, &a, &image);
-    populated_site(&host, &b, &image);
+    let Some((host, [a, b])) = host_with_sites(["ra", "rb"]) else {
+        return;
+    };
     // Enough rows that the load takes a moment.
     host.root_sql(&format!("USE `{a}`; CREATE TABLE big (id INT PRIMARY KEY, v TEXT); INSERT INTO big SELECT seq, REPEAT('y', 2000) FROM seq_1_to_60000;"));
     let before = (seen(&host, &a), seen(&host, &b));
@@ -610,11 +613,9 @@ fn replace_dump(host: &Host, id: &str, site: &str, text: &str) {
 /// table's rows must still all arrive when its statements go over parallel connections.
 #[test]
 fn tables_of_many_statements_load_completely() {
-    let Some(rig) = rig() else { return };
-    let host = Host::new(&rig);
-    host.login();
-    let a = host.site_name("stmts");
-    populated_site(&host, &a, &rig.image("v1"));
+    let Some((host, [a])) = host_with_sites(["stmts"]) else {
+        return;
+    };
     let id = host.json(&["backup"])["id"].as_str().unwrap().to_string();
 
     // The real dump's preamble and trailer around 80 tables of 4 statements of 50 rows each.
@@ -657,11 +658,9 @@ fn tables_of_many_statements_load_completely() {
 /// before the triggers, views and routines of a half-loaded database.
 #[test]
 fn a_dump_cut_short_fails_verify_and_restore() {
-    let Some(rig) = rig() else { return };
-    let host = Host::new(&rig);
-    host.login();
-    let a = host.site_name("cut");
-    populated_site(&host, &a, &rig.image("v1"));
+    let Some((host, [a])) = host_with_sites(["cut"]) else {
+        return;
+    };
     host.root_sql(&format!(
         "CREATE VIEW `{a}`.labels AS SELECT label FROM `{a}`.items"
     ));
@@ -743,11 +742,9 @@ fn drill_traces(host: &Host) -> Vec<String> {
 
 #[test]
 fn drill_passes_on_a_good_snapshot_and_catches_a_broken_dump() {
-    let Some(rig) = rig() else { return };
-    let host = Host::new(&rig);
-    host.login();
-    let a = host.site_name("da");
-    populated_site(&host, &a, &rig.image("v1"));
+    let Some((host, [a])) = host_with_sites(["da"]) else {
+        return;
+    };
     // A view made by the site's own user: its definer must follow the scratch name.
     let made = host.sql_as_site(&a, "CREATE VIEW named AS SELECT id, label FROM items");
     assert!(
