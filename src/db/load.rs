@@ -137,7 +137,7 @@ impl Db {
         let tail = &after[after.len().saturating_sub(4096)..];
         if !crate::snapshot::archive::has_dump_trailer(tail) {
             return Err(Error::Other(format!(
-                "the dump {} ends without its completion trailer (cut short?); the rows of {db} are incomplete",
+                "the dump {} ends without its completion trailer (cut short?): the rows in {db} may be incomplete, and its views, triggers and routines were not created",
                 path.display()
             )));
         }

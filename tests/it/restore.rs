@@ -655,7 +655,7 @@ fn tables_of_many_statements_load_completely() {
 
 /// Restore hashes dumps but leaves checking their trailers to the load: a dump cut short
 /// (re-signed, so only its content can tell) still fails `sp verify`, and the restore stops
-/// before the triggers, views and routines of a half-loaded database.
+/// before the views, triggers and routines that follow the rows.
 #[test]
 fn a_dump_cut_short_fails_verify_and_restore() {
     let Some((host, [a])) = host_with_sites(["cut"]) else {
