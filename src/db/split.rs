@@ -106,7 +106,9 @@ pub enum Piece {
 
 /// Reads a dump once, calling `each` with its pieces in order (see [`Piece`]); returns the
 /// text for the client to run after every row is in: the preamble, then what comes after
-/// the rows. `definer` renames definers everywhere but in rows.
+/// the rows. `definer` renames definers everywhere but in rows. A dump that ends inside a
+/// statement or without its completion trailer (cut short) is an `UnexpectedEof` error,
+/// raised before the caller runs anything after the rows.
 pub fn pieces(
     input: &mut dyn BufRead,
     definer: Option<&Definer>,
@@ -116,6 +118,7 @@ pub fn pieces(
     let mut line = Vec::new();
     let mut after = Vec::new();
     let mut stmt = Vec::new();
+    let mut complete = false;
     let rename = |line: &[u8]| match definer {
         Some(d) => d.apply(line),
         None => line.to_vec(),
@@ -123,6 +126,10 @@ pub fn pieces(
     while read_line(input, &mut line)? {
         let kind = c.kind(&line);
         let text = line.trim_ascii_end();
+        if !text.is_empty() {
+            complete = !matches!(kind, Kind::Row { .. })
+                && crate::snapshot::archive::has_dump_trailer(text);
+        }
         match kind {
             Kind::Preamble => {
                 after.extend_from_slice(&line);
@@ -163,6 +170,12 @@ pub fn pieces(
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the dump ends inside a statement",
+        ));
+    }
+    if !complete {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the dump ends without its completion trailer (cut short?)",
         ));
     }
     Ok(after)
@@ -321,10 +334,11 @@ mod tests {
     }
 
     #[test]
-    fn a_dump_cut_inside_a_statement_is_an_error() {
+    fn a_dump_cut_short_is_an_error() {
         for cut in [
             "-- Table structure for table `a`\nINSERT INTO `a` VALUES\n(1),\n",
             "-- Table structure for table `a`\nCREATE TABLE `a` (\n",
+            "-- Table structure for table `a`\nCREATE TABLE `a` (id int);\n",
         ] {
             let err = pieces(&mut cut.as_bytes(), None, &mut |_| Ok(())).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
@@ -334,7 +348,7 @@ mod tests {
     #[test]
     fn definers_are_renamed_outside_data() {
         let d = Definer::new("blog", "blogcopy");
-        let dump = "-- Table structure for table `t`\n/*!50001 CREATE VIEW `t` AS SELECT 1 AS `DEFINER=`blog`@` */;\n-- Dumping data for table `t`\nINSERT INTO `t` VALUES ('DEFINER=`blog`@');\n/*!50013 DEFINER=`blog`@`%` SQL SECURITY DEFINER */\n";
+        let dump = "-- Table structure for table `t`\n/*!50001 CREATE VIEW `t` AS SELECT 1 AS `DEFINER=`blog`@` */;\n-- Dumping data for table `t`\nINSERT INTO `t` VALUES ('DEFINER=`blog`@');\n/*!50013 DEFINER=`blog`@`%` SQL SECURITY DEFINER */\n-- Dump completed on x\n";
         let (pieces, after) = read(dump, Some(&d));
         assert!(
             text(&pieces[0]).contains("DEFINER=`blogcopy`@"),

@@ -272,14 +272,11 @@ pub fn verify(dir: &Path, depth: Depth) -> Result<(Manifest, Vec<Fault>)> {
         }
     };
     let mut faults = Vec::new();
-    let dumps: Vec<&str> = match depth {
-        Depth::Full => m
-            .sites
-            .iter()
-            .filter_map(|s| s.database.as_ref().map(|d| d.dump.as_str()))
-            .collect(),
-        Depth::BeforeLoad => Vec::new(),
-    };
+    let dumps: Vec<&str> = m
+        .sites
+        .iter()
+        .filter_map(|s| s.database.as_ref().map(|d| d.dump.as_str()))
+        .collect();
     // Files are checked on all cores at once (each check is one sequential read).
     let next = std::sync::atomic::AtomicUsize::new(0);
     let found = std::sync::Mutex::new(Vec::new());
@@ -292,7 +289,8 @@ pub fn verify(dir: &Path, depth: Depth) -> Result<(Manifest, Vec<Fault>)> {
                 let problem = if f.path.contains("..") || f.path.starts_with('/') {
                     Some("unsafe path in manifest".to_string())
                 } else {
-                    verify_file(&dir.join(&f.path), f, dumps.contains(&f.path.as_str())).err()
+                    let check_dump = depth == Depth::Full && dumps.contains(&f.path.as_str());
+                    verify_file(&dir.join(&f.path), f, check_dump).err()
                 };
                 if let (Some(problem), Ok(mut v)) = (problem, found.lock()) {
                     v.push((
