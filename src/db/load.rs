@@ -1,8 +1,11 @@
 //! Loading a dump fast, reading it once (see [`split`]): each table's structure runs in order
 //! on one connection, and its rows — one `INSERT` statement at a time — go to whichever of
-//! several more connections is free; triggers, views and routines follow through the
-//! server's own client. The server parses and inserts on every connection at once, and no
-//! client process re-parses the rows.
+//! several more connections is free; triggers, views and routines follow on the first
+//! connection once every row is in. The server parses and inserts on every connection at once.
+//!
+//! Every connection logs in as the site's own account ([`Account`]), never as the admin: a
+//! dump is the tenant's text, so whatever it holds can change nothing the site itself could
+//! not. No client program reads it, so no client command (`\\!`, `system`, `source`) can run.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
 
 use super::split::{self, Definer, Piece};
-use super::{Db, DumpClient};
+use super::Db;
 use crate::error::{Error, Result};
 
 type Reader = Box<dyn std::io::BufRead + Send>;
@@ -22,13 +25,14 @@ fn open(path: &Path) -> std::io::Result<Reader> {
 }
 
 impl Db {
-    /// Loads the zstd-compressed dump at `path` into the (existing) database `db` in one read:
-    /// the schema in order on one connection, the rows over `workers` more, then triggers,
-    /// views and routines through the client. `definer` renames the definer of views,
-    /// triggers and routines (a dump loaded under a new name). Fails with the first error.
+    /// Loads the zstd-compressed dump at `path` into the (existing) database `db` in one read,
+    /// logged in as `account` (the site's own user, which can touch only `db`): the schema in
+    /// order on one connection, the rows over `workers` more, then triggers, views and
+    /// routines on the first. `definer` renames the definer of views, triggers and routines
+    /// (a dump loaded under a new name). Fails with the first error.
     pub async fn load_dump(
         &self,
-        client: Arc<DumpClient>,
+        account: &Account,
         db: &str,
         path: &Path,
         workers: usize,
@@ -61,7 +65,7 @@ impl Db {
         let (rows, rx) = tokio::sync::mpsc::channel::<Rows>(workers * 2);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let loaders = futures_util::future::try_join_all(
-            (0..workers).map(|_| self.load_rows(db, rx.clone(), session.clone())),
+            (0..workers).map(|_| self.load_rows(account, db, rx.clone(), session.clone())),
         );
         drop(rx);
         let dispatch = async {
@@ -77,7 +81,7 @@ impl Db {
                     Piece::Schema(s) => {
                         let c = match schema_conn.as_mut() {
                             Some(c) => c,
-                            None => match self.loading_conn(db, &settings).await {
+                            None => match self.loading_conn(account, db, &settings).await {
                                 Ok(c) => schema_conn.insert(c),
                                 Err(e) => {
                                     result = Err(e);
@@ -120,32 +124,44 @@ impl Db {
             }
             drop(pieces); // stops the reader if we stopped early
             drop(rows); // lets the loaders finish
-            if let Some(c) = schema_conn {
-                let _ = c.disconnect().await;
-            }
-            result
+            result.map(|()| (schema_conn, settings))
         };
         let (result, read, loaded) = tokio::join!(dispatch, reader, loaders);
+        let (schema_conn, settings) = result?;
         loaded?;
-        result?;
         let Some(after) = read? else {
             return Err(Error::Other(format!(
                 "loading the dump into {db} stopped early"
             )));
         };
 
-        // Triggers, final views, routines, events.
-        let db = db.to_string();
-        blocking(move || {
-            client.run_client(&db, &mut |stdin| std::io::Write::write_all(stdin, &after))
-        })
-        .await
+        // Triggers, final views, routines, events: in order, on the schema's connection.
+        let mut c = match schema_conn {
+            Some(c) => c,
+            None => self.loading_conn(account, db, &settings).await?,
+        };
+        let mut result = Ok(());
+        for stmt in &after {
+            if let Err(e) = c.query_drop(stmt.as_slice()).await {
+                result = Err(Error::mysql(
+                    format!(
+                        "loading the dump into {db} failed (triggers, views, routines or events: {})",
+                        head(stmt)
+                    ),
+                    e,
+                ));
+                break;
+            }
+        }
+        let _ = c.disconnect().await;
+        result
     }
 
     /// One loading connection: runs statements from `rx` until it is empty. Connects on the
     /// first statement, so a dump without rows opens no connection.
     async fn load_rows(
         &self,
+        account: &Account,
         db: &str,
         rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Rows>>>,
         session: Arc<std::sync::OnceLock<Vec<Vec<u8>>>>,
@@ -160,7 +176,7 @@ impl Db {
                     Some(c) => c,
                     None => {
                         let settings = session.get().map(Vec::as_slice).unwrap_or_default();
-                        conn.insert(self.loading_conn(db, settings).await?)
+                        conn.insert(self.loading_conn(account, db, settings).await?)
                     }
                 };
                 let _slot = self.load_slots.acquire().await;
@@ -205,12 +221,22 @@ impl Db {
         result
     }
 
-    /// A connection of its own (never the pool's: it carries the dump's session settings).
-    async fn loading_conn(&self, db: &str, session: &[Vec<u8>]) -> Result<Conn> {
-        let opts = OptsBuilder::from_opts(self.opts.clone()).db_name(Some(db));
-        let mut c = Conn::new(opts)
-            .await
-            .map_err(|e| Error::mysql(format!("connect to {}", self.display), e))?;
+    /// A connection of its own as `account` (never the pool's: it carries the dump's session
+    /// settings), over the same socket or address as the admin's.
+    async fn loading_conn(&self, account: &Account, db: &str, session: &[Vec<u8>]) -> Result<Conn> {
+        let opts = OptsBuilder::from_opts(self.opts.clone())
+            .user(Some(account.user.clone()))
+            .pass(Some(account.password.clone()))
+            .db_name(Some(db));
+        let mut c = Conn::new(opts).await.map_err(|e| {
+            Error::mysql(
+                format!(
+                    "log in to {} as the site's own user {:?} to load its dump (mysql.user_host must admit this host's connections, e.g. \"%\")",
+                    self.display, account.user
+                ),
+                e,
+            )
+        })?;
         for s in session {
             c.query_drop(s.as_slice())
                 .await
@@ -218,6 +244,27 @@ impl Db {
         }
         Ok(c)
     }
+}
+
+/// The account a dump loads as: the site's own user, granted that one database only.
+#[derive(Clone)]
+pub struct Account {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Account({:?})", self.user) // never the password
+    }
+}
+
+/// The start of a statement, for messages (one line, at most 80 characters).
+fn head(stmt: &[u8]) -> String {
+    crate::site::one_line(&String::from_utf8_lossy(&stmt[..stmt.len().min(200)]))
+        .chars()
+        .take(80)
+        .collect()
 }
 
 /// One `INSERT` for a loader; `done` is told when it has run (a table's first statement).

@@ -1,11 +1,19 @@
 //! The shared MySQL/MariaDB server: one database and one user per site.
 //!
+//! **Nothing a tenant or a snapshot controls runs with more privilege than that one site
+//! has.** The admin account only creates, grants and drops; a site's dump — its rows,
+//! triggers, routines and events are the tenant's own text — is loaded logged in as the
+//! site's own user ([`Account`]), split by a real lexer, and never fed to a client program.
+//!
 //! SQL text is built by the pure functions at the top (unit-tested for exact output); only
 //! [`Db`] talks to the server. Identifiers are validated site names and are still quoted;
 //! passwords go in as properly escaped string literals, never spliced raw.
 
+mod lex;
 mod load;
 pub mod split;
+
+pub use load::Account;
 
 use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder, Pool, Value};
@@ -326,56 +334,6 @@ impl DumpClient {
             .and_then(|_| options.flush())
             .map_err(|e| Error::io("write option file", e))?;
         Ok(DumpClient { program, options })
-    }
-
-    /// Runs the mysql client on `db`, feeding its stdin with `feed`.
-    fn run_client(
-        &self,
-        db: &str,
-        feed: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
-    ) -> Result<()> {
-        use std::process::{Command, Stdio};
-        let program = ["mariadb", "mysql"]
-            .iter()
-            .find_map(|p| find_in_path(p))
-            .ok_or_else(|| {
-                Error::NotFound("neither mariadb nor mysql (the client) is installed".into())
-            })?;
-        let mut child = Command::new(&program)
-            .arg(format!(
-                "--defaults-extra-file={}",
-                self.options.path().display()
-            ))
-            .args(["--batch", "--default-character-set=utf8mb4", db])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io(format!("start {}", program.display()), e))?;
-        let mut stderr = child.stderr.take();
-        let err_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(e) = stderr.as_mut() {
-                let _ = std::io::Read::read_to_string(e, &mut s);
-            }
-            s
-        });
-        let fed = match child.stdin.take() {
-            Some(mut si) => feed(&mut si),
-            None => Ok(()),
-        };
-        let status = child
-            .wait()
-            .map_err(|e| Error::io("wait for the mysql client", e))?;
-        let stderr = err_reader.join().unwrap_or_default();
-        if !status.success() {
-            let first = first_error_line(&stderr);
-            return Err(Error::Other(format!(
-                "loading the dump into {db} failed ({status}): {first}"
-            )));
-        }
-        fed.map_err(|e| Error::io(format!("feed the dump into {db}"), e))?;
-        Ok(())
     }
 
     /// Dumps `db` into `out` (streamed; nothing is held in memory), checking the exit status

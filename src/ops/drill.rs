@@ -149,7 +149,6 @@ async fn drill_sites(
     engine
         .ensure_network(&ctx.config.docker.network, &ctx.config.instance)
         .await?;
-    let client = std::sync::Arc::new(db.dump_client(&ctx.config.state_dir)?);
     let mut out = Vec::new();
     for (e, name) in entries.iter().zip(names) {
         ctx.note(&format!("drill: {} as {name}", e.name));
@@ -159,7 +158,7 @@ async fn drill_sites(
             healthy: false,
             faults: Vec::new(),
         };
-        if let Err(err) = drill_site(ctx, engine, db, client.clone(), dir, e, name, &mut s).await {
+        if let Err(err) = drill_site(ctx, engine, db, dir, e, name, &mut s).await {
             s.faults.push(err.to_string());
         }
         out.push(s);
@@ -172,7 +171,6 @@ async fn drill_site(
     ctx: &Ctx,
     engine: &Engine,
     db: &Db,
-    client: std::sync::Arc<crate::db::DumpClient>,
     dir: &Path,
     e: &SiteEntry,
     name: &str,
@@ -190,24 +188,14 @@ async fn drill_site(
     spec.domains.clear();
 
     if let Some(dbe) = &e.database {
-        db.ensure_database(name).await?;
-        let definer = crate::db::split::Definer::new(&e.name, name);
-        let loaded = db
-            .load_dump(
-                client,
-                name,
-                &dir.join(&dbe.dump),
-                super::restore::LOAD_CONNECTIONS,
-                Some(definer),
-            )
-            .await;
+        let loaded = provision::load_database(ctx, db, name, &dir.join(&dbe.dump)).await;
         if let Err(err) = loaded {
             s.faults.push(format!("the dump does not load: {err}"));
             return Ok(());
         }
         // Views and triggers now run as the scratch user: it must exist before they are read.
         if let Some(pw) = provision::read_password(&paths)? {
-            db.ensure_user(name, name, &ctx.config.mysql.user_host, &pw)
+            db.set_password(name, &ctx.config.mysql.user_host, &pw)
                 .await?;
         }
         let present: Vec<String> = db.tables(name).await?.into_iter().map(|(t, _)| t).collect();

@@ -150,6 +150,33 @@ pub async fn ensure_database(ctx: &Ctx, db: &Db, spec: &SiteSpec) -> Result<Vec<
     Ok(done)
 }
 
+/// Loads a site's dump into a fresh database `name`, logged in as the site's own user — never
+/// as the admin, so a hostile dump can change nothing but that database. The user is made
+/// to exist with a throwaway password for the load; the caller then sets the real one (it
+/// comes with the site's files). Every definer becomes that user (see [`Definer`]).
+///
+/// [`Definer`]: crate::db::split::Definer
+pub async fn load_database(ctx: &Ctx, db: &Db, name: &str, dump: &std::path::Path) -> Result<()> {
+    let host = &ctx.config.mysql.user_host;
+    let definer = crate::db::split::Definer::new(name, host);
+    db.drop_database(name).await?;
+    db.ensure_database(name).await?;
+    let account = crate::db::Account {
+        user: name.to_string(),
+        password: generate_password(),
+    };
+    db.ensure_user(name, name, host, &account.password).await?;
+    db.set_password(name, host, &account.password).await?;
+    db.load_dump(
+        &account,
+        name,
+        dump,
+        super::restore::LOAD_CONNECTIONS,
+        Some(definer),
+    )
+    .await
+}
+
 /// Pulls `image` with the stored credential for its registry; returns it pinned by digest.
 pub async fn pull(ctx: &Ctx, engine: &Engine, image: &str) -> Result<String> {
     let r = ImageRef::parse(image)?;

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::db::{generate_password, Db, DumpClient};
+use crate::db::{generate_password, Db};
 use crate::engine::Engine;
 use crate::error::{Error, Result, StepExt};
 use crate::site::{validate_name, DeployState, SitePaths, SiteSpec};
@@ -280,7 +280,6 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     // 5. The sites' files and data, about one site per core at a time, in order (each loads
     // its rows over several connections already); a site whose data is in starts its
     // container while the next ones load, rather than every site starting at the very end.
-    let client = std::sync::Arc::new(db.dump_client(&ctx.config.state_dir)?);
     // Image archives live beside the snapshots we restore from.
     let mut rcfg = ctx.config.clone();
     rcfg.backup_dir = from.clone();
@@ -289,7 +288,6 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         ctx: &rctx,
         engine: &engine,
         db: &db,
-        client,
         data_slots: tokio::sync::Semaphore::new(crate::cores()),
         id: &id,
         dir: &dir,
@@ -453,7 +451,6 @@ struct Run<'a> {
     ctx: &'a Ctx,
     engine: &'a Engine,
     db: &'a Db,
-    client: std::sync::Arc<DumpClient>,
     /// Sites whose files and data load at the same time.
     data_slots: tokio::sync::Semaphore,
     id: &'a str,
@@ -509,13 +506,7 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
             return Ok::<Option<f64>, Error>(None);
         };
         let t0 = Instant::now();
-        db.drop_database(&name).await?;
-        db.ensure_database(&name).await?;
-        let definer =
-            (name != from_site).then(|| crate::db::split::Definer::new(&from_site, &name));
-        let dump = dir.join(&dbe.dump);
-        db.load_dump(run.client.clone(), &name, &dump, LOAD_CONNECTIONS, definer)
-            .await?;
+        provision::load_database(ctx, db, &name, &dir.join(&dbe.dump)).await?;
         Ok(Some(t0.elapsed().as_secs_f64()))
     };
     let image = async {
