@@ -238,7 +238,7 @@ pub fn items(
             }
             let was = lx.at;
             let n = lx.step(&line, i);
-            if !started && !(was == At::Code && line[i].is_ascii_whitespace()) {
+            if !started && (was != At::Code || !line[i].is_ascii_whitespace()) {
                 started = true;
             }
             i += n.min(line.len() - i);

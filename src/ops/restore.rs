@@ -294,7 +294,6 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     };
     let results =
         futures_util::future::join_all(targets.iter().map(|t| restore_site(&run, t))).await;
-    drop(run);
     db.close().await;
     let mut sites = Vec::new();
     let mut errors = Vec::new();
