@@ -302,6 +302,7 @@ impl Host {
                 self.rig.var("SP_RIG_MYSQL_PORT"),
                 "-u",
                 user,
+                "--comments",
                 "-N",
                 "-B",
                 db,

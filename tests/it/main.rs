@@ -9,3 +9,4 @@ mod bad_input;
 mod lock;
 mod restore;
 mod site_lifecycle;
+mod tenant_db;

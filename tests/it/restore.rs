@@ -60,7 +60,7 @@ fn populated_site(host: &Host, name: &str, image: &str) {
 
 /// A logged-in host of its own with a populated site (see [`populated_site`]) on the rig's v1
 /// image per label; None without the rig.
-fn host_with_sites<const N: usize>(labels: [&str; N]) -> Option<(Host, [String; N])> {
+pub(crate) fn host_with_sites<const N: usize>(labels: [&str; N]) -> Option<(Host, [String; N])> {
     let rig = rig()?;
     let host = Host::new(&rig);
     host.login();
@@ -570,7 +570,7 @@ fn a_hostile_archive_is_refused_with_nothing_written() {
 }
 
 /// A site's dump in a snapshot, decompressed.
-fn read_dump(host: &Host, id: &str, site: &str) -> String {
+pub(crate) fn read_dump(host: &Host, id: &str, site: &str) -> String {
     let dump = host
         .backup_dir()
         .join(id)
@@ -582,7 +582,7 @@ fn read_dump(host: &Host, id: &str, site: &str) -> String {
 
 /// Puts `text` in place of a site's dump in a snapshot and re-signs the manifest, as if sp
 /// had written it (so only loading the dump can tell).
-fn replace_dump(host: &Host, id: &str, site: &str, text: &str) {
+pub(crate) fn replace_dump(host: &Host, id: &str, site: &str, text: &str) {
     let snap = host.backup_dir().join(id);
     let path = format!("sites/{site}.sql.zst");
     let raw = host.dir.path().join("replaced.sql");

@@ -1,0 +1,111 @@
+//! A tenant's database is hostile input: what its rows, triggers, routines and comments
+//! hold — and what a crafted dump holds — may change nothing beyond that one site, through
+//! backup, drill, restore or a `--as` clone.
+
+use crate::harness::Host;
+use crate::restore::{host_with_sites, read_dump, replace_dump};
+
+fn q(host: &Host, sql: &str) -> String {
+    host.root_sql(sql).trim().to_string()
+}
+
+fn grants(host: &Host, user: &str) -> String {
+    q(host, &format!("SHOW GRANTS FOR '{user}'@'%'"))
+}
+
+fn trigger_body(host: &Host, db: &str) -> String {
+    q(
+        host,
+        &format!(
+            "SELECT CONCAT(TRIGGER_NAME, ':', ACTION_STATEMENT) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{db}'"
+        ),
+    )
+}
+
+/// The issue's trigger: a body whose comment imitates dump syntax (a `DELIMITER ;` line,
+/// then statements that would reach another site and make the tenant a global admin).
+#[test]
+fn a_trigger_that_imitates_dump_syntax_changes_nothing_outside_its_site() {
+    let Some((host, [a, other])) = host_with_sites(["ta", "tb"]) else {
+        return;
+    };
+    let made = host.sql_as_site(
+        &a,
+        &format!(
+            "DELIMITER $$\nCREATE TRIGGER tr2 BEFORE INSERT ON items FOR EACH ROW BEGIN\n/*\nDELIMITER ;\nINSERT INTO `items` VALUES (101,\"x\",NULL); CREATE TABLE `{other}`.`pwned`(x int); GRANT ALL PRIVILEGES ON *.* TO `{a}`@`%` WITH GRANT OPTION;\n*/\nSET NEW.label=NEW.label; END$$\nDELIMITER ;\n"
+        ),
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let body = trigger_body(&host, &a);
+    assert!(body.contains("DELIMITER ;"), "the comment was kept: {body}");
+    let grants_before = grants(&host, &a);
+    let rows = |db: &str| q(&host, &format!("SELECT id FROM `{db}`.items ORDER BY id"));
+    let rows_before = rows(&a);
+    let pwned = || {
+        q(
+            &host,
+            "SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_NAME = 'pwned'",
+        )
+    };
+
+    host.sp_ok(&["backup", "--site", &a]);
+    let drill = host.json(&["drill", "latest"]);
+    assert_eq!(drill["sites"][0]["healthy"], true, "{drill}");
+    let clone = host.site_name("tc");
+    host.sp_ok(&["restore", "latest", "--site", &a, "--as", &clone]);
+
+    assert_eq!(grants(&host, &a), grants_before, "the tenant's grants changed");
+    assert_eq!(pwned(), "", "an object appeared in another database");
+    let clone_grants = grants(&host, &clone);
+    assert!(
+        !clone_grants.contains("PRIVILEGES ON *.*") && !clone_grants.contains(&other),
+        "{clone_grants}"
+    );
+    assert_eq!(
+        trigger_body(&host, &clone),
+        body,
+        "the clone's trigger differs"
+    );
+    assert_eq!(rows(&clone), rows_before);
+    assert_eq!(rows(&a), rows_before);
+    assert_eq!(q(&host, &format!("SHOW TABLES FROM `{other}`")), "items");
+}
+
+/// A crafted dump (signed like sp's own) that drops the sandbox line and asks the client to
+/// run a shell command, or tries to reach another database: nothing runs on the host and no
+/// other database changes, whatever the restore then reports.
+#[test]
+fn a_crafted_dump_runs_nothing_on_the_host_and_reaches_no_other_database() {
+    let Some((host, [a, other])) = host_with_sites(["ca", "cb"]) else {
+        return;
+    };
+    let report = host.json(&["backup", "--site", &a]);
+    let id = report["id"].as_str().unwrap().to_string();
+    let marker = host.dir.path().join("ran-as-root");
+    let text = read_dump(&host, &id, &a);
+    let body = text
+        .lines()
+        .filter(|l| !l.contains("enable the sandbox mode"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cut = body.rfind("-- Dump completed").unwrap();
+    let crafted = format!(
+        "\\! id > {m}\nsystem id > {m}\n{}\nCREATE TABLE `{other}`.`pwned` (x int);\nGRANT ALL PRIVILEGES ON *.* TO `{a}`@`%`;\nDROP DATABASE `{other}`;\n{}",
+        &body[..cut],
+        &body[cut..],
+        m = marker.display()
+    );
+    replace_dump(&host, &id, &a, &crafted);
+    let grants_before = grants(&host, &a);
+    let clone = host.site_name("cc");
+    let _ = host.sp(&["restore", &id, "--site", &a, "--as", &clone]);
+    let _ = host.sp(&["drill", &id]);
+    assert!(!marker.exists(), "a command in the dump ran on the host");
+    assert!(host.database_exists(&other), "another site's database was dropped");
+    assert_eq!(q(&host, &format!("SHOW TABLES FROM `{other}`")), "items");
+    assert_eq!(grants(&host, &a), grants_before);
+}
