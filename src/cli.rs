@@ -58,6 +58,8 @@ pub enum Command {
         /// Snapshot id, or `latest`.
         #[arg(default_value = "latest")]
         id: String,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
     /// Delete snapshots the [retention] policy does not keep (never pinned ones, never the newest verified).
     Prune {
@@ -82,6 +84,8 @@ pub enum Command {
         /// Replace sites, databases and containers that exist (their state is snapshotted first).
         #[arg(long, short)]
         yes: bool,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
     /// Restore a snapshot into a scratch namespace, check every table and health, remove every trace.
     Drill {
@@ -91,7 +95,12 @@ pub enum Command {
         /// Directory holding the snapshots (default: backup_dir).
         #[arg(long, value_name = "DIR")]
         from: Option<PathBuf>,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
+    /// The key that signs every snapshot (verify, restore and drill refuse unsigned ones).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Backup schedule and site jobs.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -105,6 +114,37 @@ pub enum Command {
     /// Print the man page (roff).
     #[command(hide = true)]
     Man,
+}
+
+/// Keys of other hosts to trust, for commands that read snapshots.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// Also accept snapshots signed by this key (a public key from `sp key export --public`,
+    /// or a secret key file); repeatable.
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print this host's public key and where the secret key is kept.
+    Show,
+    /// Make a new key for the snapshots to come; the old one stays trusted for older snapshots.
+    Rotate,
+    /// Print the secret key (to keep off the host), or with --public the public key.
+    Export {
+        /// Only the public key: enough to verify and restore, not to sign.
+        #[arg(long)]
+        public: bool,
+    },
+    /// Make the secret key in FILE (from `sp key export` on the old host) this host's key.
+    Import {
+        /// The secret key file.
+        file: PathBuf,
+        /// Replace a key this host already has (its public key stays trusted).
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

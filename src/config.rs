@@ -26,6 +26,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Seconds a mutating command waits for another one to finish.
     pub lock_timeout: u64,
+    /// Public keys (`sp-ed25519:…`) of other hosts whose snapshots verify, restore and drill
+    /// accept, besides this host's own keys.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<String>,
     pub mysql: MysqlConfig,
     pub docker: DockerConfig,
     pub backup: BackupConfig,
@@ -121,6 +125,7 @@ impl Default for Config {
             backup_dir: "/var/backups/simple-paas".into(),
             state_dir: "/var/lib/simple-paas".into(),
             lock_timeout: 300,
+            trusted_keys: Vec::new(),
             mysql: MysqlConfig::default(),
             docker: DockerConfig::default(),
             backup: BackupConfig::default(),
@@ -207,6 +212,9 @@ impl Config {
                 return Err(format!("{k} must be an absolute path"));
             }
         }
+        for k in &self.trusted_keys {
+            crate::key::PublicKey::parse(k).map_err(|e| format!("trusted_keys: {e}"))?;
+        }
         self.port_range()?;
         split_host_port(&self.mysql.host_for_containers)
             .ok_or_else(|| "mysql.host_for_containers must be HOST:PORT".to_string())?;
@@ -258,11 +266,16 @@ sites_dir = "{sites}"
 # Where snapshots go.
 backup_dir = "{backup}"
 
-# sp's own state (the host lock).
+# sp's own state: the host lock, and the key that signs every snapshot (keys/snapshot.key;
+# keep a copy off this host: `sp key export`).
 state_dir = "{state}"
 
 # Seconds a mutating command waits for another sp command to finish.
 lock_timeout = {lock}
+
+# Public keys of other hosts whose snapshots verify, restore and drill accept (this host's
+# own keys are always trusted), as `sp key show` prints them on that host.
+# trusted_keys = ["sp-ed25519:..."]
 
 [mysql]
 # Admin connection used to create databases and users (needs CREATE USER and GRANT OPTION).

@@ -5,7 +5,9 @@ use std::io::{BufRead, Write};
 
 use serde::Serialize;
 
-use crate::cli::{Cli, Command, RegistryCommand, ScheduleCommand, SiteCommand, SnapshotCommand};
+use crate::cli::{
+    Cli, Command, KeyCommand, RegistryCommand, ScheduleCommand, SiteCommand, SnapshotCommand,
+};
 use crate::error::{Error, Result};
 use crate::ops::{self, Ctx, Notifier};
 
@@ -126,6 +128,7 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             as_name,
             from,
             yes,
+            keys,
         } => {
             let opts = ops::restore::RestoreOpts {
                 id: id.clone(),
@@ -133,11 +136,12 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
                 as_name: as_name.clone(),
                 from: from.clone(),
                 yes: *yes,
+                keys: keys.keys.clone(),
             };
             emit_action(&cli, io, &ops::restore::run(&ctx, &opts).await?)?;
         }
-        Command::Drill { id, from } => {
-            let report = ops::drill::run(&ctx, id, from.as_deref()).await?;
+        Command::Drill { id, from, keys } => {
+            let report = ops::drill::run(&ctx, id, from.as_deref(), &keys.keys).await?;
             emit_unless_quiet_and(report.ok, &cli, io, &report)?;
             return Ok(if report.ok { 0 } else { 1 });
         }
@@ -148,11 +152,24 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
         Command::Snapshot(SnapshotCommand::Unpin { id }) => {
             emit_action(&cli, io, &ops::snapshots::pin(&ctx, id, false)?)?
         }
-        Command::Verify { id } => {
-            let report = ops::verify::run(&ctx, id).await?;
+        Command::Verify { id, keys } => {
+            let report = ops::verify::run(&ctx, id, &keys.keys).await?;
             emit_unless_quiet_and(report.ok(), &cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }
+        Command::Key(kc) => match kc {
+            KeyCommand::Show => emit(&cli, io, &ops::key::show(&ctx)?)?,
+            KeyCommand::Rotate => emit_action(&cli, io, &ops::key::rotate(&ctx)?)?,
+            KeyCommand::Export { public } => {
+                let text = ops::key::export(&ctx, *public)?;
+                io.out
+                    .write_all(text.as_bytes())
+                    .map_err(|e| Error::io("write the key", e))?;
+            }
+            KeyCommand::Import { file, replace } => {
+                emit_action(&cli, io, &ops::key::import(&ctx, file, *replace)?)?
+            }
+        },
         Command::Prune { dry_run } => emit_action(&cli, io, &ops::prune::run(&ctx, *dry_run)?)?,
         Command::Schedule(ScheduleCommand::Show) => emit(&cli, io, &ops::schedule::show(&ctx)?)?,
         Command::Schedule(ScheduleCommand::Install {

@@ -25,6 +25,9 @@ pub enum Error {
     /// Another sp command holds the host lock.
     #[error("{0}")]
     Locked(String),
+    /// A snapshot is not signed by a key this host trusts. Nothing from it was used.
+    #[error("{0}")]
+    Unauthentic(String),
     /// The config file is missing or wrong.
     #[error("config {path}: {message}")]
     Config { path: String, message: String },
@@ -105,12 +108,14 @@ impl Error {
         }
     }
 
-    /// Exit code for this error: 2 bad input, 3 not found, 4 conflict, 75 lock busy, 1 otherwise.
+    /// Exit code for this error: 2 bad input, 3 not found, 4 conflict, 5 a snapshot that does
+    /// not authenticate, 75 lock busy, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self.root() {
             Error::Invalid(_) | Error::Config { .. } => 2,
             Error::NotFound(_) => 3,
             Error::Conflict(_) => 4,
+            Error::Unauthentic(_) => 5,
             Error::Locked(_) => 75,
             _ => 1,
         }

@@ -9,6 +9,7 @@
 //! - [`site`]: the `site.toml` spec and input validation — the model every layer shares.
 //! - [`config`]: the host config. [`registry`]: stored registry credentials.
 //! - [`engine`]: Docker (bollard). [`db`]: MySQL (mysql_async). [`lock`]: the host lock.
+//! - [`snapshot`]: the snapshot format, verify, safe unpack; [`key`]: the key that signs them.
 //! - [`cli`]: clap definitions; [`dispatch`]: command line → op → rendered report.
 //! - [`error`]: the error type and its policy. [`ui`]: the binary's terminal front-end.
 //!
@@ -22,6 +23,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod key;
 pub mod lock;
 pub mod ops;
 pub mod registry;

@@ -335,7 +335,14 @@ async fn write_snapshot(
         sites: entries,
         files,
     };
-    snapshot::write_manifest(tmp, &manifest)?;
+    let (key, made) = crate::key::HostKey::load_or_create(&ctx.config.state_dir)?;
+    if made {
+        ctx.note(&format!(
+            "made this host's snapshot key ({}); keep a copy off the host: `sp key export`",
+            key.public()
+        ));
+    }
+    snapshot::write_manifest(tmp, &manifest, &key)?;
     snapshot::sync_dir(&tmp.join("sites"))?;
     snapshot::sync_dir(tmp)?;
     let dir = ctx.config.backup_dir.join(id);

@@ -81,7 +81,12 @@ pub fn last(ctx: &Ctx) -> Option<DrillReport> {
 }
 
 /// `sp drill`.
-pub async fn run(ctx: &Ctx, id: &str, from: Option<&Path>) -> Result<DrillReport> {
+pub async fn run(
+    ctx: &Ctx,
+    id: &str,
+    from: Option<&Path>,
+    keys: &[PathBuf],
+) -> Result<DrillReport> {
     let started = Instant::now();
     let from = from
         .map(Path::to_path_buf)
@@ -89,10 +94,12 @@ pub async fn run(ctx: &Ctx, id: &str, from: Option<&Path>) -> Result<DrillReport
     let (id, dir) = snapshot::resolve(&from, id)?;
     let _lock = ctx.lock(&format!("drill {id}"))?;
     let d = dir.clone();
-    let (manifest, faults) =
-        tokio::task::spawn_blocking(move || snapshot::verify(&d, snapshot::Depth::BeforeLoad))
-            .await
-            .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
+    let keyring = ctx.keyring(keys)?;
+    let (manifest, faults) = tokio::task::spawn_blocking(move || {
+        snapshot::verify(&d, snapshot::Depth::BeforeLoad, &keyring)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
     let mut report = DrillReport {
         id: id.clone(),
         ok: false,

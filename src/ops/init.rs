@@ -1,5 +1,5 @@
-//! `sp init`: write a commented default config and create the directories. An existing config
-//! is never overwritten.
+//! `sp init`: write a commented default config, create the directories and the host's
+//! snapshot key. An existing config or key is never overwritten.
 
 use std::path::PathBuf;
 
@@ -24,6 +24,9 @@ pub struct InitReport {
     pub config: PathBuf,
     pub written: bool,
     pub created_dirs: Vec<PathBuf>,
+    /// The host's snapshot key, made now unless it had one.
+    pub public_key: String,
+    pub key_created: bool,
 }
 
 impl std::fmt::Display for InitReport {
@@ -35,6 +38,13 @@ impl std::fmt::Display for InitReport {
         }
         for d in &self.created_dirs {
             write!(f, "\ncreated {}", d.display())?;
+        }
+        if self.key_created {
+            write!(
+                f,
+                "\nmade the snapshot key {}; keep a copy off this host: `sp key export`",
+                self.public_key
+            )?;
         }
         Ok(())
     }
@@ -90,10 +100,13 @@ pub fn run(config_path: &std::path::Path, opts: &InitOpts) -> Result<InitReport>
         }
     }
     crate::fsutil::chmod(&config.backup_dir, 0o700)?;
+    let (key, key_created) = crate::key::HostKey::load_or_create(&config.state_dir)?;
     Ok(InitReport {
         config: config_path.to_path_buf(),
         written,
         created_dirs,
+        public_key: key.public().to_string(),
+        key_created,
     })
 }
 

@@ -20,6 +20,7 @@ pub mod doctor;
 pub mod drill;
 pub mod init;
 pub mod job;
+pub mod key;
 pub mod provision;
 pub mod prune;
 pub mod registry_login;
@@ -136,6 +137,12 @@ impl Ctx {
 
     pub fn db(&self) -> Result<Db> {
         Db::open(&self.config.mysql)
+    }
+
+    /// The keys whose snapshot signatures this command accepts: the host's own (and earlier
+    /// ones), the config's `trusted_keys`, and `files` (`--key`).
+    pub fn keyring(&self, files: &[PathBuf]) -> Result<crate::key::Keyring> {
+        crate::key::Keyring::load(&self.config.state_dir, &self.config.trusted_keys, files)
     }
 
     pub fn paths(&self, site: &str) -> SitePaths {

@@ -2,7 +2,7 @@
 //! back from a snapshot — on a bare host, or next to the originals as a clone.
 //!
 //! 1. find the snapshot (in `--from DIR` or `backup_dir`); take the host lock;
-//! 2. verify every checksum and scan every archive for unsafe members, **before changing
+//! 2. check the manifest's signature (see [`crate::key`]), verify every checksum and scan every archive for unsafe members, **before changing
 //!    anything** (each dump's trailer is checked as it loads, see [`snapshot::Depth`]);
 //! 3. plan: refuse sites, databases or containers that already exist unless `--yes` (then
 //!    their current state is snapshotted first); a site this very snapshot was already
@@ -47,6 +47,8 @@ pub struct RestoreOpts {
     pub from: Option<PathBuf>,
     /// Replace what exists (after snapshotting it).
     pub yes: bool,
+    /// Public (or secret) key files of other hosts whose snapshots to accept.
+    pub keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -155,16 +157,18 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     let mut wanted = opts.sites.clone();
     wanted.sort();
     wanted.dedup();
+    let keyring = ctx.keyring(&opts.keys)?;
     let _lock = ctx.lock(&format!("restore {id}"))?;
 
     // 2. Verify before anything changes.
     ctx.note(&format!("verifying snapshot {id}"));
     let t = Instant::now();
     let d = dir.clone();
-    let (manifest, faults) =
-        tokio::task::spawn_blocking(move || snapshot::verify(&d, snapshot::Depth::BeforeLoad))
-            .await
-            .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
+    let (manifest, faults) = tokio::task::spawn_blocking(move || {
+        snapshot::verify(&d, snapshot::Depth::BeforeLoad, &keyring)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
     if !faults.is_empty() {
         let list: Vec<String> = faults
             .iter()

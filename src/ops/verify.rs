@@ -1,5 +1,8 @@
 //! `sp verify [ID|latest]`: re-hash every file, walk every archive, check every dump's trailer
-//! (one read per file); non-zero exit naming each faulty file.
+//! (one read per file), after checking the manifest's signature; non-zero exit naming each
+//! faulty file.
+
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -52,29 +55,31 @@ impl std::fmt::Display for VerifyReport {
 }
 
 /// `sp verify`. A sound snapshot is marked verified (shown by `sp snapshots`, used by prune).
-pub async fn run(ctx: &Ctx, id: &str) -> Result<VerifyReport> {
+pub async fn run(ctx: &Ctx, id: &str, keys: &[PathBuf]) -> Result<VerifyReport> {
     let (id, dir) = snapshot::resolve(&ctx.config.backup_dir, id)?;
+    let keyring = ctx.keyring(keys)?;
     let started = std::time::Instant::now();
     let snap_dir = dir.clone();
-    let (manifest, faults) =
-        match tokio::task::spawn_blocking(move || snapshot::verify(&dir, snapshot::Depth::Full))
-            .await
-        {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
-                return Ok(VerifyReport {
-                    id,
-                    files: 0,
-                    bytes: 0,
-                    seconds: started.elapsed().as_secs_f64(),
-                    faults: vec![Fault {
-                        file: snapshot::MANIFEST.into(),
-                        problem: e.to_string(),
-                    }],
-                })
-            }
-            Err(e) => return Err(Error::Other(format!("verify task failed: {e}"))),
-        };
+    let (manifest, faults) = match tokio::task::spawn_blocking(move || {
+        snapshot::verify(&dir, snapshot::Depth::Full, &keyring)
+    })
+    .await
+    {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            return Ok(VerifyReport {
+                id,
+                files: 0,
+                bytes: 0,
+                seconds: started.elapsed().as_secs_f64(),
+                faults: vec![Fault {
+                    file: snapshot::MANIFEST.into(),
+                    problem: e.to_string(),
+                }],
+            })
+        }
+        Err(e) => return Err(Error::Other(format!("verify task failed: {e}"))),
+    };
     if faults.is_empty() {
         snapshot::mark_verified(&snap_dir, chrono::Utc::now())?;
     }

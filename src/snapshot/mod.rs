@@ -6,6 +6,7 @@
 //! BACKUP_DIR/20261121T220417Z/
 //!   manifest.json          written last: sp version, host, time, sites, size + sha256 of every file
 //!   manifest.json.sha256   sha256 of manifest.json, in `sha256sum -c` format
+//!   manifest.json.sig      the host key's ed25519 signature of manifest.json (see [`crate::key`])
 //!   host.tar.zst           the host config and registry credentials
 //!   sites/NAME.tar.zst     /sites/NAME without tmp/
 //!   sites/NAME.sql.zst     the site's database dump (no CREATE DATABASE / USE)
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 
 pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_SUM: &str = "manifest.json.sha256";
+pub const MANIFEST_SIG: &str = "manifest.json.sig";
 pub const HOST_ARCHIVE: &str = "host.tar.zst";
 const PINNED: &str = ".pinned";
 const VERIFIED: &str = ".verified";
@@ -128,13 +130,56 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Writes manifest.json and its checksum file, fsynced.
-pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
+/// Writes manifest.json, its checksum file and its signature by `key`, fsynced.
+pub fn write_manifest(dir: &Path, m: &Manifest, key: &crate::key::HostKey) -> Result<()> {
     let bytes =
         serde_json::to_vec_pretty(m).map_err(|e| Error::Other(format!("encode manifest: {e}")))?;
     crate::fsutil::write_atomic(&dir.join(MANIFEST), &bytes, 0o600)?;
     let sum = format!("{}  {MANIFEST}\n", sha256_hex(&bytes));
-    crate::fsutil::write_atomic(&dir.join(MANIFEST_SUM), sum.as_bytes(), 0o600)
+    crate::fsutil::write_atomic(&dir.join(MANIFEST_SUM), sum.as_bytes(), 0o600)?;
+    crate::fsutil::write_atomic(&dir.join(MANIFEST_SIG), key.sign(&bytes).as_bytes(), 0o600)
+}
+
+/// Reads a snapshot's manifest only if a key of `keyring` signed it, byte for byte: the
+/// manifest names every file with its sha256, so this is what makes a whole snapshot
+/// trustworthy. The error says why not and what to do.
+pub fn authenticate(dir: &Path, keyring: &crate::key::Keyring) -> Result<Manifest> {
+    use crate::key::Refusal;
+    let id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let path = dir.join(MANIFEST);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io_path("read", &path, e))?;
+    let sig = match std::fs::read_to_string(dir.join(MANIFEST_SIG)) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Unauthentic(format!(
+                "snapshot {id} is not signed (no {MANIFEST_SIG}): sp did not write it, or wrote it before snapshots were signed; nothing from it is used"
+            )))
+        }
+        Err(e) => return Err(Error::io_path("read", &dir.join(MANIFEST_SIG), e)),
+    };
+    match keyring.check(&bytes, &sig) {
+        Ok(_) => {}
+        Err(Refusal::Malformed) => {
+            return Err(Error::Unauthentic(format!(
+                "snapshot {id}: {MANIFEST_SIG} is not a signature sp wrote; nothing from it is used"
+            )))
+        }
+        Err(Refusal::Untrusted(k)) => {
+            return Err(Error::Unauthentic(format!(
+                "snapshot {id} is signed by key {k}, which this host does not trust: pass --key FILE with that host's key (`sp key export --public` on it), or `sp key import FILE`"
+            )))
+        }
+        Err(Refusal::BadSignature) => {
+            return Err(Error::Unauthentic(format!(
+                "snapshot {id}: {MANIFEST} does not match its signature (changed after sp wrote it); nothing from it is used"
+            )))
+        }
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Other(format!("{}: not a valid manifest: {e}", path.display())))
 }
 
 /// fsyncs a directory so renames and new entries in it are durable.
@@ -260,17 +305,16 @@ pub enum Depth {
     BeforeLoad,
 }
 
-/// Re-hashes every file, decompresses and walks every tar (refusing members `sp restore`
+/// Authenticates the manifest (see [`authenticate`]), re-hashes every file, decompresses and walks every tar (refusing members `sp restore`
 /// may not unpack, see [`unpack::Guard`]), checks every dump's trailer (with [`Depth::Full`]),
 /// checks the manifest's own names — in one read per file. Returns the faults (empty when
 /// the snapshot is sound).
-pub fn verify(dir: &Path, depth: Depth) -> Result<(Manifest, Vec<Fault>)> {
-    let m = match read_manifest(dir) {
-        Ok(m) => m,
-        Err(e) => {
-            return Err(Error::Other(format!("{MANIFEST}: {e}")));
-        }
-    };
+pub fn verify(
+    dir: &Path,
+    depth: Depth,
+    keyring: &crate::key::Keyring,
+) -> Result<(Manifest, Vec<Fault>)> {
+    let m = authenticate(dir, keyring)?;
     let mut faults = Vec::new();
     let dumps: Vec<&str> = m
         .sites
@@ -308,7 +352,7 @@ pub fn verify(dir: &Path, depth: Depth) -> Result<(Manifest, Vec<Fault>)> {
     found.sort_by_key(|(i, _)| *i);
     faults.extend(found.into_iter().map(|(_, f)| f));
     for s in &m.sites {
-        // The manifest is only checksummed, not signed: its names become paths and databases.
+        // Even a signed manifest is checked like input: its names become paths and databases.
         let mut bad = Vec::new();
         if crate::site::validate_name(&s.name).is_err() {
             bad.push(format!("site name {:?} is not a valid site name", s.name));

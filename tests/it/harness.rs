@@ -575,8 +575,25 @@ impl Host {
     }
 }
 
-/// Writes `manifest.json` and its checksum file into a snapshot folder (re-signing it).
+/// Writes `manifest.json`, its checksum file and its signature by the host's own key into a
+/// snapshot folder somewhere inside the test host's dir (whose `state/` holds the key): a
+/// snapshot as sp itself would have written it, so only what the test changed inside can tell.
 pub fn sign_manifest(snap: &Path, manifest: &serde_json::Value) {
+    let state = snap
+        .ancestors()
+        .map(|d| d.join("state"))
+        .find(|s| s.join("keys").is_dir())
+        .expect("a host state dir with a key above the snapshot");
+    let key = sp::key::HostKey::load(&state)
+        .expect("read the host key")
+        .expect("the host has a snapshot key");
+    let bytes = unsigned_manifest(snap, manifest);
+    std::fs::write(snap.join("manifest.json.sig"), key.sign(&bytes)).expect("write signature");
+}
+
+/// Writes `manifest.json` and a matching checksum file — what anybody can do without the
+/// host's key; the old signature stays (and no longer matches). Returns the manifest bytes.
+pub fn unsigned_manifest(snap: &Path, manifest: &serde_json::Value) -> Vec<u8> {
     use sha2::Digest;
     let bytes = serde_json::to_vec_pretty(manifest).expect("manifest json");
     std::fs::write(snap.join("manifest.json"), &bytes).expect("write manifest");
@@ -586,4 +603,5 @@ pub fn sign_manifest(snap: &Path, manifest: &serde_json::Value) {
         format!("{sum}  manifest.json\n"),
     )
     .expect("write sum");
+    bytes
 }

@@ -71,9 +71,20 @@ pub(crate) fn host_with_sites<const N: usize>(labels: [&str; N]) -> Option<(Host
     Some((host, names))
 }
 
+/// Where [`destroy_host`] keeps the host's snapshot key off the host: (secret, public).
+fn offhost_keys(host: &Host) -> (std::path::PathBuf, std::path::PathBuf) {
+    let d = host.dir.path().join("offhost");
+    (d.join("snapshot.key"), d.join("snapshot.pub"))
+}
+
 /// Destroys everything of the host except the snapshots: containers, the test's images,
-/// databases, users, site dirs, config and stored credentials.
+/// databases, users, site dirs, config, stored credentials and sp's state (the snapshot key
+/// included — first exported off the host, see [`offhost_keys`], as the runbook says).
 fn destroy_host(host: &Host, sites: &[&str], images: &[&str]) {
+    let (secret, public) = offhost_keys(host);
+    std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    std::fs::write(&secret, host.sp_ok(&["key", "export"])).unwrap();
+    std::fs::write(&public, host.sp_ok(&["key", "export", "--public"])).unwrap();
     for id in host.containers() {
         Command::new("docker")
             .args(["rm", "-f", &id])
@@ -162,7 +173,16 @@ fn cattle_cycle(registry_can_serve: bool) {
         host.delete_from_registry(&pinned);
     }
 
-    let report = host.json(&["restore", "latest", "--from", &backups.to_string_lossy()]);
+    // The new host has no key of its own yet: the old host's snapshots are refused…
+    let from = backups.to_string_lossy().to_string();
+    let (code, err) = host.sp_fail(&["restore", "latest", "--from", &from]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("does not trust"), "{err}");
+    assert!(!host.sites_dir().join(&a).exists());
+    // …until the key kept off the host is given.
+    let (_, public) = offhost_keys(&host);
+    let key = public.to_string_lossy().to_string();
+    let report = host.json(&["restore", "latest", "--from", &from, "--key", &key]);
     assert_eq!(report["sites"].as_array().unwrap().len(), 2, "{report}");
     assert!(report["seconds"].as_f64().unwrap() > 0.0);
     assert!(report["host_config"].as_bool().unwrap());
@@ -214,7 +234,7 @@ fn cattle_cycle(registry_can_serve: bool) {
         "{apply}"
     );
     // Running it again after it finished refuses to overwrite what is now live.
-    let (code, err) = host.sp_fail(&["restore", "latest", "--from", &backups.to_string_lossy()]);
+    let (code, err) = host.sp_fail(&["restore", "latest", "--from", &from, "--key", &key]);
     assert_eq!(code, 4, "{err}");
     assert_eq!(
         host.root_sql(&format!("SELECT COUNT(*) FROM `{a}`.items"))
@@ -450,6 +470,9 @@ fn a_killed_restore_finishes_when_run_again() {
     host.sp_ok(&["backup"]);
     let backups = host.backup_dir();
     destroy_host(&host, &[&a, &b], &[]);
+    // The runbook's way: the old host's key becomes the new host's.
+    let (secret, _) = offhost_keys(&host);
+    host.sp_ok(&["key", "import", &secret.to_string_lossy()]);
 
     let mut child = host
         .cmd(&["restore", "latest", "--from", &backups.to_string_lossy()])

@@ -58,7 +58,11 @@ fn a_trigger_that_imitates_dump_syntax_changes_nothing_outside_its_site() {
     let clone = host.site_name("tc");
     host.sp_ok(&["restore", "latest", "--site", &a, "--as", &clone]);
 
-    assert_eq!(grants(&host, &a), grants_before, "the tenant's grants changed");
+    assert_eq!(
+        grants(&host, &a),
+        grants_before,
+        "the tenant's grants changed"
+    );
     assert_eq!(pwned(), "", "an object appeared in another database");
     let clone_grants = grants(&host, &clone);
     assert!(
@@ -105,7 +109,70 @@ fn a_crafted_dump_runs_nothing_on_the_host_and_reaches_no_other_database() {
     let _ = host.sp(&["restore", &id, "--site", &a, "--as", &clone]);
     let _ = host.sp(&["drill", &id]);
     assert!(!marker.exists(), "a command in the dump ran on the host");
-    assert!(host.database_exists(&other), "another site's database was dropped");
+    assert!(
+        host.database_exists(&other),
+        "another site's database was dropped"
+    );
     assert_eq!(q(&host, &format!("SHOW TABLES FROM `{other}`")), "items");
     assert_eq!(grants(&host, &a), grants_before);
+}
+
+/// Checksums anyone can recompute authenticate nothing: a dump with a client command and a
+/// manifest edited to match, or a manifest without its signature, are refused before anything
+/// is read or written — by verify, restore and drill.
+#[test]
+fn a_snapshot_changed_without_the_hosts_key_is_refused() {
+    let Some((host, [a])) = host_with_sites(["ua"]) else {
+        return;
+    };
+    let report = host.json(&["backup", "--site", &a]);
+    let id = report["id"].as_str().unwrap().to_string();
+    let snap = host.backup_dir().join(&id);
+    let marker = host.dir.path().join("ran-as-root");
+    let text = read_dump(&host, &id, &a).replace(
+        "/*M!999999\\- enable the sandbox mode */",
+        &format!("\\! id > {}", marker.display()),
+    );
+    // The dump swapped and the manifest's sums recomputed, as an attacker can.
+    let signature = std::fs::read(snap.join("manifest.json.sig")).unwrap();
+    replace_dump(&host, &id, &a, &text);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(snap.join("manifest.json")).unwrap()).unwrap();
+    crate::harness::unsigned_manifest(&snap, &m);
+    std::fs::write(snap.join("manifest.json.sig"), &signature).unwrap();
+
+    let clone = host.site_name("uc");
+    let refused = |args: &[&str], code: i32| {
+        let (got, err) = host.sp_fail(args);
+        assert_eq!(got, code, "{args:?}: {err}");
+        assert!(err.contains("does not match its signature"), "{err}");
+        let errors = err.lines().filter(|l| l.starts_with("sp: error")).count();
+        assert_eq!(errors, 1, "{err}");
+    };
+    refused(&["restore", &id, "--site", &a, "--as", &clone], 5);
+    refused(&["drill", &id], 5);
+    let v = host.sp(&["--json", "verify", &id]);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("does not match its signature"));
+    assert!(!marker.exists());
+    assert!(!host.sites_dir().join(&clone).exists());
+    assert!(!host.database_exists(&clone));
+
+    // Without any signature: refused, naming why.
+    std::fs::remove_file(snap.join("manifest.json.sig")).unwrap();
+    let (code, err) = host.sp_fail(&["restore", &id, "--site", &a, "--as", &clone]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("is not signed"), "{err}");
+
+    // Signed by another host's key: refused until that key is given.
+    let other = sp::key::HostKey::generate();
+    let bytes = std::fs::read(snap.join("manifest.json")).unwrap();
+    std::fs::write(snap.join("manifest.json.sig"), other.sign(&bytes)).unwrap();
+    let (code, err) = host.sp_fail(&["verify", &id]);
+    assert_eq!(code, 1, "{err}");
+    let pubfile = host.dir.path().join("other.pub");
+    std::fs::write(&pubfile, format!("{}\n", other.public())).unwrap();
+    let v = host.sp(&["--json", "verify", &id, "--key", &pubfile.to_string_lossy()]);
+    // The signature now holds; the file list still matches the (recomputed) sums.
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 }
