@@ -214,7 +214,7 @@ impl Keyring {
             .and_then(|b| b.try_into().ok())
             .ok_or(Refusal::Malformed)?;
         if !self.keys.contains(&key) {
-            return Err(Refusal::Untrusted(key));
+            return Err(Refusal::Untrusted(key.to_string()));
         }
         key.0
             .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig))
@@ -227,7 +227,8 @@ impl Keyring {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     Malformed,
-    Untrusted(PublicKey),
+    /// Signed by this key (`sp-ed25519:…`), which is not trusted here.
+    Untrusted(String),
     BadSignature,
 }
 
@@ -282,7 +283,7 @@ mod tests {
         assert_eq!(ring.check(b"manifest!", &sig), Err(Refusal::BadSignature));
         assert_eq!(
             ring.check(b"manifest", &other.sign(b"manifest")),
-            Err(Refusal::Untrusted(other.public()))
+            Err(Refusal::Untrusted(other.public().to_string()))
         );
         // Someone else's signature under our key's name.
         let forged = format!(
