@@ -304,7 +304,7 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     for r in results {
         match r {
             Ok(s) => sites.push(s),
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
@@ -312,11 +312,15 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         for t in &targets {
             let _ = std::fs::remove_file(rctx.paths(&t.name).root.join(MARKER));
         }
+    } else if errors.len() == 1 && errors[0].exit_code() != 1 {
+        // Refused (bad input, a conflict): running it again would not help.
+        return Err(errors.remove(0));
     } else {
+        let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         return Err(Error::Other(format!(
             "restore of {} site(s) failed (run the same command again to resume): {}",
-            errors.len(),
-            errors.join("; ")
+            list.len(),
+            list.join("; ")
         )));
     }
     Ok(RestoreReport {
@@ -539,8 +543,22 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
         });
     }
 
-    // The spec, adjusted for a clone.
-    let mut spec = SiteSpec::load(&paths.spec()).step(&name, "files")?;
+    // The spec, checked like user input (a snapshot is hostile input even when it is
+    // signed), then adjusted for a clone. A spec that fails takes back what this site's
+    // restore wrote: its files and database.
+    let checked = SiteSpec::load(&paths.spec())
+        .and_then(|spec| check_restored_spec(ctx, id, t.entry, &name, spec));
+    let mut spec = match checked {
+        Ok(spec) => spec,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&paths.root);
+            if t.entry.database.is_some() {
+                let _ = db.drop_database(&name).await;
+                let _ = db.drop_user(&name, &ctx.config.mysql.user_host).await;
+            }
+            return Err(e.at_step(&name, "spec"));
+        }
+    };
     if name != from_site {
         make_clone(ctx, &mut spec, &name).step(&name, "clone")?;
     }
@@ -594,6 +612,52 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
         phases,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A restored spec must be the one its snapshot entry names: the same site name and uid, a
+/// uid no other site on this host has (a clone gets a new one later), and valid everywhere
+/// (`SiteSpec::load` checked image, mounts and the rest).
+fn check_restored_spec(
+    ctx: &Ctx,
+    id: &str,
+    entry: &SiteEntry,
+    target: &str,
+    spec: SiteSpec,
+) -> Result<SiteSpec> {
+    let refuse = |why: String| {
+        Err(Error::Invalid(format!(
+            "snapshot {id}: {why}; nothing of {} was restored",
+            entry.name
+        )))
+    };
+    if spec.name != entry.name {
+        return refuse(format!(
+            "{} holds a site.toml for {:?}",
+            entry.archive, spec.name
+        ));
+    }
+    if spec.uid != entry.uid {
+        return refuse(format!(
+            "{}'s site.toml has uid {} where the manifest says {}",
+            entry.name, spec.uid, entry.uid
+        ));
+    }
+    if target == entry.name {
+        for other in ctx.site_names()? {
+            if other == target {
+                continue;
+            }
+            if let Ok(o) = SiteSpec::load(&ctx.paths(&other).spec()) {
+                if o.uid == spec.uid {
+                    return Err(Error::Conflict(format!(
+                        "snapshot {id}: {} has uid {}, which site {other} already has on this host; nothing of {} was restored — restore it under another name with --as",
+                        entry.name, spec.uid, entry.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(spec)
 }
 
 /// Turns a restored copy into an independent site: new name, uid and password; no domains,

@@ -176,3 +176,83 @@ fn a_snapshot_changed_without_the_hosts_key_is_refused() {
     // The signature now holds; the file list still matches the (recomputed) sums.
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 }
+
+/// Replaces one member of a site's archive in a snapshot and re-signs the manifest: a snapshot
+/// that authenticates and is hostile all the same.
+fn rewrite_member(host: &Host, id: &str, site: &str, member: &str, text: &str) {
+    use std::process::Command;
+    let snap = host.backup_dir().join(id);
+    let rel = format!("sites/{site}.tar.zst");
+    let script = "import tarfile, io, sys, subprocess\n\
+        src, member, body = sys.argv[1], sys.argv[2], sys.argv[3].encode()\n\
+        raw = subprocess.run(['zstd', '-dc', src], check=True, capture_output=True).stdout\n\
+        old = tarfile.open(fileobj=io.BytesIO(raw))\n\
+        out = io.BytesIO()\n\
+        new = tarfile.open(fileobj=out, mode='w', format=tarfile.GNU_FORMAT)\n\
+        for m in old.getmembers():\n\
+        \x20   f = old.extractfile(m) if m.isfile() else None\n\
+        \x20   if m.name == member:\n\
+        \x20       m.size = len(body); f = io.BytesIO(body)\n\
+        \x20   new.addfile(m, f)\n\
+        new.close()\n\
+        subprocess.run(['zstd', '-q', '-f', '-o', src], input=out.getvalue(), check=True)\n";
+    let st = Command::new("python3")
+        .args(["-c", script])
+        .arg(snap.join(&rel))
+        .args([member, text])
+        .status()
+        .unwrap();
+    assert!(st.success(), "python");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(snap.join("manifest.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(snap.join(&rel)).unwrap();
+    use sha2::Digest;
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["path"] == rel.as_str() {
+            f["size"] = bytes.len().into();
+            f["sha256"] = hex::encode(sha2::Sha256::digest(&bytes)).into();
+        }
+    }
+    crate::harness::sign_manifest(&snap, &m);
+}
+
+/// A signed snapshot is still input: an entry whose site.toml names another site (here the
+/// live neighbour) restores nothing, under either name, and leaves the neighbour alone.
+#[test]
+fn a_snapshot_whose_spec_names_another_site_is_refused() {
+    let Some((host, [a, b])) = host_with_sites(["na", "nb"]) else {
+        return;
+    };
+    let report = host.json(&["backup", "--site", &a]);
+    let id = report["id"].as_str().unwrap().to_string();
+    let spec = std::fs::read_to_string(host.sites_dir().join(&a).join("site.toml")).unwrap();
+    let hostile = spec.replace(&format!("name = \"{a}\""), &format!("name = \"{b}\""));
+    assert_ne!(hostile, spec);
+    rewrite_member(&host, &id, &a, "site.toml", &hostile);
+    let b_spec = std::fs::read(host.sites_dir().join(&b).join("site.toml")).unwrap();
+    let b_containers = host.json(&["site", "show", &b])["containers"].clone();
+
+    let clone = host.site_name("nc");
+    let (code, err) = host.sp_fail(&["restore", &id, "--site", &a, "--as", &clone]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("holds a site.toml for \"{b}\"")),
+        "{err}"
+    );
+    assert!(!host.sites_dir().join(&clone).exists());
+    assert!(!host.database_exists(&clone));
+    assert!(!host.user_exists(&clone));
+
+    // On a host without a: refused the same way, and b is untouched.
+    host.sp_ok(&["site", "remove", &a, "--purge", "--yes"]);
+    let (code, err) = host.sp_fail(&["restore", &id, "--site", &a]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!host.sites_dir().join(&a).exists());
+    assert!(!host.database_exists(&a));
+    assert_eq!(
+        std::fs::read(host.sites_dir().join(&b).join("site.toml")).unwrap(),
+        b_spec
+    );
+    assert_eq!(host.json(&["site", "show", &b])["containers"], b_containers);
+    assert_eq!(host.get(&b, "/").as_deref(), Some("site v1\n"));
+}
