@@ -48,16 +48,19 @@ pub enum Command {
         #[arg(long = "site", value_name = "NAME")]
         sites: Vec<String>,
     },
-    /// List snapshots (id, time, sites, size, verified).
-    Snapshots,
+    /// List snapshots (id, kind, time, size, verified, sites), oldest first.
+    Snapshots(crate::ops::snapshots::ListOpts),
     /// Pin or unpin a snapshot.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
-    /// Re-hash every file, walk every archive, check every dump; non-zero exit on any fault.
+    /// Check the signature, re-hash every file, walk every archive, check every dump; non-zero exit on any fault.
     Verify {
-        /// Snapshot id, or `latest`.
+        /// Snapshot id, `latest` (the newest full snapshot) or `all` (every one, a line each).
         #[arg(default_value = "latest")]
         id: String,
+        /// Directory holding the snapshots (default: backup_dir).
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
         #[command(flatten)]
         keys: KeyArgs,
     },

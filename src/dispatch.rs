@@ -145,15 +145,20 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             emit_unless_quiet_and(report.ok, &cli, io, &report)?;
             return Ok(if report.ok { 0 } else { 1 });
         }
-        Command::Snapshots => emit(&cli, io, &ops::snapshots::list(&ctx)?)?,
+        Command::Snapshots(opts) => emit(&cli, io, &ops::snapshots::list(&ctx, opts)?)?,
         Command::Snapshot(SnapshotCommand::Pin { id }) => {
             emit_action(&cli, io, &ops::snapshots::pin(&ctx, id, true)?)?
         }
         Command::Snapshot(SnapshotCommand::Unpin { id }) => {
             emit_action(&cli, io, &ops::snapshots::pin(&ctx, id, false)?)?
         }
-        Command::Verify { id, keys } => {
-            let report = ops::verify::run(&ctx, id, &keys.keys).await?;
+        Command::Verify { id, from, keys } if id == "all" => {
+            let report = ops::verify::all(&ctx, from.as_deref(), &keys.keys).await?;
+            emit_unless_quiet_and(report.ok(), &cli, io, &report)?;
+            return Ok(if report.ok() { 0 } else { 1 });
+        }
+        Command::Verify { id, from, keys } => {
+            let report = ops::verify::run(&ctx, id, from.as_deref(), &keys.keys).await?;
             emit_unless_quiet_and(report.ok(), &cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }

@@ -134,7 +134,12 @@ pub async fn run(ctx: &Ctx, opts: &BackupOpts) -> Result<BackupReport> {
             .map(|n| ctx.site(n))
             .collect::<Result<Vec<_>>>()?
     };
-    let result = snapshot_sites(ctx, &specs).await;
+    let kind = if names.is_empty() {
+        snapshot::Kind::Full
+    } else {
+        snapshot::Kind::Partial
+    };
+    let result = snapshot_sites(ctx, &specs, kind).await;
     let mut status = BackupStatus::load(ctx);
     let now = Utc::now();
     status.last_attempt = Some(now);
@@ -178,9 +183,13 @@ async fn ping(url: &str) {
     }
 }
 
-/// Takes one snapshot of `specs` (the caller holds the lock). Used by `sp backup` and by
-/// `sp site remove` for its final snapshot.
-pub async fn snapshot_sites(ctx: &Ctx, specs: &[SiteSpec]) -> Result<BackupReport> {
+/// Takes one snapshot of `specs`, of `kind` (the caller holds the lock). Used by `sp backup`,
+/// by `sp site remove` for its final snapshot and by `sp restore --yes` for what it replaces.
+pub async fn snapshot_sites(
+    ctx: &Ctx,
+    specs: &[SiteSpec],
+    kind: snapshot::Kind,
+) -> Result<BackupReport> {
     let started = Instant::now();
     let backup_dir = &ctx.config.backup_dir;
     std::fs::create_dir_all(backup_dir).map_err(|e| Error::io_path("create", backup_dir, e))?;
@@ -195,7 +204,7 @@ pub async fn snapshot_sites(ctx: &Ctx, specs: &[SiteSpec]) -> Result<BackupRepor
     let tmp = backup_dir.join(format!(".tmp-{id}"));
     std::fs::create_dir_all(tmp.join("sites")).map_err(|e| Error::io_path("create", &tmp, e))?;
     crate::fsutil::chmod(&tmp, 0o700)?;
-    let result = write_snapshot(ctx, specs, &id, now, &tmp, started).await;
+    let result = write_snapshot(ctx, specs, kind, &id, now, &tmp, started).await;
     match result {
         Ok(report) => Ok(report),
         Err(e) => {
@@ -220,6 +229,7 @@ fn clear_stale(backup_dir: &Path) {
 async fn write_snapshot(
     ctx: &Ctx,
     specs: &[SiteSpec],
+    kind: snapshot::Kind,
     id: &str,
     now: DateTime<Utc>,
     tmp: &Path,
@@ -327,6 +337,7 @@ async fn write_snapshot(
     let manifest = Manifest {
         format: 1,
         id: id.to_string(),
+        kind,
         sp_version: env!("CARGO_PKG_VERSION").to_string(),
         host: hostname(),
         instance: ctx.config.instance.clone(),

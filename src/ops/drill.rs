@@ -91,7 +91,7 @@ pub async fn run(
     let from = from
         .map(Path::to_path_buf)
         .unwrap_or_else(|| ctx.config.backup_dir.clone());
-    let (id, dir) = snapshot::resolve(&from, id)?;
+    let (id, dir) = snapshot::resolve(&from, id, snapshot::Pick::Host)?;
     let _lock = ctx.lock(&format!("drill {id}"))?;
     let d = dir.clone();
     let keyring = ctx.keyring(keys)?;

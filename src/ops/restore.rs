@@ -142,7 +142,6 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     } else {
         opts.id.as_str()
     };
-    let (id, dir) = snapshot::resolve(&from, id)?;
     if let Some(n) = &opts.as_name {
         validate_name(n)?;
         if opts.sites.len() != 1 {
@@ -157,6 +156,12 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     let mut wanted = opts.sites.clone();
     wanted.sort();
     wanted.dedup();
+    let pick = if wanted.is_empty() {
+        snapshot::Pick::Host
+    } else {
+        snapshot::Pick::Sites(&wanted)
+    };
+    let (id, dir) = snapshot::resolve(&from, id, pick)?;
     let keyring = ctx.keyring(&opts.keys)?;
     let _lock = ctx.lock(&format!("restore {id}"))?;
 
@@ -260,7 +265,7 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
             }
         }
         if !specs.is_empty() {
-            let r = super::backup::snapshot_sites(&ctx, &specs)
+            let r = super::backup::snapshot_sites(&ctx, &specs, snapshot::Kind::PreRestore)
                 .await
                 .step(&names.join(","), "snapshot before replacing")?;
             ctx.note(&format!("snapshot of the current state: {}", r.id));
@@ -318,9 +323,10 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     } else {
         let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         return Err(Error::Other(format!(
-            "restore of {} site(s) failed (run the same command again to resume): {}",
+            "restore of {} site(s) from snapshot {id} failed: {} — to resume, run `{}`",
             list.len(),
-            list.join("; ")
+            list.join("; "),
+            resume_command(opts, &id)
         )));
     }
     Ok(RestoreReport {
@@ -614,6 +620,38 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
     })
 }
 
+/// The command that resumes this restore: the same one, with the snapshot named by its id (so
+/// a newer snapshot taken meanwhile can never be picked up instead).
+pub fn resume_command(opts: &RestoreOpts, id: &str) -> String {
+    let q = |p: &Path| {
+        let t = p.display().to_string();
+        if t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
+        {
+            t
+        } else {
+            format!("'{}'", t.replace('\'', "'\\''"))
+        }
+    };
+    let mut c = format!("sp restore {id}");
+    for s in &opts.sites {
+        c.push_str(&format!(" --site {s}"));
+    }
+    if let Some(a) = &opts.as_name {
+        c.push_str(&format!(" --as {a}"));
+    }
+    if let Some(f) = &opts.from {
+        c.push_str(&format!(" --from {}", q(f)));
+    }
+    for k in &opts.keys {
+        c.push_str(&format!(" --key {}", q(k)));
+    }
+    if opts.yes {
+        c.push_str(" --yes");
+    }
+    c
+}
+
 /// A restored spec must be the one its snapshot entry names: the same site name and uid, a
 /// uid no other site on this host has (a clone gets a new one later), and valid everywhere
 /// (`SiteSpec::load` checked image, mounts and the rest).
@@ -702,6 +740,22 @@ fn chown_tree(root: &Path, from: u32, to: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_resume_command_names_the_snapshot_by_its_id() {
+        let opts = RestoreOpts {
+            id: "latest".into(),
+            sites: vec!["blog".into()],
+            as_name: Some("copy".into()),
+            from: Some("/mnt/my backups".into()),
+            yes: true,
+            keys: vec!["/root/old.pub".into()],
+        };
+        assert_eq!(
+            resume_command(&opts, "20261201T031700Z"),
+            "sp restore 20261201T031700Z --site blog --as copy --from '/mnt/my backups' --key /root/old.pub --yes"
+        );
+    }
 
     #[test]
     fn local_config_wins_in_the_merge() {

@@ -76,7 +76,12 @@ pub async fn run(
     }
     let _lock = ctx.lock(&format!("site remove {name}"))?;
     // A final snapshot first; a purge without one is refused.
-    let final_snapshot = match super::backup::snapshot_sites(ctx, std::slice::from_ref(&spec)).await
+    let final_snapshot = match super::backup::snapshot_sites(
+        ctx,
+        std::slice::from_ref(&spec),
+        crate::snapshot::Kind::Final,
+    )
+    .await
     {
         Ok(r) => Some(r.id),
         Err(e) if opts.purge => {

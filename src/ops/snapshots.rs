@@ -1,9 +1,25 @@
-//! `sp snapshots`, `sp snapshot pin|unpin ID`.
+//! `sp snapshots [--site NAME] [--kind K] [--from DIR]`, `sp snapshot pin|unpin ID`.
+
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::snapshot::{self, SnapshotInfo};
+
+/// Which snapshots `sp snapshots` lists.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ListOpts {
+    /// Only snapshots that hold this site.
+    #[arg(long, value_name = "NAME")]
+    pub site: Option<String>,
+    /// Only snapshots of this kind: full, partial, final or pre-restore.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Directory holding the snapshots (default: backup_dir).
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+}
 
 use super::backup::human_bytes;
 use super::Ctx;
@@ -22,14 +38,15 @@ impl std::fmt::Display for SnapshotList {
         } else {
             write!(
                 f,
-                "{:<20} {:<20} {:>10} {:<8} SITES",
-                "ID", "TIME (UTC)", "SIZE", "VERIFIED"
+                "{:<20} {:<11} {:<20} {:>10} {:<8} SITES",
+                "ID", "KIND", "TIME (UTC)", "SIZE", "VERIFIED"
             )?;
             for s in &self.snapshots {
                 write!(
                     f,
-                    "\n{:<20} {:<20} {:>10} {:<8} {}{}",
+                    "\n{:<20} {:<11} {:<20} {:>10} {:<8} {}{}",
                     s.id,
+                    s.kind.as_str(),
                     s.time.format("%Y-%m-%d %H:%M:%S"),
                     human_bytes(s.size),
                     if s.verified.is_some() { "yes" } else { "no" },
@@ -46,8 +63,20 @@ impl std::fmt::Display for SnapshotList {
 }
 
 /// `sp snapshots`.
-pub fn list(ctx: &Ctx) -> Result<SnapshotList> {
-    let (snapshots, unreadable) = snapshot::list(&ctx.config.backup_dir)?;
+pub fn list(ctx: &Ctx, opts: &ListOpts) -> Result<SnapshotList> {
+    if let Some(s) = &opts.site {
+        crate::site::validate_name(s)?;
+    }
+    let kind = opts
+        .kind
+        .as_deref()
+        .map(snapshot::Kind::parse)
+        .transpose()?;
+    let dir = opts.from.as_ref().unwrap_or(&ctx.config.backup_dir);
+    let (mut snapshots, unreadable) = snapshot::list(dir)?;
+    snapshots.retain(|s| {
+        kind.is_none_or(|k| s.kind == k) && opts.site.as_ref().is_none_or(|n| s.sites.contains(n))
+    });
     Ok(SnapshotList {
         snapshots,
         unreadable,

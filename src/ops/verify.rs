@@ -2,7 +2,7 @@
 //! (one read per file), after checking the manifest's signature; non-zero exit naming each
 //! faulty file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -55,9 +55,23 @@ impl std::fmt::Display for VerifyReport {
 }
 
 /// `sp verify`. A sound snapshot is marked verified (shown by `sp snapshots`, used by prune).
-pub async fn run(ctx: &Ctx, id: &str, keys: &[PathBuf]) -> Result<VerifyReport> {
-    let (id, dir) = snapshot::resolve(&ctx.config.backup_dir, id)?;
+pub async fn run(
+    ctx: &Ctx,
+    id: &str,
+    from: Option<&Path>,
+    keys: &[PathBuf],
+) -> Result<VerifyReport> {
+    let from = from.unwrap_or(&ctx.config.backup_dir);
+    let (id, dir) = snapshot::resolve(from, id, snapshot::Pick::Host)?;
     let keyring = ctx.keyring(keys)?;
+    verify_one(id, dir, keyring).await
+}
+
+async fn verify_one(
+    id: String,
+    dir: PathBuf,
+    keyring: crate::key::Keyring,
+) -> Result<VerifyReport> {
     let started = std::time::Instant::now();
     let snap_dir = dir.clone();
     let (manifest, faults) = match tokio::task::spawn_blocking(move || {
@@ -90,4 +104,70 @@ pub async fn run(ctx: &Ctx, id: &str, keys: &[PathBuf]) -> Result<VerifyReport> 
         seconds: started.elapsed().as_secs_f64(),
         faults,
     })
+}
+
+/// `sp verify all`: every snapshot, one line each.
+#[derive(Debug, Serialize)]
+pub struct VerifyAllReport {
+    pub snapshots: Vec<VerifyReport>,
+}
+
+impl VerifyAllReport {
+    pub fn ok(&self) -> bool {
+        self.snapshots.iter().all(VerifyReport::ok)
+    }
+}
+
+impl std::fmt::Display for VerifyAllReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.snapshots.is_empty() {
+            return write!(f, "no snapshots");
+        }
+        let lines: Vec<String> = self
+            .snapshots
+            .iter()
+            .map(|r| {
+                if r.ok() {
+                    r.to_string()
+                } else {
+                    let first = r
+                        .faults
+                        .first()
+                        .map(|x| format!("{}: {}", x.file, x.problem))
+                        .unwrap_or_default();
+                    format!(
+                        "snapshot {}: {} fault(s), first {first}",
+                        r.id,
+                        r.faults.len()
+                    )
+                }
+            })
+            .collect();
+        write!(f, "{}", lines.join("\n"))
+    }
+}
+
+/// `sp verify all [--from DIR]`.
+pub async fn all(ctx: &Ctx, from: Option<&Path>, keys: &[PathBuf]) -> Result<VerifyAllReport> {
+    let from = from.unwrap_or(&ctx.config.backup_dir);
+    let keyring = ctx.keyring(keys)?;
+    let (list, unreadable) = snapshot::list(from)?;
+    let mut snapshots = Vec::new();
+    for s in list {
+        snapshots.push(verify_one(s.id, s.dir, keyring.clone()).await?);
+    }
+    for u in unreadable {
+        let (id, problem) = u.split_once(": ").unwrap_or((u.as_str(), "unreadable"));
+        snapshots.push(VerifyReport {
+            id: id.to_string(),
+            files: 0,
+            bytes: 0,
+            seconds: 0.0,
+            faults: vec![Fault {
+                file: snapshot::MANIFEST.into(),
+                problem: problem.to_string(),
+            }],
+        });
+    }
+    Ok(VerifyAllReport { snapshots })
 }

@@ -35,11 +35,58 @@ pub const HOST_ARCHIVE: &str = "host.tar.zst";
 const PINNED: &str = ".pinned";
 const VERIFIED: &str = ".verified";
 
+/// Why a snapshot was taken, which decides what `latest` means (see [`Pick`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Every site the host had (`sp backup`).
+    #[default]
+    Full,
+    /// Some sites only (`sp backup --site`, or a host backup in which a site failed).
+    Partial,
+    /// A removed site's last state (`sp site remove`).
+    Final,
+    /// What `sp restore --yes` replaced; only ever restored by its id.
+    PreRestore,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Full => "full",
+            Kind::Partial => "partial",
+            Kind::Final => "final",
+            Kind::PreRestore => "pre-restore",
+        }
+    }
+
+    /// Parses `full`, `partial`, `final` or `pre-restore`.
+    pub fn parse(text: &str) -> Result<Kind> {
+        [Kind::Full, Kind::Partial, Kind::Final, Kind::PreRestore]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "snapshot kind {text:?}: use full, partial, final or pre-restore"
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a snapshot holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
     pub id: String,
+    /// Why it was taken (manifests written before kinds existed read as `full`).
+    #[serde(default)]
+    pub kind: Kind,
     pub sp_version: String,
     pub host: String,
     pub instance: String,
@@ -96,6 +143,7 @@ pub fn new_id(now: DateTime<Utc>) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct SnapshotInfo {
     pub id: String,
+    pub kind: Kind,
     pub time: DateTime<Utc>,
     pub sites: Vec<String>,
     /// Bytes of all files.
@@ -222,6 +270,7 @@ pub fn info(dir: &Path) -> Result<SnapshotInfo> {
         .map(|t| t.with_timezone(&Utc));
     Ok(SnapshotInfo {
         id: m.id.clone(),
+        kind: m.kind,
         time: m.created,
         sites: m.sites.iter().map(|s| s.name.clone()).collect(),
         size: m.files.iter().map(|f| f.size).sum(),
@@ -231,9 +280,21 @@ pub fn info(dir: &Path) -> Result<SnapshotInfo> {
     })
 }
 
-/// Resolves an id or `latest` to a snapshot folder without trusting its manifest (so a
-/// damaged manifest is still found, and reported by whoever reads it).
-pub fn resolve(backup_dir: &Path, id: &str) -> Result<(String, PathBuf)> {
+/// What `latest` means for a command.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick<'a> {
+    /// The whole host (restore, drill and verify without `--site`): the newest `full` snapshot.
+    Host,
+    /// The newest snapshot that holds every one of these sites and is not `pre-restore`.
+    Sites(&'a [String]),
+    /// The newest snapshot of any kind (pin, unpin).
+    Any,
+}
+
+/// Resolves an id or `latest` (see [`Pick`]) to a snapshot folder. An id is found without
+/// reading its manifest (so a damaged one is still found, and reported by whoever reads it);
+/// `latest` reads the manifests to choose, and trusts them for nothing else.
+pub fn resolve(backup_dir: &Path, id: &str, pick: Pick) -> Result<(String, PathBuf)> {
     if id != "latest" {
         if id.is_empty() || id.contains('/') || id.starts_with('.') {
             return Err(Error::Invalid(format!("invalid snapshot id {id:?}")));
@@ -247,23 +308,38 @@ pub fn resolve(backup_dir: &Path, id: &str) -> Result<(String, PathBuf)> {
             backup_dir.display()
         )));
     }
-    let mut ids: Vec<String> = std::fs::read_dir(backup_dir)
-        .map_err(|e| Error::io_path("read", backup_dir, e))?
-        .flatten()
-        .filter(|e| e.path().join(MANIFEST).is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    ids.sort();
-    let id = ids
-        .pop()
-        .ok_or_else(|| Error::NotFound(format!("no snapshots in {}", backup_dir.display())))?;
-    Ok((id.clone(), backup_dir.join(id)))
+    let (all, _) = list(backup_dir)?;
+    let chosen = all.iter().rev().find(|s| match pick {
+        Pick::Host => s.kind == Kind::Full,
+        Pick::Sites(names) => {
+            s.kind != Kind::PreRestore && names.iter().all(|n| s.sites.contains(n))
+        }
+        Pick::Any => true,
+    });
+    match chosen {
+        Some(s) => Ok((s.id.clone(), s.dir.clone())),
+        None if all.is_empty() => Err(Error::NotFound(format!(
+            "no snapshots in {}",
+            backup_dir.display()
+        ))),
+        None => Err(Error::NotFound(match pick {
+            Pick::Host => format!(
+                "no full snapshot in {} (only partial, final or pre-restore ones: name one by its id, or pick sites with --site; `sp snapshots` lists them)",
+                backup_dir.display()
+            ),
+            Pick::Sites(names) => format!(
+                "no snapshot in {} holds {} (pre-restore snapshots are only restored by their id; `sp snapshots` lists them)",
+                backup_dir.display(),
+                names.join(", ")
+            ),
+            Pick::Any => format!("no snapshots in {}", backup_dir.display()),
+        })),
+    }
 }
 
-/// Finds a snapshot by id or `latest`.
+/// Finds a snapshot by id or `latest` (any kind).
 pub fn find(backup_dir: &Path, id: &str) -> Result<SnapshotInfo> {
-    let (_, dir) = resolve(backup_dir, id)?;
+    let (_, dir) = resolve(backup_dir, id, Pick::Any)?;
     info(&dir)
 }
 
