@@ -120,6 +120,12 @@ impl Lexer {
 
     /// Notes a `SET sql_mode = '…'` statement's effect on how strings are read.
     fn observe(&mut self, stmt: &[u8]) {
+        // Settings are short and start so; rows (the bulk) are never looked at twice.
+        if stmt.len() > 4096
+            || !(stmt.starts_with(b"/*!") || stmt[..3.min(stmt.len())].eq_ignore_ascii_case(b"SET"))
+        {
+            return;
+        }
         let upper: Vec<u8> = stmt
             .iter()
             .filter(|b| !b.is_ascii_whitespace())
@@ -221,16 +227,15 @@ pub fn items(
             }
             if lx.at == At::Code && line[i..].starts_with(&delimiter) {
                 stmt.extend_from_slice(&line[from..i]);
-                let text = stmt.trim_ascii();
+                let mut text = std::mem::take(&mut stmt);
+                trim_in_place(&mut text);
                 if !text.is_empty() {
-                    let text = text.to_vec();
                     lx.observe(&text);
                     each(Item::Statement {
                         text,
                         custom: delimiter != b";",
                     })?;
                 }
-                stmt.clear();
                 started = false;
                 i += delimiter.len();
                 from = i;
@@ -255,6 +260,16 @@ pub fn items(
         ));
     }
     Ok(())
+}
+
+/// Trims ASCII whitespace at both ends without copying the rest.
+fn trim_in_place(v: &mut Vec<u8>) {
+    let end = v.trim_ascii_end().len();
+    v.truncate(end);
+    let start = v.len() - v.trim_ascii_start().len();
+    if start > 0 {
+        v.drain(..start);
+    }
 }
 
 /// Bytes at which code can change state (quotes, comment starts, an executable comment's end).
