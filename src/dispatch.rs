@@ -120,7 +120,9 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             let opts = ops::backup::BackupOpts {
                 sites: sites.clone(),
             };
-            emit_action(&cli, io, &ops::backup::run(&ctx, &opts).await?)?;
+            let report = ops::backup::run(&ctx, &opts).await?;
+            emit_unless_quiet_and(report.failed.is_empty(), &cli, io, &report)?;
+            return Ok(if report.failed.is_empty() { 0 } else { 1 });
         }
         Command::Restore {
             id,

@@ -33,10 +33,45 @@ pub struct BackupOpts {
 #[derive(Debug, Serialize)]
 pub struct BackupReport {
     pub id: String,
+    pub kind: snapshot::Kind,
     pub dir: PathBuf,
     pub sites: Vec<SiteBackup>,
+    /// Sites left out of the snapshot, with the step that failed (the snapshot is `partial`).
+    pub failed: Vec<SiteFailure>,
     pub bytes: u64,
     pub seconds: f64,
+}
+
+/// A site a backup could not take, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteFailure {
+    pub site: String,
+    pub step: String,
+    pub error: String,
+}
+
+impl SiteFailure {
+    fn of(site: &str, e: &Error) -> SiteFailure {
+        let (step, error) = match e {
+            Error::Step { step, source, .. } => (step.to_string(), source.to_string()),
+            other => ("backup".to_string(), other.to_string()),
+        };
+        SiteFailure {
+            site: site.to_string(),
+            step,
+            error,
+        }
+    }
+}
+
+impl std::fmt::Display for SiteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: step '{}' failed: {}",
+            self.site, self.step, self.error
+        )
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -62,13 +97,25 @@ impl std::fmt::Display for BackupReport {
                 s.seconds
             )?;
         }
+        for x in &self.failed {
+            writeln!(f, "FAILED {x}")?;
+        }
         write!(
             f,
-            "snapshot {} ({}) in {:.1}s",
+            "snapshot {} ({}, {}) in {:.1}s",
             self.id,
+            self.kind,
             human_bytes(self.bytes),
             self.seconds
-        )
+        )?;
+        if !self.failed.is_empty() {
+            write!(
+                f,
+                "; {} site(s) left out — fix them and run `sp backup` again",
+                self.failed.len()
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -95,6 +142,9 @@ pub struct BackupStatus {
     pub last_snapshot: Option<String>,
     pub last_failure: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Sites the last backup left out (empty when it took every site).
+    #[serde(default)]
+    pub failed_sites: Vec<SiteFailure>,
 }
 
 impl BackupStatus {
@@ -116,7 +166,9 @@ impl BackupStatus {
     }
 }
 
-/// `sp backup`.
+/// `sp backup`. A host backup takes every site it can: a site whose spec does not load, or
+/// whose pre-backup command, dump or archive fails, is left out and named (the snapshot is
+/// then `partial`); the report, `sp status` and the failure hook say which and why.
 pub async fn run(ctx: &Ctx, opts: &BackupOpts) -> Result<BackupReport> {
     let mut names = opts.sites.clone();
     names.sort();
@@ -126,54 +178,108 @@ pub async fn run(ctx: &Ctx, opts: &BackupOpts) -> Result<BackupReport> {
     }
     let _lock = ctx.lock("backup")?;
     // Read under the lock: what a concurrent remove --purge took away is gone.
-    let specs = if names.is_empty() {
-        ctx.sites()?
+    let mut unreadable = Vec::new();
+    let (specs, kind) = if names.is_empty() {
+        let mut specs = Vec::new();
+        for n in ctx.site_names()? {
+            match ctx.site(&n) {
+                Ok(s) => specs.push(s),
+                Err(e) => unreadable.push(SiteFailure {
+                    site: n,
+                    step: "spec".into(),
+                    error: e.to_string(),
+                }),
+            }
+        }
+        (specs, snapshot::Kind::Full)
     } else {
-        names
+        let specs = names
             .iter()
             .map(|n| ctx.site(n))
-            .collect::<Result<Vec<_>>>()?
+            .collect::<Result<Vec<_>>>()?;
+        (specs, snapshot::Kind::Partial)
     };
-    let kind = if names.is_empty() {
-        snapshot::Kind::Full
+    let result = if specs.is_empty() && !unreadable.is_empty() {
+        Err(Error::Other(format!(
+            "no site could be backed up: {}",
+            unreadable
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )))
     } else {
-        snapshot::Kind::Partial
+        snapshot_sites_tolerant(ctx, &specs, kind, unreadable.clone()).await
     };
-    let result = snapshot_sites(ctx, &specs, kind).await;
     let mut status = BackupStatus::load(ctx);
     let now = Utc::now();
     status.last_attempt = Some(now);
-    let hook = match &result {
+    let failure = match &result {
         Ok(r) => {
             status.last_success = Some(now);
             status.last_snapshot = Some(r.id.clone());
-            ctx.config.backup.on_success_url.clone()
+            status.failed_sites = r.failed.clone();
+            (!r.failed.is_empty()).then(|| {
+                status.last_failure = Some(now);
+                status.last_error = Some(format!(
+                    "snapshot {} left out: {}",
+                    r.id,
+                    r.failed
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+                (Some(r.id.clone()), r.failed.clone(), None)
+            })
         }
         Err(e) => {
             status.last_failure = Some(now);
             status.last_error = Some(e.to_string());
-            ctx.config.backup.on_failure_url.clone()
+            status.failed_sites = unreadable.clone();
+            Some((None, unreadable.clone(), Some(e.to_string())))
         }
     };
     status.save(ctx);
-    if let Some(url) = hook {
-        ping(&url).await;
+    match failure {
+        None => {
+            if let Some(url) = &ctx.config.backup.on_success_url {
+                ping(url, None).await;
+            }
+        }
+        Some((id, failed, error)) => {
+            if let Some(url) = &ctx.config.backup.on_failure_url {
+                let body = serde_json::json!({
+                    "host": hostname(),
+                    "instance": ctx.config.instance,
+                    "snapshot": id,
+                    "failed": failed,
+                    "error": error,
+                });
+                ping(url, Some(body)).await;
+            }
+        }
     }
     result
 }
 
-async fn ping(url: &str) {
+/// Calls a backup hook: GET on success, POST with a JSON body naming what failed otherwise.
+async fn ping(url: &str, body: Option<serde_json::Value>) {
     let url = url.to_string();
     let done = tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(std::time::Duration::from_secs(10)))
             .build()
             .into();
-        agent
-            .get(&url)
-            .call()
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        match body {
+            None => agent.get(&url).call(),
+            Some(b) => agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(b.to_string().as_bytes()),
+        }
+        .map(|_| ())
+        .map_err(|e| e.to_string())
     })
     .await;
     match done {
@@ -190,6 +296,27 @@ pub async fn snapshot_sites(
     specs: &[SiteSpec],
     kind: snapshot::Kind,
 ) -> Result<BackupReport> {
+    take_snapshot(ctx, specs, kind, None).await
+}
+
+/// Like [`snapshot_sites`], but a site that fails is left out (and named in the report) rather
+/// than failing the snapshot; `failed` are sites already known to fail. A snapshot that leaves
+/// any site out is `partial`. Fails only when no site at all could be taken.
+async fn snapshot_sites_tolerant(
+    ctx: &Ctx,
+    specs: &[SiteSpec],
+    kind: snapshot::Kind,
+    failed: Vec<SiteFailure>,
+) -> Result<BackupReport> {
+    take_snapshot(ctx, specs, kind, Some(failed)).await
+}
+
+async fn take_snapshot(
+    ctx: &Ctx,
+    specs: &[SiteSpec],
+    kind: snapshot::Kind,
+    tolerate: Option<Vec<SiteFailure>>,
+) -> Result<BackupReport> {
     let started = Instant::now();
     let backup_dir = &ctx.config.backup_dir;
     std::fs::create_dir_all(backup_dir).map_err(|e| Error::io_path("create", backup_dir, e))?;
@@ -204,7 +331,7 @@ pub async fn snapshot_sites(
     let tmp = backup_dir.join(format!(".tmp-{id}"));
     std::fs::create_dir_all(tmp.join("sites")).map_err(|e| Error::io_path("create", &tmp, e))?;
     crate::fsutil::chmod(&tmp, 0o700)?;
-    let result = write_snapshot(ctx, specs, kind, &id, now, &tmp, started).await;
+    let result = write_snapshot(ctx, specs, kind, tolerate, &id, now, &tmp, started).await;
     match result {
         Ok(report) => Ok(report),
         Err(e) => {
@@ -226,10 +353,12 @@ fn clear_stale(backup_dir: &Path) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_snapshot(
     ctx: &Ctx,
     specs: &[SiteSpec],
     kind: snapshot::Kind,
+    tolerate: Option<Vec<SiteFailure>>,
     id: &str,
     now: DateTime<Utc>,
     tmp: &Path,
@@ -288,9 +417,10 @@ async fn write_snapshot(
 
     let mut sites = Vec::new();
     let mut entries = Vec::new();
+    let mut failed = tolerate.clone().unwrap_or_default();
     for spec in specs {
         let t0 = Instant::now();
-        let (entry, site_files) = backup_site(
+        let taken = backup_site(
             ctx,
             spec,
             engine.as_ref(),
@@ -300,7 +430,21 @@ async fn write_snapshot(
             level,
             threads,
         )
-        .await?;
+        .await;
+        let (entry, site_files) = match (taken, &tolerate) {
+            (Ok(t), _) => t,
+            (Err(e), None) => return Err(e),
+            (Err(e), Some(_)) => {
+                // Left out: none of its files stay in the snapshot.
+                for ext in ["tar.zst", "sql.zst"] {
+                    let _ = std::fs::remove_file(tmp.join(format!("sites/{}.{ext}", spec.name)));
+                }
+                let f = SiteFailure::of(&spec.name, &e);
+                ctx.note(&format!("{f}; the other sites are still backed up"));
+                failed.push(f);
+                continue;
+            }
+        };
         let files_bytes = site_files.first().map(|f| f.size).unwrap_or(0);
         let dump_bytes = site_files.get(1).map(|f| f.size).unwrap_or(0);
         let report = SiteBackup {
@@ -324,6 +468,18 @@ async fn write_snapshot(
     if let Some(db) = db {
         db.close().await;
     }
+    if entries.is_empty() && !failed.is_empty() {
+        let list: Vec<String> = failed.iter().map(|f| f.to_string()).collect();
+        return Err(Error::Other(format!(
+            "no site could be backed up: {}",
+            list.join("; ")
+        )));
+    }
+    let kind = if failed.is_empty() {
+        kind
+    } else {
+        snapshot::Kind::Partial
+    };
     if let (true, Some(engine)) = (ctx.config.backup.keep_images, &engine) {
         for e in &entries {
             if let Some(id) = &e.image_id {
@@ -345,6 +501,7 @@ async fn write_snapshot(
         duration_ms: started.elapsed().as_millis() as u64,
         sites: entries,
         files,
+        failed: failed.iter().map(|f| f.to_string()).collect(),
     };
     let (key, made) = crate::key::HostKey::load_or_create(&ctx.config.state_dir)?;
     if made {
@@ -361,9 +518,11 @@ async fn write_snapshot(
     snapshot::sync_dir(&ctx.config.backup_dir)?;
     Ok(BackupReport {
         id: id.to_string(),
+        kind,
         bytes: manifest.files.iter().map(|f| f.size).sum(),
         dir,
         sites,
+        failed,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -1,6 +1,7 @@
 //! `sp status`: per site, the newest good snapshot and its age, the next scheduled backup and
 //! the last failure; exits non-zero when a site's newest snapshot is older than
-//! `backup.max_age` (or it has none).
+//! `backup.max_age` (or it has none), when the last backup failed or left a site out, or when
+//! the last drill failed.
 
 use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
@@ -20,6 +21,8 @@ pub struct SiteStatus {
     pub age_seconds: Option<i64>,
     /// Newest snapshot is within max_age.
     pub fresh: bool,
+    /// The last backup left this site out: the step and the error.
+    pub failed: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -29,6 +32,8 @@ pub struct StatusReport {
     pub next_backup: Option<DateTime<Local>>,
     pub last_backup_error: Option<String>,
     pub last_backup_failure: Option<DateTime<Utc>>,
+    /// Sites the last backup left out.
+    pub failed_sites: Vec<super::backup::SiteFailure>,
     /// The last `sp drill`: snapshot, time and whether it passed.
     pub last_drill: Option<DrillSummary>,
     pub sites: Vec<SiteStatus>,
@@ -64,10 +69,10 @@ impl std::fmt::Display for StatusReport {
                 s.site,
                 s.last_snapshot.as_deref().unwrap_or("-"),
                 s.age_seconds.map(age).unwrap_or_else(|| "-".into()),
-                if s.fresh {
-                    "ok".to_string()
-                } else {
-                    format!("STALE (max_age {})", self.max_age)
+                match (&s.failed, s.fresh) {
+                    (Some(why), _) => format!("FAILED in the last backup: {why}"),
+                    (None, true) => "ok".to_string(),
+                    (None, false) => format!("STALE (max_age {})", self.max_age),
                 }
             )?;
         }
@@ -102,8 +107,14 @@ pub fn run(ctx: &Ctx) -> Result<StatusReport> {
     let (snaps, _) = snapshot::list(&ctx.config.backup_dir)?;
     let now = Utc::now();
     let mut sites = Vec::new();
+    let status = BackupStatus::load(ctx);
     for name in ctx.site_names()? {
         let newest = snaps.iter().rev().find(|s| s.sites.contains(&name));
+        let failed = status
+            .failed_sites
+            .iter()
+            .find(|f| f.site == name)
+            .map(|f| format!("step '{}': {}", f.step, f.error));
         let age_seconds = newest.map(|s| (now - s.time).num_seconds());
         sites.push(SiteStatus {
             site: name,
@@ -113,11 +124,12 @@ pub fn run(ctx: &Ctx) -> Result<StatusReport> {
             fresh: age_seconds
                 .map(|a| a <= max_age.as_secs() as i64)
                 .unwrap_or(false),
+            failed,
         });
     }
-    let status = BackupStatus::load(ctx);
+    // The last backup failed, or left a site out (then it also succeeded, at the same time).
     let failed_last = match (status.last_failure, status.last_success) {
-        (Some(f), Some(s)) => f > s,
+        (Some(f), Some(s)) => f > s || !status.failed_sites.is_empty(),
         (Some(_), None) => true,
         _ => false,
     };
@@ -129,8 +141,16 @@ pub fn run(ctx: &Ctx) -> Result<StatusReport> {
             .into_iter()
             .next()
     };
+    let last_drill = super::drill::last(ctx).map(|d| DrillSummary {
+        snapshot: d.id,
+        time: d.time,
+        ok: d.ok,
+    });
     Ok(StatusReport {
-        ok: sites.iter().all(|s| s.fresh),
+        ok: sites.iter().all(|s| s.fresh && s.failed.is_none())
+            && !failed_last
+            && status.failed_sites.is_empty()
+            && last_drill.as_ref().is_none_or(|d| d.ok),
         max_age: ctx.config.backup.max_age.clone(),
         next_backup,
         last_backup_error: if failed_last { status.last_error } else { None },
@@ -139,11 +159,8 @@ pub fn run(ctx: &Ctx) -> Result<StatusReport> {
         } else {
             None
         },
-        last_drill: super::drill::last(ctx).map(|d| DrillSummary {
-            snapshot: d.id,
-            time: d.time,
-            ok: d.ok,
-        }),
+        failed_sites: status.failed_sites,
+        last_drill,
         sites,
     })
 }

@@ -94,6 +94,9 @@ pub struct Manifest {
     pub duration_ms: u64,
     pub sites: Vec<SiteEntry>,
     pub files: Vec<FileEntry>,
+    /// Sites the backup meant to take and could not (`site: step 'x' failed: why`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ mod backup;
 mod bad_input;
 mod latest;
 mod lock;
+mod partial;
 mod restore;
 mod site_lifecycle;
 mod tenant_db;

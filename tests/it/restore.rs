@@ -810,5 +810,12 @@ fn drill_passes_on_a_good_snapshot_and_catches_a_broken_dump() {
     assert!(v.to_string().contains("no_such_table"), "{v}");
     assert!(drill_traces(&host).is_empty(), "{:?}", drill_traces(&host));
     assert_eq!(drill_dbs(), "");
-    assert_eq!(host.json(&["status"])["last_drill"]["ok"], false);
+    let status = host.sp(&["--json", "status"]);
+    assert_eq!(
+        status.status.code(),
+        Some(1),
+        "a failed drill makes status fail"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["last_drill"]["ok"], false);
 }
