@@ -58,6 +58,8 @@ pub struct BackupConfig {
     /// Keep a `docker save` archive of every site's running image beside the snapshots (once
     /// per image), so a restore works when the registry cannot serve the image any more.
     pub keep_images: bool,
+    /// How long a site's `pre_command` may run before the site is left out of the backup.
+    pub pre_command_timeout: String,
 }
 
 impl Default for BackupConfig {
@@ -71,6 +73,7 @@ impl Default for BackupConfig {
             on_failure_url: None,
             keep_images: true,
             drill_schedule: "43 4 * * 0".into(),
+            pre_command_timeout: "10m".into(),
         }
     }
 }
@@ -104,6 +107,9 @@ pub struct MysqlConfig {
     pub host_for_containers: String,
     /// Host part of the per-site MySQL users, e.g. `%` or `172.17.%`.
     pub user_host: String,
+    /// How long connecting, or any one statement or dump read that makes no progress, may take
+    /// before sp gives up ("30s", "2m").
+    pub timeout: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +153,7 @@ impl Default for MysqlConfig {
             password_file: None,
             host_for_containers: "host.docker.internal:3306".into(),
             user_host: "%".into(),
+            timeout: "30s".into(),
         }
     }
 }
@@ -230,6 +237,9 @@ impl Config {
             return Err("backup.zstd_level must be 1-19".into());
         }
         parse_duration(&self.backup.max_age).map_err(|e| format!("backup.max_age {e}"))?;
+        parse_duration(&self.backup.pre_command_timeout)
+            .map_err(|e| format!("backup.pre_command_timeout {e}"))?;
+        parse_duration(&self.mysql.timeout).map_err(|e| format!("mysql.timeout {e}"))?;
         if self.mysql.user_host.is_empty() || self.mysql.user_host.contains('\'') {
             return Err("mysql.user_host must be a MySQL host pattern like % or 172.17.%".into());
         }
@@ -288,6 +298,9 @@ url = "{url}"
 host_for_containers = "{hfc}"
 # Host part of the per-site database users.
 user_host = "{uh}"
+# How long connecting, or one statement or dump read without progress, may take: a frozen
+# server fails the command (naming the site and step) instead of hanging it.
+timeout = "{mysql_timeout}"
 
 [docker]
 # Network the site containers join ("bridge" is Docker's default; others are created).
@@ -315,6 +328,8 @@ drill_schedule = "{drill}"
 # Keep `docker save` archives of the sites' images under backup_dir/images (once per image),
 # for restores when the registry has deleted the tag or is down.
 keep_images = {keep_images}
+# How long a site's pre_command may run before that site is left out of the backup.
+pre_command_timeout = "{pre_timeout}"
 
 [retention]
 # What `sp prune` keeps; pinned snapshots and the newest verified one are always kept.
@@ -330,6 +345,8 @@ keep_yearly = {ky}
             threads = c.backup.zstd_threads,
             max_age = c.backup.max_age,
             keep_images = c.backup.keep_images,
+            pre_timeout = c.backup.pre_command_timeout,
+            mysql_timeout = c.mysql.timeout,
             drill = c.backup.drill_schedule,
             kl = c.retention.keep_last,
             kh = c.retention.keep_hourly,

@@ -519,8 +519,14 @@ impl Engine {
         Ok(resp.id)
     }
 
-    /// Starts a container (one that already runs is fine).
+    /// Starts a container (one that already runs is fine; one left paused — by a backup that
+    /// was killed while it had it paused — is unpaused).
     pub async fn start(&self, id: &str) -> Result<()> {
+        if let Ok(c) = self.inspect(id).await {
+            if c.state.and_then(|s| s.paused) == Some(true) {
+                return self.unpause(id).await;
+            }
+        }
         let r = self
             .docker
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)

@@ -28,6 +28,9 @@ pub enum Error {
     /// A snapshot is not signed by a key this host trusts. Nothing from it was used.
     #[error("{0}")]
     Unauthentic(String),
+    /// SIGINT or SIGTERM: what was half-done has been undone.
+    #[error("{0}")]
+    Interrupted(String),
     /// The config file is missing or wrong.
     #[error("config {path}: {message}")]
     Config { path: String, message: String },
@@ -109,13 +112,14 @@ impl Error {
     }
 
     /// Exit code for this error: 2 bad input, 3 not found, 4 conflict, 5 a snapshot that does
-    /// not authenticate, 75 lock busy, 1 otherwise.
+    /// not authenticate, 75 lock busy, 130 interrupted, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self.root() {
             Error::Invalid(_) | Error::Config { .. } => 2,
             Error::NotFound(_) => 3,
             Error::Conflict(_) => 4,
             Error::Unauthentic(_) => 5,
+            Error::Interrupted(_) => 130,
             Error::Locked(_) => 75,
             _ => 1,
         }

@@ -23,6 +23,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod interrupt;
 pub mod key;
 pub mod lock;
 pub mod ops;

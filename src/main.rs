@@ -43,7 +43,10 @@ fn main() {
         err: &mut err,
         stdin: &mut stdin,
     };
-    let code = match runtime.block_on(run(cli, notify, &mut io)) {
+    let code = match runtime.block_on(async {
+        sp::interrupt::install();
+        run(cli, notify, &mut io).await
+    }) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("sp: error: {e}");

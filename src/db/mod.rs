@@ -96,6 +96,9 @@ pub struct Db {
     /// Statements of dumps being loaded that may run at once, across all loads: about one per
     /// core, since the server parses and inserts on one thread per statement.
     load_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// How long connecting, or any statement of sp's own, may take (`mysql.timeout`): a frozen
+    /// server fails the command, naming what it waited for, instead of hanging it.
+    timeout: std::time::Duration,
 }
 
 impl Db {
@@ -119,67 +122,87 @@ impl Db {
             ),
         };
         let opts = Opts::from(builder);
+        let timeout = crate::config::parse_duration(&cfg.timeout)
+            .map_err(|e| Error::Invalid(format!("mysql.timeout {e}")))?;
         Ok(Db {
             pool: Pool::new(opts.clone()),
             opts,
             display,
             load_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::cores())),
+            timeout,
         })
     }
 
+    /// Runs one call to the server within [`Db::timeout`]; `what` names it in the error.
+    async fn timed<T>(
+        &self,
+        what: impl Into<String>,
+        call: impl std::future::Future<Output = std::result::Result<T, mysql_async::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r.map_err(|e| Error::mysql(what, e)),
+            Err(_) => Err(Error::Mysql {
+                context: what.into(),
+                message: format!(
+                    "no answer from {} within {}s (mysql.timeout): is the server running and responsive?",
+                    self.display,
+                    self.timeout.as_secs()
+                ),
+            }),
+        }
+    }
+
     async fn conn(&self) -> Result<mysql_async::Conn> {
-        self.pool
-            .get_conn()
+        self.timed(format!("connect to {}", self.display), self.pool.get_conn())
             .await
-            .map_err(|e| Error::mysql(format!("connect to {}", self.display), e))
     }
 
     async fn exec(&self, sql: &str, what: &str) -> Result<()> {
         let mut c = self.conn().await?;
-        c.query_drop(sql)
-            .await
-            .map_err(|e| Error::mysql(what.to_string(), e))
+        self.timed(what.to_string(), c.query_drop(sql)).await
     }
 
     /// Server version string.
     pub async fn version(&self) -> Result<String> {
         let mut c = self.conn().await?;
-        let v: Option<String> = c
-            .query_first("SELECT VERSION()")
-            .await
-            .map_err(|e| Error::mysql("SELECT VERSION()", e))?;
+        let v: Option<String> = self
+            .timed("SELECT VERSION()", c.query_first("SELECT VERSION()"))
+            .await?;
         Ok(v.unwrap_or_default())
     }
 
     /// The admin account's grants, one per line.
     pub async fn grants(&self) -> Result<Vec<String>> {
         let mut c = self.conn().await?;
-        c.query("SHOW GRANTS FOR CURRENT_USER()")
+        self.timed("SHOW GRANTS", c.query("SHOW GRANTS FOR CURRENT_USER()"))
             .await
-            .map_err(|e| Error::mysql("SHOW GRANTS", e))
     }
 
     pub async fn database_exists(&self, db: &str) -> Result<bool> {
         let mut c = self.conn().await?;
-        let n: Option<i64> = c
-            .exec_first(
-                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
-                (db,),
+        let n: Option<i64> = self
+            .timed(
+                "look up database",
+                c.exec_first(
+                    "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                    (db,),
+                ),
             )
-            .await
-            .map_err(|e| Error::mysql("look up database", e))?;
+            .await?;
         Ok(n.unwrap_or(0) > 0)
     }
 
     pub async fn user_exists(&self, user: &str, host: &str) -> Result<bool> {
         let mut c = self.conn().await?;
-        let n: Option<i64> = c
-            .exec_first(
-                "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = ?",
-                (user, host),
+        let n: Option<i64> = self
+            .timed(
+                "look up user",
+                c.exec_first(
+                    "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = ?",
+                    (user, host),
+                ),
             )
-            .await
-            .map_err(|e| Error::mysql("look up user", e))?;
+            .await?;
         Ok(n.unwrap_or(0) > 0)
     }
 
@@ -236,12 +259,8 @@ impl Db {
     /// Tables and views of a database, sorted: (name, `BASE TABLE` | `VIEW` | ...).
     pub async fn tables(&self, db: &str) -> Result<Vec<(String, String)>> {
         let mut c = self.conn().await?;
-        c.exec(
-            "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
-            (db,),
-        )
-        .await
-        .map_err(|e| Error::mysql(format!("list tables of {db}"), e))
+        self.timed(format!("list tables of {db}"), c.exec("SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
+            (db,),)).await
     }
 
     /// Reads every row of a table or view (proves it is readable); returns the count.
@@ -252,16 +271,17 @@ impl Db {
             quote_ident(db),
             quote_ident(table)
         );
-        let n: Option<u64> = c
-            .query_first(sql)
-            .await
-            .map_err(|e| Error::mysql(format!("read {db}.{table}"), e))?;
+        let n: Option<u64> = self
+            .timed(format!("read {db}.{table}"), c.query_first(sql))
+            .await?;
         Ok(n.unwrap_or(0))
     }
 
     /// A dump client for this server's admin account.
     pub fn dump_client(&self, private_dir: &std::path::Path) -> Result<DumpClient> {
-        DumpClient::new(&self.opts, private_dir)
+        let mut c = DumpClient::new(&self.opts, private_dir)?;
+        c.stall = self.timeout;
+        Ok(c)
     }
 
     /// Closes the pool.
@@ -275,6 +295,8 @@ impl Db {
 pub struct DumpClient {
     program: std::path::PathBuf,
     options: tempfile::NamedTempFile,
+    /// A dump that sends nothing for this long is stopped (a frozen server).
+    stall: std::time::Duration,
 }
 
 /// The arguments of a consistent, complete dump of one database, without CREATE DATABASE/USE.
@@ -333,7 +355,11 @@ impl DumpClient {
             .write_all(option_file(opts).as_bytes())
             .and_then(|_| options.flush())
             .map_err(|e| Error::io("write option file", e))?;
-        Ok(DumpClient { program, options })
+        Ok(DumpClient {
+            program,
+            options,
+            stall: std::time::Duration::from_secs(30),
+        })
     }
 
     /// Dumps `db` into `out` (streamed; nothing is held in memory), checking the exit status
@@ -356,13 +382,22 @@ impl DumpClient {
             s
         });
         let mut keeper = crate::snapshot::archive::TailKeeper::new(out);
+        // A dump that sends nothing for `stall` is stopped: a frozen server must fail the
+        // backup (naming the site and step), never hang it while it holds the host lock.
+        let watch = Watchdog::start(child.id(), self.stall);
         let copied = match child.stdout.take() {
-            Some(mut so) => copy_big(&mut so, &mut keeper),
+            Some(so) => copy_big(&mut watch.reader(so), &mut keeper),
             None => Ok(0),
         };
         let status = child
             .wait()
             .map_err(|e| Error::io("wait for the dump client", e))?;
+        if watch.stop() {
+            return Err(Error::Other(format!(
+                "the dump of {db} sent nothing for {}s (mysql.timeout) and was stopped: the server stopped answering",
+                self.stall.as_secs()
+            )));
+        }
         let stderr = err_reader.join().unwrap_or_default();
         let tool = self
             .program
@@ -382,6 +417,68 @@ impl DumpClient {
             )));
         }
         Ok(keeper.bytes)
+    }
+}
+
+/// Kills a child process that makes no progress (no bytes read through [`Watchdog::reader`])
+/// for a while.
+struct Watchdog {
+    progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<bool>>,
+}
+
+impl Watchdog {
+    fn start(pid: u32, stall: std::time::Duration) -> Watchdog {
+        use std::sync::atomic::Ordering;
+        let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, d) = (progress.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let mut last = 0;
+            let mut since = std::time::Instant::now();
+            while !d.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let now = p.load(Ordering::SeqCst);
+                if now != last {
+                    last = now;
+                    since = std::time::Instant::now();
+                } else if since.elapsed() >= stall {
+                    // SAFETY: kill(2) on our own child's pid; no memory is touched.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                    return true;
+                }
+            }
+            false
+        });
+        Watchdog {
+            progress,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// `r`, counting what is read as progress.
+    fn reader<R: std::io::Read>(&self, r: R) -> impl std::io::Read {
+        struct Counted<R>(R, std::sync::Arc<std::sync::atomic::AtomicU64>);
+        impl<R: std::io::Read> std::io::Read for Counted<R> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.read(buf)?;
+                self.1
+                    .fetch_add(n as u64 + 1, std::sync::atomic::Ordering::SeqCst);
+                Ok(n)
+            }
+        }
+        Counted(r, self.progress.clone())
+    }
+
+    /// Stops watching; true when the child was killed for making no progress.
+    fn stop(mut self) -> bool {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or(false))
+            .unwrap_or(false)
     }
 }
 

@@ -433,6 +433,7 @@ async fn write_snapshot(
         .await;
         let (entry, site_files) = match (taken, &tolerate) {
             (Ok(t), _) => t,
+            (Err(e), _) if matches!(e.root(), Error::Interrupted(_)) => return Err(e),
             (Err(e), None) => return Err(e),
             (Err(e), Some(_)) => {
                 // Left out: none of its files stay in the snapshot.
@@ -540,14 +541,22 @@ async fn backup_site(
 ) -> Result<(SiteEntry, Vec<FileEntry>)> {
     let name = spec.name.as_str();
     let state = ctx.deploy_state(name)?;
-    let running = match engine {
-        Some(engine) => engine
+    let mut running = None;
+    if let Some(engine) = engine {
+        for mut c in engine
             .list(&ctx.config.instance, Some(name), Some(Role::Web))
             .await?
-            .into_iter()
-            .find(|c| c.running()),
-        None => None,
-    };
+        {
+            // Left paused by a backup that was killed (we hold the lock: no other has it).
+            if c.state == "paused" {
+                engine.unpause(&c.id).await.step(name, "unpause")?;
+                c.state = "running".into();
+            }
+            if c.running() && running.is_none() {
+                running = Some(c);
+            }
+        }
+    }
     if let (Some(engine), false) = (engine, spec.backup.pre_command.is_empty()) {
         let c = running.as_ref().ok_or_else(|| {
             Error::Other(
@@ -557,16 +566,26 @@ async fn backup_site(
         })?;
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let code = engine
-            .exec(
-                &c.id,
-                &spec.backup.pre_command,
-                Some(&format!("{0}:{0}", spec.uid)),
-                &mut out,
-                &mut err,
-            )
-            .await
-            .step(name, "pre-backup")?;
+        let limit = crate::config::parse_duration(&ctx.config.backup.pre_command_timeout)
+            .map_err(Error::Invalid)?;
+        let user = format!("{0}:{0}", spec.uid);
+        let run = engine.exec(
+            &c.id,
+            &spec.backup.pre_command,
+            Some(&user),
+            &mut out,
+            &mut err,
+        );
+        let code = match tokio::time::timeout(limit, run).await {
+            Ok(r) => r.step(name, "pre-backup")?,
+            Err(_) => {
+                return Err(Error::Other(format!(
+                    "pre-backup command still running after {}s (backup.pre_command_timeout)",
+                    limit.as_secs()
+                ))
+                .at_step(name, "pre-backup"))
+            }
+        };
         if code != 0 {
             let msg = String::from_utf8_lossy(&err);
             return Err(Error::Other(format!(
@@ -642,6 +661,16 @@ async fn backup_site(
         tokio::select! {
             r = &mut work => break r,
             _ = tick.tick() => ctx.progress(name, counter.load(std::sync::atomic::Ordering::Relaxed), false),
+            _ = crate::interrupt::wait() => {
+                // Never leave the site frozen: the snapshot is abandoned, the site runs on.
+                if let (Some(engine), Some(id)) = (engine, &paused) {
+                    engine.unpause(id).await.step(name, "unpause")?;
+                }
+                return Err(Error::Interrupted(
+                    "interrupted; the unfinished snapshot was discarded".into(),
+                )
+                .at_step(name, "files"));
+            }
         }
     };
     ctx.progress(

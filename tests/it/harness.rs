@@ -496,6 +496,17 @@ impl ScratchMariadb {
         format!("mysql://root@localhost?socket={}", self.socket.display())
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: it keeps its sockets and answers nothing.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let st = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(st.success());
+        }
+    }
+
     /// Kills the server at once (as a crash would).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

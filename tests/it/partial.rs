@@ -88,7 +88,8 @@ fn a_broken_spec_and_a_failing_pre_command_leave_only_those_sites_out() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(r["kind"], "partial", "{r}");
     let failed: Vec<(String, String)> = r["failed"]
         .as_array()
@@ -144,4 +145,188 @@ fn a_broken_spec_and_a_failing_pre_command_leave_only_those_sites_out() {
     let r = host.json(&["backup"]);
     assert_eq!(r["kind"], "full", "{r}");
     host.sp_ok(&["status"]);
+}
+
+/// Runs `sp` with a bound on its wall time (so a hang fails the test instead of CI): the
+/// output, or None when it had to be killed.
+fn bounded(host: &Host, args: &[&str], secs: u64) -> Option<std::process::Output> {
+    let mut child = host
+        .cmd(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = crate::harness::eventually(secs, || child.try_wait().ok().flatten());
+    if done.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    Some(child.wait_with_output().unwrap())
+}
+
+/// A frozen server (SIGSTOP: it keeps its socket and answers nothing) fails the backup on its
+/// own, within `mysql.timeout`, naming the site and the step.
+#[test]
+fn a_frozen_database_server_fails_the_backup_instead_of_hanging_it() {
+    let Some(rig) = rig() else { return };
+    let db = crate::harness::ScratchMariadb::start();
+    let host = Host::new(&rig);
+    host.config_replace(
+        &format!("url = \"{}\"", rig.var("SP_RIG_MYSQL_URL")),
+        &format!("url = \"{}\"", db.url()),
+    );
+    host.config_replace("timeout = \"30s\"", "timeout = \"3s\"");
+    host.login();
+    let site = host.site_name("fz");
+    host.sp_ok(&[
+        "site",
+        "add",
+        &site,
+        "--image",
+        &rig.image("v1"),
+        "--health-path",
+        "/",
+    ]);
+    db.signal("-STOP");
+    let out = bounded(&host, &["backup"], 90);
+    db.signal("-CONT");
+    let out = out.expect("sp backup hung on a frozen server");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&site) && err.contains("step 'database"),
+        "{err}"
+    );
+    assert!(err.contains("mysql.timeout"), "{err}");
+}
+
+/// A dump that stops sending (its table locked away by another session) is stopped after
+/// `mysql.timeout` of silence; that site is left out, the others are backed up.
+#[test]
+fn a_dump_that_makes_no_progress_is_stopped_and_only_its_site_left_out() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.config_replace("timeout = \"30s\"", "timeout = \"3s\"");
+    host.login();
+    let (stuck, fine) = (host.site_name("ds"), host.site_name("df"));
+    for s in [&stuck, &fine] {
+        host.sp_ok(&[
+            "site",
+            "add",
+            s,
+            "--image",
+            &rig.image("v1"),
+            "--health-path",
+            "/",
+        ]);
+    }
+    host.root_sql(&format!(
+        "CREATE TABLE `{stuck}`.t (id INT); INSERT INTO `{stuck}`.t VALUES (1);"
+    ));
+    let mut locker = std::process::Command::new("mariadb")
+        .args(["--socket", rig.var("SP_RIG_MYSQL_SOCKET"), "-uroot", "-e"])
+        .arg(format!("LOCK TABLES `{stuck}`.t WRITE; SELECT SLEEP(60);"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = bounded(&host, &["--json", "backup"], 90);
+    let _ = locker.kill();
+    let _ = locker.wait();
+    let out = out.expect("sp backup hung on a dump that made no progress");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["failed"][0]["site"], stuck.as_str(), "{r}");
+    assert!(
+        r["failed"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("sent nothing"),
+        "{r}"
+    );
+    assert_eq!(r["sites"][0]["name"], fine.as_str(), "{r}");
+}
+
+fn paused(container: &str) -> bool {
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Paused}}", container])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "true"
+}
+
+/// A `pause = true` site is never left frozen: SIGTERM during the archive step unpauses it
+/// before sp exits; after a SIGKILL (which nothing can catch) `sp apply` unpauses it.
+#[test]
+fn a_backup_interrupted_during_the_archive_step_leaves_no_site_paused() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let site = host.site_name("ps");
+    host.sp_ok(&[
+        "site",
+        "add",
+        &site,
+        "--image",
+        &rig.image("v1"),
+        "--health-path",
+        "/",
+        "--no-db",
+    ]);
+    host.spec_append(&site, "[backup]\npause = true\n");
+    // Enough incompressible data that archiving takes a while.
+    let data = host.sites_dir().join(&site).join("data");
+    let st = std::process::Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=400", "status=none"])
+        .arg(format!("of={}", data.join("big.bin").display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let container = host.json(&["site", "show", &site])["containers"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    for signal in ["-TERM", "-KILL"] {
+        let child = host
+            .cmd(&["backup"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let frozen = crate::harness::eventually(30, || paused(&container).then_some(()));
+        assert!(frozen.is_some(), "the backup never paused the site");
+        let st = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = child.wait_with_output().unwrap();
+        if signal == "-TERM" {
+            assert_eq!(
+                out.status.code(),
+                Some(130),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!paused(&container), "SIGTERM left the site paused");
+        } else {
+            assert!(
+                paused(&container),
+                "SIGKILL cannot be caught: the site is still paused"
+            );
+            host.sp_ok(&["apply"]);
+            assert!(!paused(&container), "sp apply did not unpause the site");
+        }
+        assert_eq!(host.get(&site, "/").as_deref(), Some("site v1\n"));
+        let snaps = host.json(&["snapshots"]);
+        assert!(snaps["snapshots"].as_array().unwrap().is_empty(), "{snaps}");
+    }
 }
