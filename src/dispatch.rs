@@ -177,7 +177,9 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
                 emit_action(&cli, io, &ops::key::import(&ctx, file, *replace)?)?
             }
         },
-        Command::Prune { dry_run } => emit_action(&cli, io, &ops::prune::run(&ctx, *dry_run)?)?,
+        Command::Prune { dry_run } => {
+            emit_action(&cli, io, &ops::prune::run(&ctx, *dry_run).await?)?
+        }
         Command::Schedule(ScheduleCommand::Show) => emit(&cli, io, &ops::schedule::show(&ctx)?)?,
         Command::Schedule(ScheduleCommand::Install {
             cron_file,

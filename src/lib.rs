@@ -23,6 +23,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod hook;
 pub mod interrupt;
 pub mod key;
 pub mod lock;

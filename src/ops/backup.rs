@@ -145,6 +145,11 @@ pub struct BackupStatus {
     /// Sites the last backup left out (empty when it took every site).
     #[serde(default)]
     pub failed_sites: Vec<SiteFailure>,
+    /// The last `sp prune` failed: when and why (cleared by one that succeeds).
+    #[serde(default)]
+    pub prune_failure: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub prune_error: Option<String>,
 }
 
 impl BackupStatus {
@@ -157,7 +162,7 @@ impl BackupStatus {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     }
-    fn save(&self, ctx: &Ctx) {
+    pub fn save(&self, ctx: &Ctx) {
         if let Ok(bytes) = serde_json::to_vec_pretty(self) {
             if let Err(e) = crate::fsutil::write_atomic(&Self::path(ctx), &bytes, 0o644) {
                 tracing::warn!("cannot record the backup status: {e}");
@@ -244,49 +249,23 @@ pub async fn run(ctx: &Ctx, opts: &BackupOpts) -> Result<BackupReport> {
     match failure {
         None => {
             if let Some(url) = &ctx.config.backup.on_success_url {
-                ping(url, None).await;
+                crate::hook::call(url, None).await;
             }
         }
         Some((id, failed, error)) => {
             if let Some(url) = &ctx.config.backup.on_failure_url {
                 let body = serde_json::json!({
-                    "host": hostname(),
+                    "host": crate::hook::hostname(),
                     "instance": ctx.config.instance,
                     "snapshot": id,
                     "failed": failed,
                     "error": error,
                 });
-                ping(url, Some(body)).await;
+                crate::hook::call(url, Some(body)).await;
             }
         }
     }
     result
-}
-
-/// Calls a backup hook: GET on success, POST with a JSON body naming what failed otherwise.
-async fn ping(url: &str, body: Option<serde_json::Value>) {
-    let url = url.to_string();
-    let done = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .into();
-        match body {
-            None => agent.get(&url).call(),
-            Some(b) => agent
-                .post(&url)
-                .header("Content-Type", "application/json")
-                .send(b.to_string().as_bytes()),
-        }
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-    })
-    .await;
-    match done {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("backup hook did not answer: {e}"),
-        Err(e) => tracing::warn!("backup hook: {e}"),
-    }
 }
 
 /// Takes one snapshot of `specs`, of `kind` (the caller holds the lock). Used by `sp backup`,
@@ -496,7 +475,7 @@ async fn write_snapshot(
         id: id.to_string(),
         kind,
         sp_version: env!("CARGO_PKG_VERSION").to_string(),
-        host: hostname(),
+        host: crate::hook::hostname(),
         instance: ctx.config.instance.clone(),
         created: now,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -739,10 +718,4 @@ async fn keep_image(ctx: &Ctx, engine: &Engine, id: &str, level: i32) -> Result<
     }
     ctx.note(&format!("keeping image {}", &id[..id.len().min(19)]));
     engine.save_image(id, &path, level).await
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }

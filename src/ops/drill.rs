@@ -95,23 +95,34 @@ pub async fn run(
     let _lock = ctx.lock(&format!("drill {id}"))?;
     let d = dir.clone();
     let keyring = ctx.keyring(keys)?;
-    let (manifest, faults) = tokio::task::spawn_blocking(move || {
+    let verified = tokio::task::spawn_blocking(move || {
         snapshot::verify(&d, snapshot::Depth::BeforeLoad, &keyring)
     })
     .await
-    .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
+    .map_err(|e| Error::Other(format!("verify task failed: {e}")))?;
     let mut report = DrillReport {
         id: id.clone(),
         ok: false,
         time: Utc::now(),
         seconds: 0.0,
-        faults: faults
-            .iter()
-            .map(|f| format!("{}: {}", f.file, f.problem))
-            .collect(),
+        faults: Vec::new(),
         sites: Vec::new(),
     };
-    if report.faults.is_empty() {
+    let manifest = match verified {
+        Ok((m, faults)) => {
+            report.faults = faults
+                .iter()
+                .map(|f| format!("{}: {}", f.file, f.problem))
+                .collect();
+            Some(m)
+        }
+        // A snapshot that does not authenticate is a failed drill too, recorded as one.
+        Err(e) => {
+            report.faults.push(e.to_string());
+            None
+        }
+    };
+    if let (true, Some(manifest)) = (report.faults.is_empty(), &manifest) {
         let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let scratch = ctx.config.state_dir.join(format!("drill-{tag}"));
         let mut cfg = ctx.config.clone();
@@ -141,6 +152,16 @@ pub async fn run(
     report.seconds = started.elapsed().as_secs_f64();
     if let Ok(bytes) = serde_json::to_vec_pretty(&report) {
         crate::fsutil::write_atomic(&status_path(ctx), &bytes, 0o644)?;
+    }
+    if let (false, Some(url)) = (report.ok, &ctx.config.backup.on_failure_url) {
+        let body = serde_json::json!({
+            "host": crate::hook::hostname(),
+            "instance": ctx.config.instance,
+            "drill": report.id,
+            "faults": report.faults,
+            "sites": report.sites.iter().filter(|s| !s.faults.is_empty()).map(|s| serde_json::json!({"site": s.site, "faults": s.faults})).collect::<Vec<_>>(),
+        });
+        crate::hook::call(url, Some(body)).await;
     }
     Ok(report)
 }

@@ -90,7 +90,36 @@ impl std::fmt::Display for PruneReport {
 }
 
 /// `sp prune`.
-pub fn run(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
+pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
+    let result = prune(ctx, dry_run);
+    if dry_run {
+        return result;
+    }
+    // A failed prune (the disk fills up next) reaches `sp status` and the failure hook.
+    let mut status = super::backup::BackupStatus::load(ctx);
+    match &result {
+        Ok(_) => {
+            status.prune_failure = None;
+            status.prune_error = None;
+        }
+        Err(e) => {
+            status.prune_failure = Some(chrono::Utc::now());
+            status.prune_error = Some(e.to_string());
+        }
+    }
+    status.save(ctx);
+    if let (Err(e), Some(url)) = (&result, &ctx.config.backup.on_failure_url) {
+        let body = serde_json::json!({
+            "host": crate::hook::hostname(),
+            "instance": ctx.config.instance,
+            "prune": e.to_string(),
+        });
+        crate::hook::call(url, Some(body)).await;
+    }
+    result
+}
+
+fn prune(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
     let _lock = ctx.lock("prune")?;
     let (snaps, _) = snapshot::list(&ctx.config.backup_dir)?;
     let candidates: Vec<Candidate> = snaps

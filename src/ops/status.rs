@@ -34,6 +34,8 @@ pub struct StatusReport {
     pub last_backup_failure: Option<DateTime<Utc>>,
     /// Sites the last backup left out.
     pub failed_sites: Vec<super::backup::SiteFailure>,
+    /// Why the last `sp prune` failed, if it did.
+    pub last_prune_error: Option<String>,
     /// The last `sp drill`: snapshot, time and whether it passed.
     pub last_drill: Option<DrillSummary>,
     pub sites: Vec<SiteStatus>,
@@ -89,6 +91,9 @@ impl std::fmt::Display for StatusReport {
                 if d.ok { "passed" } else { "FAILED" }
             )?,
             None => write!(f, "\nlast verified restore (drill): never — run `sp drill`")?,
+        }
+        if let Some(e) = &self.last_prune_error {
+            write!(f, "\nlast prune FAILED: {e}")?;
         }
         if let (Some(t), Some(e)) = (&self.last_backup_failure, &self.last_backup_error) {
             write!(
@@ -150,6 +155,7 @@ pub fn run(ctx: &Ctx) -> Result<StatusReport> {
         ok: sites.iter().all(|s| s.fresh && s.failed.is_none())
             && !failed_last
             && status.failed_sites.is_empty()
+            && status.prune_error.is_none()
             && last_drill.as_ref().is_none_or(|d| d.ok),
         max_age: ctx.config.backup.max_age.clone(),
         next_backup,
@@ -160,6 +166,7 @@ pub fn run(ctx: &Ctx) -> Result<StatusReport> {
             None
         },
         failed_sites: status.failed_sites,
+        last_prune_error: status.prune_error,
         last_drill,
         sites,
     })

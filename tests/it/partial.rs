@@ -330,3 +330,37 @@ fn a_backup_interrupted_during_the_archive_step_leaves_no_site_paused() {
         assert!(snaps["snapshots"].as_array().unwrap().is_empty(), "{snaps}");
     }
 }
+
+/// A drill that fails reaches the failure hook and `sp status`, like a failed backup.
+#[test]
+fn a_failed_drill_calls_the_failure_hook_and_fails_status() {
+    let Some((host, [a])) = crate::restore::host_with_sites(["dh"]) else {
+        return;
+    };
+    let (port, got) = listener();
+    host.config_replace(
+        "# on_failure_url = \"https://hc-ping.com/UUID/fail\"",
+        &format!("on_failure_url = \"http://127.0.0.1:{port}/fail\""),
+    );
+    let id = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    host.sp_ok(&["status"]);
+    let text = crate::restore::read_dump(&host, &id, &a);
+    let cut = text.rfind("-- Dump completed").unwrap();
+    let broken = format!(
+        "{}INSERT INTO gone VALUES (1);\n{}",
+        &text[..cut],
+        &text[cut..]
+    );
+    crate::restore::replace_dump(&host, &id, &a, &broken);
+    let d = host.sp(&["drill", &id]);
+    assert_eq!(d.status.code(), Some(1));
+    let call = got
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the failure hook was called");
+    assert!(call.starts_with("POST /fail"), "{call}");
+    assert!(
+        call.contains("\"drill\"") && call.contains(&id) && call.contains("gone"),
+        "{call}"
+    );
+    assert_eq!(host.sp(&["status"]).status.code(), Some(1));
+}
