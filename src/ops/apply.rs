@@ -1,6 +1,8 @@
 //! `sp apply [NAME]`: converge the host to the `site.toml` files.
 //!
-//! For each site: directories and owners, database and user (with the password on file),
+//! First every spec is checked: a uid or domain another site has (a removed one's uid too)
+//! is refused before anything changes. Then for each site: directories, owners and modes,
+//! the site's own network, database and user (with the password on file),
 //! and the container: recreated when missing or when its configuration drifted from the spec,
 //! started when it stopped by itself. A site the user stopped stays stopped. Running it twice
 //! changes nothing the second time.
@@ -58,6 +60,11 @@ pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
         Some(name) => vec![ctx.site(name)?],
         None => ctx.sites()?,
     };
+    // A hand-written spec may not take another site's uid or domain.
+    let claims = provision::claims(ctx)?;
+    for spec in &specs {
+        crate::site::check_unique(spec, &claims)?;
+    }
     let engine = ctx.engine().await?;
     let db = if specs.iter().any(|s| s.database.enabled) {
         Some(ctx.db()?)

@@ -1,5 +1,10 @@
 //! `sp init`: write a commented default config and create the directories. An existing config
 //! is never overwritten.
+//!
+//! The admin password never goes through argv: `--mysql-url` with one is refused, and it
+//! comes from stdin (`--mysql-password-stdin`, stored 0600 as `mysql-admin.password` beside
+//! the config) or from a root-only file (`--mysql-password-file`); either way the config
+//! names it as `mysql.password_file`.
 
 use std::path::PathBuf;
 
@@ -15,6 +20,10 @@ pub struct InitOpts {
     pub backup_dir: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub mysql_url: Option<String>,
+    /// The admin password, read from stdin.
+    pub mysql_password: Option<String>,
+    /// A file holding the admin password.
+    pub mysql_password_file: Option<PathBuf>,
     pub mysql_host_for_containers: Option<String>,
     pub port_range: Option<String>,
 }
@@ -40,9 +49,66 @@ impl std::fmt::Display for InitReport {
     }
 }
 
+/// Name of the password file `--mysql-password-stdin` writes beside the config.
+pub const PASSWORD_FILE_NAME: &str = "mysql-admin.password";
+
+/// Refuses a `--mysql-url` that carries a password.
+pub fn check_url(url: Option<&str>) -> Result<()> {
+    match url {
+        Some(u) if crate::config::url_has_password(u) => Err(Error::Invalid(
+            "--mysql-url must not carry a password (every local user can read argv): give the URL without it and pass the password with --mysql-password-stdin or --mysql-password-file".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a `--mysql-password-file`: it exists, is a file and only its owner may read it.
+fn check_password_file(path: &std::path::Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::path::absolute(path).map_err(|e| Error::io_path("resolve", path, e))?;
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        Error::Invalid(format!(
+            "--mysql-password-file {}: {e}; write the password into it first (install -m 600 /dev/null FILE)",
+            path.display()
+        ))
+    })?;
+    if !meta.is_file() {
+        return Err(Error::Invalid(format!(
+            "--mysql-password-file {}: not a file",
+            path.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(Error::Invalid(format!(
+            "--mysql-password-file {}: others may read it (mode {:04o}); chmod 600 it first",
+            path.display(),
+            meta.permissions().mode() & 0o7777
+        )));
+    }
+    Ok(path)
+}
+
 /// `sp init`.
 pub fn run(config_path: &std::path::Path, opts: &InitOpts) -> Result<InitReport> {
+    check_url(opts.mysql_url.as_deref())?;
     let written = !config_path.exists();
+    let wants_password = opts.mysql_password.is_some() || opts.mysql_password_file.is_some();
+    if !written && wants_password {
+        return Err(Error::Conflict(format!(
+            "{} exists and sp init never changes it; set mysql.password_file in it instead",
+            config_path.display()
+        )));
+    }
+    if opts.mysql_password.as_deref() == Some("") {
+        return Err(Error::Invalid(
+            "--mysql-password-stdin: stdin held no password".into(),
+        ));
+    }
+    let password_file = opts
+        .mysql_password_file
+        .as_deref()
+        .map(check_password_file)
+        .transpose()?;
     let config = if written {
         let mut c = Config::default();
         if let Some(v) = &opts.instance {
@@ -66,6 +132,13 @@ pub fn run(config_path: &std::path::Path, opts: &InitOpts) -> Result<InitReport>
         if let Some(v) = &opts.port_range {
             c.docker.port_range = v.clone();
         }
+        let stdin_file = opts.mysql_password.as_ref().map(|_| {
+            let dir = config_path.parent().unwrap_or(std::path::Path::new("."));
+            std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.to_path_buf())
+                .join(PASSWORD_FILE_NAME)
+        });
+        c.mysql.password_file = password_file.or(stdin_file.clone());
         let text = c.commented_default();
         // Validate what we are about to write, so a bad flag changes nothing.
         let parsed: Config = toml::from_str(&text)
@@ -77,7 +150,15 @@ pub fn run(config_path: &std::path::Path, opts: &InitOpts) -> Result<InitReport>
         checked.map_err(|e| {
             Error::Invalid(e.to_string().replace(&tmp.display().to_string(), "init"))
         })?;
-        crate::fsutil::write_private(config_path, text.as_bytes())?;
+        if let (Some(path), Some(pw)) = (&stdin_file, &opts.mysql_password) {
+            crate::fsutil::write_private(path, pw.as_bytes())?;
+        }
+        if let Err(e) = crate::fsutil::write_private(config_path, text.as_bytes()) {
+            if let Some(path) = &stdin_file {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
         parsed
     } else {
         Config::load(config_path)?
@@ -89,7 +170,9 @@ pub fn run(config_path: &std::path::Path, opts: &InitOpts) -> Result<InitReport>
             created_dirs.push(d.clone());
         }
     }
+    // Snapshots and sp's state hold secrets; sites' trees are private one by one.
     crate::fsutil::chmod(&config.backup_dir, 0o700)?;
+    crate::lock::ensure_private_dir(&config.state_dir)?;
     Ok(InitReport {
         config: config_path.to_path_buf(),
         written,

@@ -205,8 +205,13 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     let db = ctx.db()?;
     let mut targets = Vec::new();
     let mut conflicts = Vec::new();
+    // Uids and domains the host's other sites hold: a restored site may not take them.
+    let claims = provision::claims(&ctx)?;
     for e in &entries {
         let name = opts.as_name.clone().unwrap_or_else(|| e.name.clone());
+        if opts.as_name.is_none() {
+            provision::check_uid_free(&claims, &name, e.uid)?;
+        }
         let paths = ctx.paths(&name);
         let marker = read_marker(&paths);
         let ours = marker.as_ref().map(|(m, _)| m == &id).unwrap_or(false);
@@ -293,6 +298,7 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         data_slots: tokio::sync::Semaphore::new(crate::cores()),
         id: &id,
         dir: &dir,
+        claims,
     };
     let results =
         futures_util::future::join_all(targets.iter().map(|t| restore_site(&run, t))).await;
@@ -458,6 +464,8 @@ struct Run<'a> {
     data_slots: tokio::sync::Semaphore,
     id: &'a str,
     dir: &'a Path,
+    /// The other sites' uids and domains, read before anything was restored.
+    claims: Vec<crate::site::Claim>,
 }
 
 async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
@@ -491,7 +499,7 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
     std::fs::create_dir_all(&paths.root)
         .map_err(|e| Error::io_path("create", &paths.root, e))
         .step(&name, "files")?;
-    crate::fsutil::chmod(&paths.root, 0o755)?;
+    crate::fsutil::chmod(&paths.root, 0o700)?;
     write_marker(&paths, id, "running").step(&name, "files")?;
     let mut phases = Vec::new();
 
@@ -550,6 +558,7 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
     if name != from_site {
         make_clone(ctx, &mut spec, &name).step(&name, "clone")?;
     }
+    crate::site::check_unique(&spec, &run.claims).step(&name, "check")?;
     // The directories a backup leaves out (tmp/).
     provision::ensure_dirs(&paths, spec.uid).step(&name, "files")?;
 
@@ -618,7 +627,7 @@ fn make_clone(ctx: &Ctx, spec: &mut SiteSpec, name: &str) -> Result<()> {
     let mut state = DeployState::load(&paths.deploy())?;
     state.host_port = None;
     ctx.save_deploy_state(name, &state)?;
-    crate::fsutil::write_atomic(&paths.spec(), spec.to_toml().as_bytes(), 0o644)
+    provision::write_spec(&paths, spec)
 }
 
 /// Gives everything owned by `from` (uid and gid) to `to`.

@@ -326,10 +326,7 @@ fn mysql_dying_mid_backup_fails_clearly_and_counts_nothing() {
     let Some(rig) = rig() else { return };
     let mut db = ScratchMariadb::start();
     let host = Host::new(&rig);
-    host.config_replace(
-        &format!("url = \"{}\"", rig.var("SP_RIG_MYSQL_URL")),
-        &format!("url = \"{}\"", db.url()),
-    );
+    host.use_mysql(&db.url());
     host.login();
     let (a, b) = (host.site_name("ma"), host.site_name("mb"));
     add_site(&host, &a);

@@ -1,0 +1,482 @@
+//! Tenants are untrusted: nothing a site controls reaches another site or the host. Sites on
+//! networks of their own, confined containers, uids and domains never shared, secrets and the
+//! host lock private, no admin option file ever left on disk, no password in argv.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{rig, Host};
+
+/// The id of a site's web container.
+fn web_container(host: &Host, site: &str) -> String {
+    let out = Command::new("docker")
+        .args(["ps", "-q"])
+        .args(["--filter", &format!("label=sp.instance={}", host.instance)])
+        .args(["--filter", &format!("label=sp.site={site}")])
+        .args(["--filter", "label=sp.role=web"])
+        .output()
+        .expect("docker ps");
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(ids.len(), 1, "{site}: web containers {ids:?}");
+    ids[0].clone()
+}
+
+fn inspect(id: &str) -> serde_json::Value {
+    let out = Command::new("docker")
+        .args(["inspect", id])
+        .output()
+        .expect("docker inspect");
+    assert!(out.status.success(), "inspect {id}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
+    v[0].clone()
+}
+
+/// The container's (only) network name and its IP on it.
+fn network_and_ip(id: &str) -> (String, String) {
+    let v = inspect(id);
+    let nets = v["NetworkSettings"]["Networks"]
+        .as_object()
+        .expect("networks")
+        .clone();
+    assert_eq!(nets.len(), 1, "{id} is on {:?}", nets.keys());
+    let (name, n) = nets.into_iter().next().expect("one network");
+    (
+        name,
+        n["IPAddress"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// From inside `site`'s container: an HTTP GET to IP:PORT, bounded to a few seconds.
+fn probe(host: &Host, site: &str, ip: &str, port: u16) -> String {
+    let script =
+        format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 6 nc -w 3 {ip} {port} 2>&1; true");
+    let out = host.exec_sh(site, &script);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The uid in a site's spec.
+fn uid_of(host: &Host, site: &str) -> u32 {
+    let spec =
+        std::fs::read_to_string(host.sites_dir().join(site).join("site.toml")).expect("spec");
+    spec.lines()
+        .find_map(|l| l.strip_prefix("uid = "))
+        .and_then(|u| u.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{site}: no uid in {spec}"))
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn add(host: &Host, name: &str, extra: &[&str]) {
+    let image = host.rig.image("v1");
+    let mut args = vec!["site", "add", name, "--image", &image, "--health-path", "/"];
+    args.extend_from_slice(extra);
+    host.sp_ok(&args);
+}
+
+#[test]
+fn sites_cannot_reach_each_other_but_reach_their_database() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let (a, b) = (host.site_name("na"), host.site_name("nb"));
+    add(&host, &a, &[]);
+    add(&host, &b, &[]);
+    let (ca, cb) = (web_container(&host, &a), web_container(&host, &b));
+    let (net_a, ip_a) = network_and_ip(&ca);
+    let (net_b, ip_b) = network_and_ip(&cb);
+    assert_eq!(net_a, format!("sp-{}-{a}", host.instance));
+    assert_eq!(net_b, format!("sp-{}-{b}", host.instance));
+    let labels = Command::new("docker")
+        .args(["network", "inspect", "-f", "{{json .Labels}}", &net_a])
+        .output()
+        .unwrap();
+    let labels: serde_json::Value = serde_json::from_slice(&labels.stdout).unwrap();
+    assert_eq!(labels["sp.instance"], host.instance.as_str());
+    assert_eq!(labels["sp.site"], a.as_str());
+
+    // The probe works (a reaches itself), but not across sites, and it gives up in time.
+    assert!(
+        probe(&host, &a, &ip_a, 8080).contains("site v1"),
+        "the probe does not work"
+    );
+    let t = Instant::now();
+    let across = probe(&host, &a, &ip_b, 8080);
+    assert!(!across.contains("site v1"), "{a} reached {b}: {across}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let across = probe(&host, &b, &ip_a, 8080);
+    assert!(!across.contains("site v1"), "{b} reached {a}: {across}");
+
+    // Each still reaches the shared MariaDB, and serves through its published port.
+    for s in [&a, &b] {
+        let out = host.exec_sh(
+            s,
+            "nc -w 3 \"$DATABASE_HOST\" \"$DATABASE_PORT\" </dev/null",
+        );
+        let greeting = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            greeting.contains("MariaDB"),
+            "{s}: no greeting: {greeting:?}"
+        );
+        assert_eq!(host.get(s, "/").as_deref(), Some("site v1\n"));
+    }
+    // A redeploy stays on the site's network.
+    host.sp_ok(&["site", "deploy", &a, "--image", &rig.image("v2")]);
+    assert_eq!(network_and_ip(&web_container(&host, &a)).0, net_a);
+    assert_eq!(host.get(&a, "/").as_deref(), Some("site v2\n"));
+
+    // The network goes with the site.
+    host.sp_ok(&["site", "remove", &a, "--purge", "--yes"]);
+    host.sp_ok(&["site", "remove", &b]);
+    assert!(host.networks().is_empty(), "left: {:?}", host.networks());
+    host.sp_ok(&["site", "remove", &b, "--purge", "--yes"]);
+}
+
+#[test]
+fn uids_and_domains_are_never_shared() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let a = host.site_name("ua");
+    let dom_a = format!("{a}.example.test");
+    add(&host, &a, &["--no-db", "--domain", &dom_a]);
+    let uid_a = uid_of(&host, &a);
+
+    // A hand-written spec with a's uid, then with a's domain: refused, nothing changed.
+    let b = host.site_name("ub");
+    let b_dir = host.sites_dir().join(&b);
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let spec_b = |uid: u32, domain: &str| {
+        format!(
+            "name = \"{b}\"\nimage = \"{}\"\nuid = {uid}\nport = 8080\ndomains = [\"{domain}\"]\n\n[database]\nenabled = false\n",
+            rig.image("v1")
+        )
+    };
+    for (uid, domain, what) in [
+        (uid_a, format!("{b}.example.test"), format!("uid {uid_a}")),
+        (uid_a + 77, dom_a.clone(), format!("domain {dom_a}")),
+    ] {
+        std::fs::write(b_dir.join("site.toml"), spec_b(uid, &domain)).unwrap();
+        for args in [vec!["apply", b.as_str()], vec!["apply"]] {
+            let (code, err) = host.sp_fail(&args);
+            assert_eq!(code, 4, "{args:?}: {err}");
+            let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert_eq!(lines.len(), 1, "not one line: {err}");
+            // The one refused names the other (`sp apply` checks the sites in name order).
+            let names_other = err.contains(&format!("{b}: ")) && err.contains(&format!("site {a}"))
+                || err.contains(&format!("{a}: ")) && err.contains(&format!("site {b}"));
+            assert!(err.contains(&what) && names_other, "{args:?}: {err}");
+        }
+        let entries: Vec<_> = std::fs::read_dir(&b_dir).unwrap().flatten().collect();
+        assert_eq!(entries.len(), 1, "apply changed {}", b_dir.display());
+        let web = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=sp.site={b}")])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&web.stdout).trim().is_empty());
+    }
+    std::fs::remove_dir_all(&b_dir).unwrap();
+
+    // site add refuses a's domain, and creates nothing.
+    let c = host.site_name("uc");
+    let (code, err) = host.sp_fail(&[
+        "site",
+        "add",
+        &c,
+        "--image",
+        &rig.image("v1"),
+        "--no-db",
+        "--domain",
+        &dom_a,
+    ]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains(&format!("site {a}")), "{err}");
+    assert!(!host.sites_dir().join(&c).exists());
+
+    // A removed site (files kept) keeps its uid: the next site gets another one.
+    host.sp_ok(&["site", "remove", &a]);
+    let d = host.site_name("ud");
+    add(&host, &d, &["--no-db", "--domain", &dom_a]);
+    let uid_d = uid_of(&host, &d);
+    assert_ne!(uid_d, uid_a, "{d} got the uid of removed {a}");
+    // Nor any uid that owns a file under sites_dir.
+    let e = host.site_name("ue");
+    let next = uid_d.max(uid_a) + 1;
+    let f = host.sites_dir().join(&d).join("data/owned-by-next");
+    std::fs::write(&f, "x").unwrap();
+    std::os::unix::fs::chown(&f, Some(next), Some(next)).unwrap();
+    add(&host, &e, &["--no-db"]);
+    let uid_e = uid_of(&host, &e);
+    assert!(
+        ![uid_a, uid_d, next].contains(&uid_e),
+        "{e} got a taken uid {uid_e}"
+    );
+    for s in [&d, &e] {
+        host.sp_ok(&["site", "remove", s, "--purge", "--yes"]);
+    }
+    host.sp_ok(&["site", "remove", &a, "--purge", "--yes"]);
+}
+
+#[test]
+fn containers_are_confined_and_the_spec_can_say_otherwise() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let a = host.site_name("ca");
+    add(&host, &a, &["--no-db"]);
+    let hc = inspect(&web_container(&host, &a))["HostConfig"].clone();
+    assert_eq!(hc["CapDrop"], serde_json::json!(["ALL"]), "{hc}");
+    assert!(hc["CapAdd"].is_null(), "{hc}");
+    assert_eq!(hc["SecurityOpt"], serde_json::json!(["no-new-privileges"]));
+    assert_eq!(hc["PidsLimit"], 512);
+    assert_eq!(hc["LogConfig"]["Type"], "json-file");
+    assert_eq!(
+        hc["LogConfig"]["Config"],
+        serde_json::json!({"max-size": "10m", "max-file": "3"})
+    );
+    // What the kernel says inside: no capabilities at all, no new privileges.
+    let status = host.exec_sh(&a, "cat /proc/1/status");
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("CapBnd:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+
+    // The spec loosens and tightens it; apply recreates the container, which still serves.
+    host.spec_append(
+        &a,
+        "[container]\ncap_add = [\"NET_BIND_SERVICE\"]\nno_new_privileges = false\npids_limit = 100\nlog_max_size = \"1m\"\nlog_max_files = 2\n",
+    );
+    let out = host.json(&["apply", &a]);
+    assert!(out.to_string().contains("spec changed"), "{out}");
+    let hc = inspect(&web_container(&host, &a))["HostConfig"].clone();
+    assert_eq!(hc["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(hc["CapAdd"], serde_json::json!(["NET_BIND_SERVICE"]));
+    assert!(
+        hc["SecurityOpt"].is_null() || hc["SecurityOpt"] == serde_json::json!([]),
+        "{hc}"
+    );
+    assert_eq!(hc["PidsLimit"], 100);
+    assert_eq!(
+        hc["LogConfig"]["Config"],
+        serde_json::json!({"max-size": "1m", "max-file": "2"})
+    );
+    assert_eq!(host.get(&a, "/").as_deref(), Some("site v1\n"));
+
+    // A capability name sp does not know is refused with one line, before anything changes.
+    let spec = host.sites_dir().join(&a).join("site.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("NET_BIND_SERVICE", "EVERYTHING")).unwrap();
+    let (code, err) = host.sp_fail(&["apply", &a]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("container.cap_add \"EVERYTHING\""), "{err}");
+    std::fs::write(&spec, text).unwrap();
+    host.sp_ok(&["site", "remove", &a, "--purge", "--yes"]);
+}
+
+/// The pid of a `mariadb-dump` whose parent is `parent`, if one runs.
+fn dump_child(parent: u32) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let ppid: Option<u32> = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        if ppid == Some(parent) && comm.ends_with("mariadb-dump") {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Every file under `dir` whose name looks like a client option file.
+fn option_files(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&p) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if name.ends_with(".cnf") || name.starts_with(".sp-client-") {
+                found.push(e.path().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn secrets_are_private_and_a_killed_dump_leaves_no_option_file() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let a = host.site_name("sa");
+    add(&host, &a, &["--env", "API_KEY=s3cret"]);
+    let root = host.sites_dir().join(&a);
+    assert_eq!(mode(&root.join("site.toml")), 0o600);
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join("secrets")), 0o700);
+    assert_eq!(mode(&root.join("secrets/db_password")), 0o400);
+    assert_eq!(mode(&host.state_dir()), 0o700);
+    assert_eq!(mode(&host.state_dir().join("sp.lock")), 0o600);
+    // init stored the admin password in a root-only file, not in the config.
+    let (_, admin_pw) = rig.mysql_admin();
+    let config = std::fs::read_to_string(&host.config).unwrap();
+    assert!(
+        !config.contains(&admin_pw),
+        "the config holds the admin password"
+    );
+    let pw_file = host.config.parent().unwrap().join("mysql-admin.password");
+    assert!(config.contains(&format!("password_file = \"{}\"", pw_file.display())));
+    assert_eq!(mode(&pw_file), 0o600);
+    // The site's user may hold only so many connections.
+    assert_eq!(
+        host.root_sql(&format!(
+            "SELECT max_user_connections FROM mysql.user WHERE User = '{a}'"
+        ))
+        .trim(),
+        "30"
+    );
+    // apply tightens a tree left open by an older sp.
+    std::fs::set_permissions(
+        root.join("site.toml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    host.sp_ok(&["apply", &a]);
+    assert_eq!(mode(&root.join("site.toml")), 0o600);
+    assert_eq!(mode(&root), 0o700);
+
+    // Enough rows that the dump is still running when sp is killed.
+    let ok = host.sql_as_site(
+        &a,
+        "CREATE TABLE big (id INT PRIMARY KEY, b LONGTEXT);
+         INSERT INTO big SELECT seq, REPEAT(MD5(seq), 2000) FROM seq_1_to_600;",
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let mut sp = host
+        .cmd(&["backup"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sp backup");
+    let end = Instant::now() + Duration::from_secs(60);
+    let dumper = loop {
+        if let Some(pid) = dump_child(sp.id()) {
+            break pid;
+        }
+        assert!(
+            sp.try_wait().unwrap().is_none(),
+            "sp backup ended before its dump was seen"
+        );
+        assert!(Instant::now() < end, "no mariadb-dump appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    sp.kill().expect("SIGKILL sp");
+    sp.wait().unwrap();
+    // The orphaned dump dies of the closed pipe.
+    let gone = crate::harness::eventually(20, || {
+        (!Path::new(&format!("/proc/{dumper}")).exists()).then_some(())
+    });
+    assert!(gone.is_some(), "mariadb-dump {dumper} outlived sp");
+    let left = option_files(host.dir.path());
+    assert!(left.is_empty(), "option files left behind: {left:?}");
+    // The lock went with the killed process, and the next backup works.
+    host.sp_ok(&["backup"]);
+    assert!(option_files(host.dir.path()).is_empty());
+    host.sp_ok(&["site", "remove", &a, "--purge", "--yes"]);
+}
+
+#[test]
+fn init_refuses_a_password_in_the_url_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("etc/config.toml");
+    let sp = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sp"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sp");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let sites = dir.path().join("sites");
+    let sites_arg = sites.to_string_lossy().into_owned();
+    let out = sp(
+        &[
+            "init",
+            "--sites-dir",
+            &sites_arg,
+            "--mysql-url",
+            "mysql://sp_admin:PW123@127.0.0.1:3306",
+        ],
+        "",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("--mysql-password-stdin"), "{err}");
+    assert!(!err.contains("PW123"), "{err}");
+    assert!(!config.exists() && !config.parent().unwrap().exists() && !sites.exists());
+
+    // A password file others may read is refused too.
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "PW123").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let pw_arg = pw.to_string_lossy().into_owned();
+    let url = ["--mysql-url", "mysql://sp_admin@127.0.0.1:3306"];
+    let mut args = vec!["init", "--sites-dir", &sites_arg];
+    args.extend_from_slice(&url);
+    args.extend_from_slice(&["--mysql-password-file", &pw_arg]);
+    let out = sp(&args, "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+    assert!(!config.exists() && !sites.exists());
+    // A private one is named in the config.
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = sp(&args, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!("password_file = \"{pw_arg}\"")),
+        "{text}"
+    );
+    assert!(!text.contains("PW123"));
+}
