@@ -92,13 +92,6 @@ fn check_password_file(path: &std::path::Path) -> Result<PathBuf> {
 pub fn run(config_path: &std::path::Path, opts: &InitOpts) -> Result<InitReport> {
     check_url(opts.mysql_url.as_deref())?;
     let written = !config_path.exists();
-    let wants_password = opts.mysql_password.is_some() || opts.mysql_password_file.is_some();
-    if !written && wants_password {
-        return Err(Error::Conflict(format!(
-            "{} exists and sp init never changes it; set mysql.password_file in it instead",
-            config_path.display()
-        )));
-    }
     if opts.mysql_password.as_deref() == Some("") {
         return Err(Error::Invalid(
             "--mysql-password-stdin: stdin held no password".into(),

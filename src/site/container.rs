@@ -1,7 +1,9 @@
 //! The spec's `[container]` table: how far a site's container is confined. Every capability
 //! is dropped, `no-new-privileges` is on, processes are limited and logs rotate; a site that
-//! needs more says so here (e.g. `cap_add = ["NET_BIND_SERVICE"]` for an app that must bind
-//! a port below 1024).
+//! needs more says so here. The app runs as the site's uid, so a capability in `cap_add` only
+//! stays in the bounding set: a process gets it through a binary with file capabilities, which
+//! also needs `no_new_privileges = false`. Binding a port below 1024 needs none (Docker lets
+//! containers do that).
 
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +66,7 @@ const CAPABILITIES: &[&str] = &[
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
-    /// Capabilities given back after all are dropped, e.g. `["NET_BIND_SERVICE"]`.
+    /// Capabilities kept after all are dropped, e.g. `["NET_RAW"]` (see the module docs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
     /// Forbid gaining privileges through setuid binaries (default true).
