@@ -177,3 +177,56 @@ fn tempfile_in_same_dir(path: &std::path::Path) -> PathBuf {
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     dir.join(format!(".sp-init-check-{}.toml", std::process::id()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn opts(dir: &std::path::Path) -> InitOpts {
+        InitOpts {
+            sites_dir: Some(dir.join("sites")),
+            backup_dir: Some(dir.join("backups")),
+            state_dir: Some(dir.join("state")),
+            mysql_url: Some("mysql://sp_admin@127.0.0.1:3306".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused_and_nothing_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("etc/config.toml");
+        let mut o = opts(dir.path());
+        o.mysql_url = Some("mysql://sp_admin:hunter2@127.0.0.1:3306".into());
+        let err = run(&config, &o).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("--mysql-password-file"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_password_from_stdin_goes_into_a_private_file_the_config_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("etc/config.toml");
+        let mut o = opts(dir.path());
+        o.mysql_password = Some("hunter2".into());
+        run(&config, &o).unwrap();
+        let pw = dir.path().join("etc").join(PASSWORD_FILE_NAME);
+        assert_eq!(std::fs::read_to_string(&pw).unwrap(), "hunter2");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&pw), 0o600);
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+        let cfg = Config::load(&config).unwrap();
+        assert_eq!(cfg.mysql.password_file.as_deref(), Some(pw.as_path()));
+        assert!(!std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("hunter2"));
+        // An empty line is no password.
+        let other = dir.path().join("other/config.toml");
+        o.mysql_password = Some(String::new());
+        assert_eq!(run(&other, &o).unwrap_err().exit_code(), 2);
+        assert!(!other.exists());
+    }
+}

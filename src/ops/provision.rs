@@ -29,6 +29,12 @@ pub fn write_spec(paths: &SitePaths, spec: &SiteSpec) -> Result<()> {
 /// Every site's claim on a uid and domains: the specs under `sites_dir`, and the retired
 /// specs of sites removed with their files kept.
 pub fn claims(ctx: &Ctx) -> Result<Vec<Claim>> {
+    claims_except(ctx, &[])
+}
+
+/// [`claims`] of every site but those named in `skip` (whose specs are not even read: a
+/// restore resuming may find them half written).
+pub fn claims_except(ctx: &Ctx, skip: &[String]) -> Result<Vec<Claim>> {
     let dir = &ctx.config.sites_dir;
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -40,6 +46,9 @@ pub fn claims(ctx: &Ctx) -> Result<Vec<Claim>> {
         let Some(name) = e.file_name().to_str().map(str::to_string) else {
             continue;
         };
+        if skip.contains(&name) {
+            continue;
+        }
         let paths = ctx.paths(&name);
         for (path, removed) in [(paths.spec(), false), (paths.removed_spec(), true)] {
             if path.is_file() {

@@ -206,7 +206,11 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     let mut targets = Vec::new();
     let mut conflicts = Vec::new();
     // Uids and domains the host's other sites hold: a restored site may not take them.
-    let claims = provision::claims(&ctx)?;
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| opts.as_name.clone().unwrap_or_else(|| e.name.clone()))
+        .collect();
+    let claims = provision::claims_except(&ctx, &names)?;
     for e in &entries {
         let name = opts.as_name.clone().unwrap_or_else(|| e.name.clone());
         if opts.as_name.is_none() {

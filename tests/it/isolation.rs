@@ -91,10 +91,20 @@ fn sites_cannot_reach_each_other_but_reach_their_database() {
     host.login();
     let (a, b) = (host.site_name("na"), host.site_name("nb"));
     add(&host, &a, &[]);
-    add(&host, &b, &[]);
+    // b serves other content, so a reply from b can never be mistaken for a's own.
+    host.sp_ok(&[
+        "site",
+        "add",
+        &b,
+        "--image",
+        &rig.image("v2"),
+        "--health-path",
+        "/",
+    ]);
     let (ca, cb) = (web_container(&host, &a), web_container(&host, &b));
     let (net_a, ip_a) = network_and_ip(&ca);
     let (net_b, ip_b) = network_and_ip(&cb);
+    assert_ne!(ip_a, ip_b, "{net_a} and {net_b} overlap");
     assert_eq!(net_a, format!("sp-{}-{a}", host.instance));
     assert_eq!(net_b, format!("sp-{}-{b}", host.instance));
     let labels = Command::new("docker")
@@ -110,15 +120,22 @@ fn sites_cannot_reach_each_other_but_reach_their_database() {
         probe(&host, &a, &ip_a, 8080).contains("site v1"),
         "the probe does not work"
     );
+    assert!(probe(&host, &b, &ip_b, 8080).contains("site v2"));
     let t = Instant::now();
     let across = probe(&host, &a, &ip_b, 8080);
-    assert!(!across.contains("site v1"), "{a} reached {b}: {across}");
+    assert!(
+        !across.contains("site v2"),
+        "{a} ({ip_a}) reached {b} ({ip_b}): {across}"
+    );
     assert!(t.elapsed() < Duration::from_secs(20));
     let across = probe(&host, &b, &ip_a, 8080);
-    assert!(!across.contains("site v1"), "{b} reached {a}: {across}");
+    assert!(
+        !across.contains("site v1"),
+        "{b} ({ip_b}) reached {a} ({ip_a}): {across}"
+    );
 
     // Each still reaches the shared MariaDB, and serves through its published port.
-    for s in [&a, &b] {
+    for (s, page) in [(&a, "site v1\n"), (&b, "site v2\n")] {
         let out = host.exec_sh(
             s,
             "nc -w 3 \"$DATABASE_HOST\" \"$DATABASE_PORT\" </dev/null",
@@ -128,7 +145,7 @@ fn sites_cannot_reach_each_other_but_reach_their_database() {
             greeting.contains("MariaDB"),
             "{s}: no greeting: {greeting:?}"
         );
-        assert_eq!(host.get(s, "/").as_deref(), Some("site v1\n"));
+        assert_eq!(host.get(s, "/").as_deref(), Some(page));
     }
     // A redeploy stays on the site's network.
     host.sp_ok(&["site", "deploy", &a, "--image", &rig.image("v2")]);
