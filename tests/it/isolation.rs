@@ -497,3 +497,69 @@ fn init_refuses_a_password_in_the_url_and_writes_nothing() {
     );
     assert!(!text.contains("PW123"));
 }
+
+#[test]
+fn a_restore_may_not_take_another_sites_uid_or_domain() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let a = host.site_name("ra");
+    let dom = format!("{a}.example.test");
+    add(&host, &a, &["--no-db", "--domain", &dom]);
+    let uid_a = uid_of(&host, &a);
+    let id = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    host.sp_ok(&["site", "remove", &a, "--purge", "--yes"]);
+    let no_containers_of = |site: &str| {
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=sp.site={site}")])
+            .args(["--filter", &format!("label=sp.instance={}", host.instance)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    };
+
+    // b now holds a's old uid: restoring a is refused before anything is written.
+    let b = host.site_name("rb");
+    add(&host, &b, &["--no-db"]);
+    assert_eq!(uid_of(&host, &b), uid_a);
+    let (code, err) = host.sp_fail(&["restore", &id, "--site", &a]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains(&format!("uid {uid_a} already belongs to site {b}")),
+        "{err}"
+    );
+    assert!(!host.sites_dir().join(&a).exists());
+    assert!(no_containers_of(&a));
+    // --as restores it as a copy with a uid of its own.
+    let copy = host.site_name("rc");
+    host.sp_ok(&["restore", &id, "--site", &a, "--as", &copy]);
+    assert_ne!(uid_of(&host, &copy), uid_a);
+    host.sp_ok(&["site", "remove", &copy, "--purge", "--yes"]);
+    host.sp_ok(&["site", "remove", &b, "--purge", "--yes"]);
+
+    // d holds a's domain (and a uid far from a's): the restore of a is refused, its
+    // container never starts.
+    let d = host.site_name("rd");
+    let d_dir = host.sites_dir().join(&d);
+    std::fs::create_dir_all(&d_dir).unwrap();
+    std::fs::write(
+        d_dir.join("site.toml"),
+        format!(
+            "name = \"{d}\"\nimage = \"{}\"\nuid = {}\nport = 8080\ndomains = [\"{dom}\"]\n\n[health]\npath = \"/\"\n\n[database]\nenabled = false\n",
+            rig.image("v1"),
+            uid_a + 500
+        ),
+    )
+    .unwrap();
+    host.sp_ok(&["apply", &d]);
+    let (code, err) = host.sp_fail(&["restore", &id, "--site", &a]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("domain {dom} already belongs to site {d}")),
+        "{err}"
+    );
+    assert!(no_containers_of(&a));
+    assert_eq!(host.get(&d, "/").as_deref(), Some("site v1\n"));
+    host.sp_ok(&["site", "remove", &d, "--purge", "--yes"]);
+    let _ = std::fs::remove_dir_all(host.sites_dir().join(&a));
+}
