@@ -5,7 +5,9 @@
 //! 2. verify every checksum and scan every archive for unsafe members, **before changing
 //!    anything** (each dump's trailer is checked as it loads, see [`snapshot::Depth`]);
 //! 3. plan: refuse sites, databases or containers that already exist unless `--yes` (then
-//!    their current state is snapshotted first); a site this very snapshot was already
+//!    their current state is snapshotted first), and a site whose uid another site on the
+//!    host holds (a domain another site has is refused once the spec is unpacked, before the
+//!    user and the container); a site this very snapshot was already
 //!    restored to is skipped, one whose restore was interrupted is resumed;
 //! 4. on a whole-host restore, put back the host config (settings in the local config win)
 //!    and merge the registry credentials;

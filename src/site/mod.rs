@@ -562,13 +562,13 @@ pub fn check_unique(spec: &SiteSpec, others: &[Claim]) -> Result<()> {
                 ("", String::new())
             };
             return Err(Error::Conflict(format!(
-                "{}: uid {} already belongs to site {}{state}; give {} a uid of its own{fix} — nothing was changed",
+                "{}: uid {} already belongs to site {}{state}; give {} a uid of its own{fix}",
                 spec.name, spec.uid, o.site, spec.name
             )));
         }
         if let Some(d) = spec.domains.iter().find(|d| o.domains.contains(d)) {
             return Err(Error::Conflict(format!(
-                "{}: domain {d} already belongs to site {}; remove it from one of them — nothing was changed",
+                "{}: domain {d} already belongs to site {}; remove it from one of them",
                 spec.name, o.site
             )));
         }
@@ -822,7 +822,7 @@ mod tests {
         let err = check_unique(&spec, &[own.clone(), claim("a", 20001, &[], false)]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "b: uid 20001 already belongs to site a; give b a uid of its own — nothing was changed"
+            "b: uid 20001 already belongs to site a; give b a uid of its own"
         );
         assert_eq!(err.exit_code(), 4);
         let err = check_unique(&spec, &[claim("a", 20001, &[], true)]).unwrap_err();
@@ -848,7 +848,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "b: domain b.example.com already belongs to site a; remove it from one of them — nothing was changed"
+            "b: domain b.example.com already belongs to site a; remove it from one of them"
         );
         // A removed site's domains are free again; its uid is not.
         let spec_a: SiteSpec = toml::from_str(
