@@ -281,7 +281,6 @@ impl Engine {
     /// Creates the plan's network (labelled like its containers) unless it exists.
     pub async fn ensure_network(&self, plan: &ContainerPlan) -> Result<()> {
         let name = plan.network.as_str();
-        let exists = |r: &std::result::Result<_, bollard::errors::Error>| r.is_ok();
         let found = self
             .docker
             .inspect_network(
@@ -289,7 +288,7 @@ impl Engine {
                 None::<bollard::query_parameters::InspectNetworkOptions>,
             )
             .await;
-        if exists(&found) {
+        if found.is_ok() {
             return Ok(());
         }
         match self.docker.create_network(network_spec(plan)).await {

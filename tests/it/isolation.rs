@@ -134,6 +134,13 @@ fn sites_cannot_reach_each_other_but_reach_their_database() {
         "{b} ({ip_b}) reached {a} ({ip_a}): {across}"
     );
 
+    // Nor through the host: b's published port (127.0.0.1 only) is not open to containers.
+    let across = probe(&host, &a, "host.docker.internal", host.port(&b));
+    assert!(
+        !across.contains("site v2"),
+        "{a} reached {b}'s port: {across}"
+    );
+
     // Each still reaches the shared MariaDB, and serves through its published port.
     for (s, page) in [(&a, "site v1\n"), (&b, "site v2\n")] {
         let out = host.exec_sh(
