@@ -368,6 +368,18 @@ keep_yearly = {ky}
     }
 }
 
+/// Whether site users at `user_host` can log in from the sites' own networks (subnets
+/// Docker picks, 172.18-31.x or 192.168.x) and from sp on the host: only `%` admits them all.
+pub fn check_user_host(user_host: &str) -> std::result::Result<String, String> {
+    if user_host == "%" {
+        Ok("% (the sites' own networks and sp on the host; MariaDB must listen on loopback and the bridge only)".into())
+    } else {
+        Err(format!(
+            "{user_host:?} does not admit containers on their sites' own networks (Docker picks their subnets): set mysql.user_host = \"%\" and keep MariaDB listening on 127.0.0.1 and 172.17.0.1 only"
+        ))
+    }
+}
+
 /// A TOML basic string.
 fn toml_string(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
@@ -414,6 +426,13 @@ mod tests {
         let back: Config = toml::from_str(&text).unwrap();
         assert_eq!(back.mysql.password_file, c.mysql.password_file);
         assert_eq!(back.mysql.max_user_connections, 30);
+    }
+
+    #[test]
+    fn only_a_wildcard_user_host_admits_the_sites_networks() {
+        assert!(check_user_host("%").is_ok());
+        let err = check_user_host("172.17.%").unwrap_err();
+        assert!(err.contains("mysql.user_host = \"%\""), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`site`]: the `site.toml` spec and input validation — the model every layer shares.
 //! - [`config`]: the host config. [`registry`]: stored registry credentials.
 //! - [`engine`]: Docker (bollard). [`db`]: MySQL (mysql_async). [`lock`]: the host lock.
+//!   [`firewall`]: sp's nftables table that keeps the sites' networks apart.
 //! - [`cli`]: clap definitions; [`dispatch`]: command line → op → rendered report.
 //! - [`error`]: the error type and its policy. [`ui`]: the binary's terminal front-end.
 //!
@@ -21,6 +22,7 @@ pub mod db;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
+pub mod firewall;
 pub mod fsutil;
 pub mod lock;
 pub mod ops;

@@ -278,27 +278,40 @@ impl Engine {
         Ok(ports)
     }
 
-    /// Creates the plan's network (labelled like its containers) unless it exists.
-    pub async fn ensure_network(&self, plan: &ContainerPlan) -> Result<()> {
-        let name = plan.network.as_str();
-        let found = self
-            .docker
+    /// The id of a network, or None when there is none of that name.
+    async fn network_id(&self, name: &str) -> Option<String> {
+        self.docker
             .inspect_network(
                 name,
                 None::<bollard::query_parameters::InspectNetworkOptions>,
             )
-            .await;
-        if found.is_ok() {
-            return Ok(());
-        }
-        match self.docker.create_network(network_spec(plan)).await {
-            Ok(_) => Ok(()),
-            // Created meanwhile by a concurrent command.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(Error::docker(format!("create network {name}"), e)),
-        }
+            .await
+            .ok()
+            .and_then(|n| n.id)
+    }
+
+    /// Creates the plan's network (labelled like its containers) unless it exists, and puts
+    /// its bridge behind sp's own firewall table (see [`crate::firewall`]) either way.
+    pub async fn ensure_network(&self, plan: &ContainerPlan) -> Result<()> {
+        let name = plan.network.as_str();
+        let id = match self.network_id(name).await {
+            Some(id) => id,
+            None => match self.docker.create_network(network_spec(plan)).await {
+                Ok(r) => r.id,
+                // Created meanwhile by a concurrent command.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => self.network_id(name).await.unwrap_or_default(),
+                Err(e) => return Err(Error::docker(format!("create network {name}"), e)),
+            },
+        };
+        let bridge = crate::firewall::bridge_of(&id).ok_or_else(|| Error::Docker {
+            context: format!("create network {name}"),
+            message: format!("unexpected network id {id:?}"),
+        })?;
+        tokio::task::spawn_blocking(move || crate::firewall::admit(&bridge))
+            .await
+            .map_err(|e| Error::Other(format!("firewall task: {e}")))?
     }
 
     /// Names of this instance's networks, optionally of one site.
@@ -319,12 +332,27 @@ impl Engine {
         Ok(list.into_iter().filter_map(|n| n.name).collect())
     }
 
-    /// Removes this instance's networks (of one site, or all); remove their containers first.
+    /// Removes this instance's networks (of one site, or all) and their firewall entries;
+    /// remove their containers first.
     pub async fn remove_networks(&self, instance: &str, site: Option<&str>) -> Result<()> {
         for n in self.networks(instance, site).await? {
+            let bridge = self
+                .network_id(&n)
+                .await
+                .and_then(|id| crate::firewall::bridge_of(&id));
             self.remove_network(&n).await?;
+            if let Some(b) = bridge {
+                let _ = tokio::task::spawn_blocking(move || crate::firewall::forget(&b)).await;
+            }
         }
         Ok(())
+    }
+
+    /// The bridge of a network, if the network exists (for `sp doctor`).
+    pub async fn bridge_of(&self, name: &str) -> Option<String> {
+        self.network_id(name)
+            .await
+            .and_then(|id| crate::firewall::bridge_of(&id))
     }
 
     /// sp's containers of this instance, optionally of one site and role, running or not.

@@ -124,8 +124,10 @@ pub(crate) async fn converge_container(
             .step(name, "pull")?,
     };
     // The hash ignores the host port; any value stands in for it.
-    let want =
-        container_plan(ctx, spec, &image_id, &image, Role::Web, Some(0), None)?.config_hash();
+    let plan = container_plan(ctx, spec, &image_id, &image, Role::Web, Some(0), None)?;
+    let want = plan.config_hash();
+    // The site's network and its firewall entry (the kernel forgets it on a reboot).
+    engine.ensure_network(&plan).await.step(name, "network")?;
     let good = containers.iter().find(|c| c.config == want);
     match good {
         None => {

@@ -422,6 +422,24 @@ impl Drop for Host {
             let _ = Command::new("docker")
                 .args(["network", "rm", &net])
                 .output();
+            // sp's firewall entry for the network's bridge (br- and the id's first 12).
+            if let Some(hex) = net.get(..12) {
+                let b = format!("br-{hex}");
+                let script = format!(
+                    "delete element inet sp_isolation site_bridges {{ \"{b}\" }}\ndelete element inet sp_isolation same_bridge {{ \"{b}\" . \"{b}\" }}\n"
+                );
+                if let Ok(mut child) = Command::new("nft")
+                    .args(["-f", "-"])
+                    .stdin(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                {
+                    if let Some(mut stdin) = child.stdin.take() {
+                        let _ = stdin.write_all(script.as_bytes());
+                    }
+                    let _ = child.wait();
+                }
+            }
         }
         let images = self.images.lock().map(|s| s.clone()).unwrap_or_default();
         for i in images {

@@ -134,6 +134,54 @@ fn sites_cannot_reach_each_other_but_reach_their_database() {
         "{b} ({ip_b}) reached {a} ({ip_a}): {across}"
     );
 
+    // Docker rewrites its own isolation rules whenever a network comes or goes, and for a
+    // moment lets connections through; sp's nftables table holds meanwhile.
+    for (net, site) in [(&net_a, &a), (&net_b, &b)] {
+        let id = Command::new("docker")
+            .args(["network", "inspect", "-f", "{{.Id}}", net])
+            .output()
+            .unwrap();
+        let bridge = format!("br-{}", &String::from_utf8_lossy(&id.stdout)[..12]);
+        let set = Command::new("nft")
+            .args(["list", "set", "inet", "sp_isolation", "site_bridges"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&set.stdout).contains(&bridge),
+            "{site}'s bridge {bridge} is not behind sp's table"
+        );
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, instance) = (stop.clone(), host.instance.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let name = format!("sp-{instance}-churn{n}");
+                let _ = Command::new("docker")
+                    .args(["network", "create", "--label"])
+                    .arg(format!("sp.instance={instance}"))
+                    .arg(&name)
+                    .output();
+                let _ = Command::new("docker")
+                    .args(["network", "rm", &name])
+                    .output();
+                n += 1;
+            }
+        })
+    };
+    let script = format!(
+        "for i in $(seq 1 15); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 1 nc -w 1 {ip_b} 8080 2>/dev/null; done; true"
+    );
+    let out = host.exec_sh(&a, &script);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    churn.join().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.contains("site v2"),
+        "{a} reached {b} while networks changed: {out}"
+    );
+
     // Nor through the host: b's published port (127.0.0.1 only) is not open to containers.
     let across = probe(&host, &a, "host.docker.internal", host.port(&b));
     assert!(
@@ -151,6 +199,15 @@ fn sites_cannot_reach_each_other_but_reach_their_database() {
         assert!(
             greeting.contains("MariaDB"),
             "{s}: no greeting: {greeting:?}"
+        );
+        let out = host.exec_sh(
+            s,
+            "nc -w 3 host.docker.internal \"$DATABASE_PORT\" </dev/null",
+        );
+        let greeting = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            greeting.contains("MariaDB"),
+            "{s}: nothing at host.docker.internal: {greeting:?}"
         );
         assert_eq!(host.get(s, "/").as_deref(), Some(page));
     }
