@@ -127,7 +127,11 @@ pub fn admit(bridge: &str) -> Result<()> {
         .into_iter()
         .filter(|b| !std::path::Path::new("/sys/class/net").join(b).exists())
         .collect();
-    let out = nft(&admit_script(bridge, &stale))?;
+    let mut out = nft(&admit_script(bridge, &stale))?;
+    if !out.status.success() && !stale.is_empty() {
+        // Another sp took a stale entry out meanwhile; the transaction failed as a whole.
+        out = nft(&admit_script(bridge, &[]))?;
+    }
     if !out.status.success() {
         return Err(Error::Other(format!(
             "nft could not keep {bridge} apart from the other networks: {}",
