@@ -503,6 +503,10 @@ fn schedule_status_jobs_and_hooks() {
         "{text}"
     );
     assert!(text.contains("SP_CONFIG="));
+    assert!(
+        text.contains(&format!("@reboot root {sp} -q apply\n")),
+        "{text}"
+    );
     assert!(units.join("simple-paas-backup.timer").exists());
     // An invalid schedule in a site's spec is refused with a clear error.
     host.spec_append(
