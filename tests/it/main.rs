@@ -9,4 +9,5 @@ mod bad_input;
 mod isolation;
 mod lock;
 mod restore;
+mod secrets;
 mod site_lifecycle;
