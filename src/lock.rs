@@ -148,6 +148,20 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_file_of_another_user_is_refused() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // only root can hand a file to another user
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("sp.lock");
+        std::fs::write(&lock, "").unwrap();
+        std::os::unix::fs::chown(&lock, Some(12345), Some(12345)).unwrap();
+        let err = HostLock::acquire(dir.path(), "t", Duration::ZERO, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("belongs to uid 12345"), "{err}");
+    }
+
+    #[test]
     fn the_lock_file_and_its_directory_are_private() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
