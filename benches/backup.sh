@@ -29,13 +29,17 @@ SITE="bench$$"
 export SP_CONFIG="$W/config.toml"
 cleanup() {
   docker ps -aq --filter "label=sp.instance=$INSTANCE" | xargs -r docker rm -f >/dev/null
+  docker network ls -q --filter "label=sp.instance=$INSTANCE" | xargs -r docker network rm >/dev/null
   mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot -e "DROP DATABASE IF EXISTS \`$SITE\`; DROP USER IF EXISTS '$SITE'@'%';" || true
   rm -rf "$W"
 }
 trap cleanup EXIT
 
+# The admin URL without its password; sp init reads the password from the rig's 0600 file.
+ADMIN=${SP_RIG_MYSQL_URL#mysql://}
+ADMIN_URL="mysql://${ADMIN%%:*}@${ADMIN##*@}"
 "$SP" -q init --instance "$INSTANCE" --sites-dir "$W/sites" --backup-dir "$W/backups" --state-dir "$W/state" \
-  --mysql-url "$SP_RIG_MYSQL_URL" --mysql-host-for-containers "$SP_RIG_GATEWAY:$SP_RIG_MYSQL_PORT" --port-range 34000-34019 >/dev/null
+  --mysql-url "$ADMIN_URL" --mysql-password-file "$SP_RIG_DIR/mysql-admin.password" --mysql-host-for-containers "$SP_RIG_GATEWAY:$SP_RIG_MYSQL_PORT" --port-range 34000-34019 >/dev/null
 printf '%s\n' "$SP_RIG_REGISTRY_PASSWORD" | "$SP" -q registry login "$SP_RIG_REGISTRY" --username "$SP_RIG_REGISTRY_USER" --password-stdin >/dev/null
 "$SP" -q site add "$SITE" --image "$SP_RIG_IMAGE:v1" >/dev/null
 

@@ -33,6 +33,7 @@ for i in $(seq 1 "$N"); do SITES+=("rb$$x$i"); done
 root_sql() { mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot "$@"; }
 drop_all() {
   docker ps -aq --filter "label=sp.instance=$INSTANCE" | xargs -r docker rm -f >/dev/null
+  docker network ls -q --filter "label=sp.instance=$INSTANCE" | xargs -r docker network rm >/dev/null
   for s in "${SITES[@]}"; do root_sql -e "DROP DATABASE IF EXISTS \`$s\`; DROP DATABASE IF EXISTS \`${s}h\`; DROP USER IF EXISTS '$s'@'%';"; done
 }
 cleanup() {
@@ -41,8 +42,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The admin URL without its password; sp init reads the password from the rig's 0600 file.
+ADMIN=${SP_RIG_MYSQL_URL#mysql://}
+ADMIN_URL="mysql://${ADMIN%%:*}@${ADMIN##*@}"
 "$SP" -q init --instance "$INSTANCE" --sites-dir "$W/sites" --backup-dir "$W/backups" --state-dir "$W/state" \
-  --mysql-url "$SP_RIG_MYSQL_URL" --mysql-host-for-containers "$SP_RIG_GATEWAY:$SP_RIG_MYSQL_PORT" --port-range 34100-34199 >/dev/null
+  --mysql-url "$ADMIN_URL" --mysql-password-file "$SP_RIG_DIR/mysql-admin.password" --mysql-host-for-containers "$SP_RIG_GATEWAY:$SP_RIG_MYSQL_PORT" --port-range 34100-34199 >/dev/null
 printf '%s\n' "$SP_RIG_REGISTRY_PASSWORD" | "$SP" -q registry login "$SP_RIG_REGISTRY" --username "$SP_RIG_REGISTRY_USER" --password-stdin >/dev/null
 
 echo "== generating ${SIZE} MiB over $N sites (${FILES_PCT}% files)"

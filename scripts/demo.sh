@@ -20,8 +20,11 @@ SP="$PWD/target/release/sp"
 export SP_CONFIG="$DEMO/config.toml"
 
 echo "== sp init"
+# The admin URL without its password; sp init reads the password from the rig's 0600 file.
+ADMIN=${SP_RIG_MYSQL_URL#mysql://}
+ADMIN_URL="mysql://${ADMIN%%:*}@${ADMIN##*@}"
 "$SP" init --instance demo --sites-dir "$DEMO/sites" --backup-dir "$DEMO/backups" \
-  --state-dir "$DEMO/state" --mysql-url "$SP_RIG_MYSQL_URL" \
+  --state-dir "$DEMO/state" --mysql-url "$ADMIN_URL" --mysql-password-file "$SP_RIG_DIR/mysql-admin.password" \
   --mysql-host-for-containers "$SP_RIG_GATEWAY:$SP_RIG_MYSQL_PORT" --port-range 24000-24099
 chmod 600 "$SP_CONFIG"
 "$SP" doctor
@@ -56,6 +59,7 @@ echo "== the cattle cycle: sp backup"
 
 echo "== disaster: the container, database, user, site files and credentials are gone"
 docker ps -aq --filter label=sp.instance=demo | xargs -r docker rm -f >/dev/null
+docker network ls -q --filter label=sp.instance=demo | xargs -r docker network rm >/dev/null
 mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot -e "DROP DATABASE demo; DROP USER 'demo'@'%';"
 rm -rf "$DEMO/sites" "$DEMO/registries.toml"
 curl -fsS "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && { echo "still serving?"; exit 1; } || echo "the site is down"

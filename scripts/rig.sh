@@ -39,6 +39,7 @@ install_packages() {
   command -v curl >/dev/null || need+=(curl)
   command -v zstd >/dev/null || need+=(zstd)
   command -v docker >/dev/null || need+=(docker.io)
+  command -v nft >/dev/null || need+=(nftables)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing: ${need[*]}"
     apt-get update -qq

@@ -184,9 +184,17 @@ pub struct InitArgs {
     pub backup_dir: Option<PathBuf>,
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Admin connection URL (mysql://USER@HOST:PORT); keep passwords in mysql.password_file.
+    /// Admin connection URL (mysql://USER@HOST:PORT), without a password: argv is visible to
+    /// every local user, so one in the URL is refused.
     #[arg(long, value_name = "URL")]
     pub mysql_url: Option<String>,
+    /// Read the admin password from stdin; it is stored root-only (0600) beside the config
+    /// as mysql-admin.password and named by mysql.password_file.
+    #[arg(long, conflicts_with = "mysql_password_file")]
+    pub mysql_password_stdin: bool,
+    /// A root-only file (mode 0600) holding the admin password; stored as mysql.password_file.
+    #[arg(long, value_name = "PATH")]
+    pub mysql_password_file: Option<PathBuf>,
     /// HOST:PORT containers use to reach MySQL.
     #[arg(long, value_name = "HOST:PORT")]
     pub mysql_host_for_containers: Option<String>,

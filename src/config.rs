@@ -105,17 +105,25 @@ pub struct MysqlConfig {
     pub password_file: Option<PathBuf>,
     /// `HOST:PORT` containers use to reach the server (`host.docker.internal` is the bridge gateway).
     pub host_for_containers: String,
-    /// Host part of the per-site MySQL users, e.g. `%` or `172.17.%`.
+    /// Host part of the per-site MySQL users. `%`: containers come from their site's own
+    /// network (a subnet Docker picks), and sp itself logs in as them from the host.
     pub user_host: String,
     /// How long connecting, or any one statement or dump read that makes no progress, may take
     /// before sp gives up ("30s", "2m").
     pub timeout: String,
+    /// `MAX_USER_CONNECTIONS` of every site's database user, so one site cannot take all of
+    /// the server's connections (a restore loads over up to 3 as the site's user).
+    pub max_user_connections: u32,
 }
+
+/// Smallest `mysql.max_user_connections`: a restore's parallel load plus the app itself.
+pub const MIN_USER_CONNECTIONS: u32 = 4;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DockerConfig {
-    /// Network the site containers join (`bridge` is Docker's default; others are created).
+    /// Kept so older configs still load; ignored: every site runs on a network of its own
+    /// (`sp-INSTANCE-SITE`), so sites cannot reach one another.
     pub network: String,
     /// Host ports sp publishes sites on, on 127.0.0.1 only: "FIRST-LAST".
     pub port_range: String,
@@ -154,6 +162,7 @@ impl Default for MysqlConfig {
             host_for_containers: "host.docker.internal:3306".into(),
             user_host: "%".into(),
             timeout: "30s".into(),
+            max_user_connections: 30,
         }
     }
 }
@@ -240,6 +249,16 @@ impl Config {
         parse_duration(&self.backup.pre_command_timeout)
             .map_err(|e| format!("backup.pre_command_timeout {e}"))?;
         parse_duration(&self.mysql.timeout).map_err(|e| format!("mysql.timeout {e}"))?;
+        if self.mysql.max_user_connections < MIN_USER_CONNECTIONS {
+            return Err(format!(
+                "mysql.max_user_connections must be at least {MIN_USER_CONNECTIONS}: a restore loads a site's dump over up to 3 connections as its own user"
+            ));
+        }
+        if let Some(p) = &self.mysql.password_file {
+            if !p.is_absolute() {
+                return Err("mysql.password_file must be an absolute path".into());
+            }
+        }
         if self.mysql.user_host.is_empty() || self.mysql.user_host.contains('\'') {
             return Err("mysql.user_host must be a MySQL host pattern like % or 172.17.%".into());
         }
@@ -291,20 +310,26 @@ lock_timeout = {lock}
 # Admin connection used to create databases and users (needs CREATE USER and GRANT OPTION).
 # TCP: "mysql://sp_admin@127.0.0.1:3306"; socket: "mysql://root@localhost?socket=/run/mysqld/mysqld.sock"
 url = "{url}"
-# Admin password, kept out of this file (mode 0600). Leave unset for socket auth.
-# password_file = "/etc/simple-paas/mysql-admin.password"
+# Admin password, kept out of this file in a root-only file (mode 0600): `sp init
+# --mysql-password-stdin` writes one, `--mysql-password-file` names yours. Unset: socket auth.
+{pwf}
 # How containers reach the server. host.docker.internal is the Docker bridge gateway
-# (172.17.0.1): make MariaDB listen there too (bind-address = 127.0.0.1,172.17.0.1).
+# (172.17.0.1), also from each site's own network: make MariaDB listen there and on
+# loopback only (bind-address = 127.0.0.1,172.17.0.1).
 host_for_containers = "{hfc}"
-# Host part of the per-site database users.
+# Host part of the per-site database users. "%" admits the sites' own networks (subnets
+# Docker picks) and sp on the host; the server itself listens only where said above.
 user_host = "{uh}"
 # How long connecting, or one statement or dump read without progress, may take: a frozen
 # server fails the command (naming the site and step) instead of hanging it.
 timeout = "{mysql_timeout}"
+# Most connections one site's database user may hold at once (at least 4: a restore loads
+# over up to 3 as the site's user).
+max_user_connections = {muc}
 
 [docker]
-# Network the site containers join ("bridge" is Docker's default; others are created).
-network = "{net}"
+# Every site runs on a Docker network of its own (sp-INSTANCE-SITE), so sites cannot reach
+# one another; they reach MariaDB through host.docker.internal.
 # Host ports (127.0.0.1 only) sp publishes sites on; the HTTPS proxy forwards to them.
 port_range = "{ports}"
 # First uid handed to sites; each site gets its own.
@@ -362,10 +387,41 @@ keep_yearly = {ky}
             url = c.mysql.url,
             hfc = c.mysql.host_for_containers,
             uh = c.mysql.user_host,
-            net = c.docker.network,
+            muc = c.mysql.max_user_connections,
+            pwf = match &c.mysql.password_file {
+                Some(p) => format!("password_file = {}", toml_string(&p.display().to_string())),
+                None => "# password_file = \"/etc/simple-paas/mysql-admin.password\"".into(),
+            },
             ports = c.docker.port_range,
             uid = c.docker.first_uid,
         )
+    }
+}
+
+/// Whether site users at `user_host` can log in from the sites' own networks (subnets
+/// Docker picks, 172.18-31.x or 192.168.x) and from sp on the host: only `%` admits them all.
+pub fn check_user_host(user_host: &str) -> std::result::Result<String, String> {
+    if user_host == "%" {
+        Ok("% (the sites' own networks and sp on the host; MariaDB must listen on loopback and the bridge only)".into())
+    } else {
+        Err(format!(
+            "{user_host:?} does not admit containers on their sites' own networks (Docker picks their subnets): set mysql.user_host = \"%\" and keep MariaDB listening on 127.0.0.1 and 172.17.0.1 only"
+        ))
+    }
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+/// True when a MySQL URL carries a password (`mysql://USER:PASSWORD@…`), even an empty one.
+pub fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) => userinfo.contains(':'),
+        None => false,
     }
 }
 
@@ -389,6 +445,47 @@ mod tests {
     }
 
     #[test]
+    fn the_password_file_is_written_into_the_commented_config() {
+        let mut c = Config::default();
+        c.mysql.password_file = Some("/etc/sp/a \"b\".pw".into());
+        let text = c.commented_default();
+        assert!(
+            text.contains("\npassword_file = '/etc/sp/a \"b\".pw'\n"),
+            "{text}"
+        );
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.mysql.password_file, c.mysql.password_file);
+        assert_eq!(back.mysql.max_user_connections, 30);
+    }
+
+    #[test]
+    fn only_a_wildcard_user_host_admits_the_sites_networks() {
+        assert!(check_user_host("%").is_ok());
+        let err = check_user_host("172.17.%").unwrap_err();
+        assert!(err.contains("mysql.user_host = \"%\""), "{err}");
+    }
+
+    #[test]
+    fn passwords_in_urls_are_spotted() {
+        for yes in [
+            "mysql://u:pw@127.0.0.1:3306",
+            "mysql://u:@h",
+            "mysql://u:p@ss@h/db",
+            "u:pw@h",
+        ] {
+            assert!(url_has_password(yes), "{yes}");
+        }
+        for no in [
+            "mysql://sp_admin@127.0.0.1:3306",
+            "mysql://root@localhost?socket=/run/mysqld/mysqld.sock",
+            "mysql://127.0.0.1:3306",
+            "mysql://u@h/db?x=a:b@c",
+        ] {
+            assert!(!url_has_password(no), "{no}");
+        }
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/config.example.toml");
         Config::load(&path).unwrap();
@@ -403,6 +500,8 @@ mod tests {
             "[docker]\nport_range = \"80-90\"",
             "[docker]\nport_range = \"3000-2000\"",
             "[mysql]\nhost_for_containers = \"nohost\"",
+            "[mysql]\nmax_user_connections = 3",
+            "[mysql]\npassword_file = \"relative.pw\"",
         ];
         for text in bad {
             let parsed: std::result::Result<Config, _> = toml::from_str(text);

@@ -60,7 +60,20 @@ fn emit_unless_quiet_and<T: Serialize + std::fmt::Display>(
 /// (doctor, exec), 0 otherwise.
 pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
     if let Command::Init(a) = &cli.command {
+        // A password in argv is refused before anything is read or written.
+        ops::init::check_url(a.mysql_url.as_deref())?;
+        let mysql_password = if a.mysql_password_stdin {
+            let mut line = String::new();
+            io.stdin
+                .read_line(&mut line)
+                .map_err(|e| Error::io("read the MySQL admin password from stdin", e))?;
+            Some(line.trim_end_matches(['\n', '\r']).to_string())
+        } else {
+            None
+        };
         let opts = ops::init::InitOpts {
+            mysql_password,
+            mysql_password_file: a.mysql_password_file.clone(),
             instance: a.instance.clone(),
             sites_dir: a.sites_dir.clone(),
             backup_dir: a.backup_dir.clone(),

@@ -10,6 +10,7 @@
 //! - [`config`]: the host config. [`registry`]: stored registry credentials.
 //! - [`engine`]: Docker (bollard). [`db`]: MySQL (mysql_async). [`lock`]: the host lock.
 //! - [`snapshot`]: the snapshot format, verify, safe unpack; [`key`]: the key that signs them.
+//!   [`firewall`]: sp's nftables table that keeps the sites' networks apart.
 //! - [`cli`]: clap definitions; [`dispatch`]: command line → op → rendered report.
 //! - [`error`]: the error type and its policy. [`ui`]: the binary's terminal front-end.
 //!
@@ -22,6 +23,7 @@ pub mod db;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
+pub mod firewall;
 pub mod fsutil;
 pub mod hook;
 pub mod interrupt;

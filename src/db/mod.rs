@@ -43,11 +43,20 @@ pub fn create_database_sql(db: &str) -> String {
     )
 }
 
-pub fn create_user_sql(user: &str, host: &str, password: &str) -> String {
+/// A site user, limited to `max_connections` at once.
+pub fn create_user_sql(user: &str, host: &str, password: &str, max_connections: u32) -> String {
     format!(
-        "CREATE USER IF NOT EXISTS {} IDENTIFIED BY {}",
+        "CREATE USER IF NOT EXISTS {} IDENTIFIED BY {} WITH MAX_USER_CONNECTIONS {max_connections}",
         account(user, host),
         quote_literal(password)
+    )
+}
+
+/// Sets the connection limit of an existing user.
+pub fn limit_user_sql(user: &str, host: &str, max_connections: u32) -> String {
+    format!(
+        "ALTER USER {} WITH MAX_USER_CONNECTIONS {max_connections}",
+        account(user, host)
     )
 }
 
@@ -93,6 +102,8 @@ pub struct Db {
     opts: Opts,
     /// Where the server is, for messages (no password).
     pub display: String,
+    /// `MAX_USER_CONNECTIONS` of every site user [`Db::ensure_user`] creates or keeps.
+    max_user_connections: u32,
     /// Statements of dumps being loaded that may run at once, across all loads: about one per
     /// core, since the server parses and inserts on one thread per statement.
     load_slots: std::sync::Arc<tokio::sync::Semaphore>,
@@ -128,6 +139,7 @@ impl Db {
             pool: Pool::new(opts.clone()),
             opts,
             display,
+            max_user_connections: cfg.max_user_connections,
             load_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::cores())),
             timeout,
         })
@@ -216,7 +228,8 @@ impl Db {
         Ok(true)
     }
 
-    /// Creates the user with `password` if missing and grants it `db` only; true when created.
+    /// Creates the user with `password` if missing, limits its connections
+    /// (`mysql.max_user_connections`) and grants it `db` only; true when created.
     pub async fn ensure_user(
         &self,
         db: &str,
@@ -227,8 +240,14 @@ impl Db {
         let created = !self.user_exists(user, host).await?;
         if created {
             self.exec(
-                &create_user_sql(user, host, password),
+                &create_user_sql(user, host, password, self.max_user_connections),
                 &format!("create user {user}"),
+            )
+            .await?;
+        } else {
+            self.exec(
+                &limit_user_sql(user, host, self.max_user_connections),
+                &format!("limit the connections of {user}"),
             )
             .await?;
         }
@@ -290,13 +309,74 @@ impl Db {
     }
 }
 
-/// The server's own dump client (`mariadb-dump`, else `mysqldump`), given the admin account
-/// through a private option file (mode 0600, deleted on drop) — never through argv.
+/// The server's own dump client (`mariadb-dump`, else `mysqldump`) and load client, given
+/// the admin account through an option file that never touches the disk — never through
+/// argv: an anonymous memory file (memfd, mode 0600) each client inherits and reads as
+/// `--defaults-extra-file=/dev/fd/N`. Nothing is left behind however sp ends, even killed.
 pub struct DumpClient {
     program: std::path::PathBuf,
-    options: tempfile::NamedTempFile,
+    options: std::fs::File,
     /// A dump that sends nothing for this long is stopped (a frozen server).
     stall: std::time::Duration,
+}
+
+/// Prefix of the on-disk option files older versions of sp wrote (and left when killed).
+pub const STALE_OPTION_FILE_PREFIX: &str = ".sp-client-";
+
+/// An anonymous in-memory file holding `text`, mode 0600, closed on exec unless a child is
+/// told to keep it ([`inherit_fd`]).
+fn memfd_with(text: &str) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(c"sp-client-options".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    // A memfd starts out 0777, and the clients ignore a world-writable option file.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
+    file.flush()?;
+    Ok(file)
+}
+
+/// Lets the child `cmd` starts inherit `file` under its own number (std closes every other
+/// fd on exec); returns the path the child opens it by.
+fn inherit_fd(cmd: &mut std::process::Command, file: &std::fs::File) -> String {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = file.as_raw_fd();
+    // SAFETY: runs in the forked child before exec and only calls fcntl, which is
+    // async-signal-safe; it clears FD_CLOEXEC on an fd the parent keeps open.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    format!("/dev/fd/{fd}")
+}
+
+/// Deletes on-disk option files an older sp left in `dir` when it was killed; returns how
+/// many there were.
+pub fn sweep_stale_option_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with(STALE_OPTION_FILE_PREFIX) && n.ends_with(".cnf")
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
 }
 
 /// The arguments of a consistent, complete dump of one database, without CREATE DATABASE/USE.
@@ -343,18 +423,9 @@ impl DumpClient {
             .iter()
             .find_map(|p| find_in_path(p))
             .ok_or_else(|| Error::NotFound("neither mariadb-dump nor mysqldump is installed (apt-get install mariadb-client)".into()))?;
-        std::fs::create_dir_all(private_dir)
-            .map_err(|e| Error::io_path("create", private_dir, e))?;
-        let mut options = tempfile::Builder::new()
-            .prefix(".sp-client-")
-            .suffix(".cnf")
-            .tempfile_in(private_dir)
-            .map_err(|e| Error::io_path("create option file in", private_dir, e))?;
-        use std::io::Write;
-        options
-            .write_all(option_file(opts).as_bytes())
-            .and_then(|_| options.flush())
-            .map_err(|e| Error::io("write option file", e))?;
+        sweep_stale_option_files(private_dir);
+        let options = memfd_with(&option_file(opts))
+            .map_err(|e| Error::io("create the clients' in-memory option file (memfd)", e))?;
         Ok(DumpClient {
             program,
             options,
@@ -366,8 +437,10 @@ impl DumpClient {
     /// and the completion trailer. Returns the uncompressed byte count.
     pub fn dump(&self, db: &str, out: &mut dyn std::io::Write) -> Result<u64> {
         use std::process::{Command, Stdio};
-        let mut child = Command::new(&self.program)
-            .args(dump_args(self.options.path(), db))
+        let mut cmd = Command::new(&self.program);
+        let options = inherit_fd(&mut cmd, &self.options);
+        let mut child = cmd
+            .args(dump_args(std::path::Path::new(&options), db))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -541,8 +614,12 @@ mod tests {
         assert_eq!(quote_ident("we`ird"), "`we``ird`");
         assert_eq!(quote_literal("it's"), "'it\\'s'");
         assert_eq!(
-            create_user_sql("blog", "%", "p'w"),
-            "CREATE USER IF NOT EXISTS 'blog'@'%' IDENTIFIED BY 'p\\'w'"
+            create_user_sql("blog", "%", "p'w", 30),
+            "CREATE USER IF NOT EXISTS 'blog'@'%' IDENTIFIED BY 'p\\'w' WITH MAX_USER_CONNECTIONS 30"
+        );
+        assert_eq!(
+            limit_user_sql("blog", "%", 12),
+            "ALTER USER 'blog'@'%' WITH MAX_USER_CONNECTIONS 12"
         );
         assert_eq!(
             drop_user_sql("blog", "172.17.%"),
@@ -567,6 +644,40 @@ mod tests {
                 && args.contains(&"--hex-blob".to_string())
         );
         assert_eq!(args.last().map(String::as_str), Some("blog"));
+    }
+
+    #[test]
+    fn the_option_file_lives_in_memory_and_reaches_the_child() {
+        let text = "[client]\nuser=\"x\"\n";
+        let file = memfd_with(text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        let mut cmd = std::process::Command::new("cat");
+        let path = inherit_fd(&mut cmd, &file);
+        assert!(path.starts_with("/dev/fd/"), "{path}");
+        let out = cmd.arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), text);
+        // Without being told, a child does not get it.
+        let out = std::process::Command::new("cat")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+    }
+
+    #[test]
+    fn stale_option_files_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".sp-client-abc.cnf"), "x").unwrap();
+        std::fs::write(dir.path().join("keep.cnf"), "x").unwrap();
+        assert_eq!(sweep_stale_option_files(dir.path()), 1);
+        assert!(dir.path().join("keep.cnf").exists());
+        assert_eq!(sweep_stale_option_files(&dir.path().join("missing")), 0);
     }
 
     #[test]

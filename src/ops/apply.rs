@@ -1,6 +1,8 @@
 //! `sp apply [NAME]`: converge the host to the `site.toml` files.
 //!
-//! For each site: directories and owners, database and user (with the password on file),
+//! First every spec is checked: a uid or domain another site has (a removed one's uid too)
+//! is refused before anything changes. Then for each site: directories, owners and modes,
+//! the site's own network, database and user (with the password on file),
 //! and the container: recreated when missing or when its configuration drifted from the spec,
 //! started when it stopped by itself. A site the user stopped stays stopped. Running it twice
 //! changes nothing the second time.
@@ -58,6 +60,11 @@ pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
         Some(name) => vec![ctx.site(name)?],
         None => ctx.sites()?,
     };
+    // A hand-written spec may not take another site's uid or domain.
+    let claims = provision::claims(ctx)?;
+    for spec in &specs {
+        crate::site::check_unique(spec, &claims)?;
+    }
     let engine = ctx.engine().await?;
     let db = if specs.iter().any(|s| s.database.enabled) {
         Some(ctx.db()?)
@@ -117,8 +124,10 @@ pub(crate) async fn converge_container(
             .step(name, "pull")?,
     };
     // The hash ignores the host port; any value stands in for it.
-    let want =
-        container_plan(ctx, spec, &image_id, &image, Role::Web, Some(0), None)?.config_hash();
+    let plan = container_plan(ctx, spec, &image_id, &image, Role::Web, Some(0), None)?;
+    let want = plan.config_hash();
+    // The site's network and its firewall entry (the kernel forgets it on a reboot).
+    engine.ensure_network(&plan).await.step(name, "network")?;
     let good = containers.iter().find(|c| c.config == want);
     match good {
         None => {

@@ -4,7 +4,8 @@
 //! A roll-out:
 //! 1. makes the pinned image present (pull with the stored credential);
 //! 2. runs the spec's release command, if any, in the new image (Heroku's release phase);
-//! 3. starts a new container on a fresh 127.0.0.1 port next to the old one;
+//! 3. starts a new container on a fresh 127.0.0.1 port next to the old one, on the site's own
+//!    network (created with the first container);
 //! 4. waits for it to be healthy;
 //! 5. removes the old container(s) and records the new digest (and the previous one).
 //!
@@ -68,10 +69,6 @@ pub async fn rollout(
             .await
             .step(site, "release")?;
     }
-    engine
-        .ensure_network(&ctx.config.docker.network, &ctx.config.instance)
-        .await
-        .step(site, "network")?;
     let old = engine
         .list(&ctx.config.instance, Some(site), Some(Role::Web))
         .await?;
@@ -179,12 +176,7 @@ pub async fn deploy(ctx: &Ctx, opts: &DeployOpts) -> Result<Rollout> {
     let report = rollout(ctx, &engine, &spec, &pinned, None, Release::Run).await?;
     if opts.image.is_some() && spec.image != image {
         spec.image = image;
-        crate::fsutil::write_atomic(
-            &ctx.paths(&spec.name).spec(),
-            spec.to_toml().as_bytes(),
-            0o644,
-        )
-        .step(&spec.name, "record")?;
+        provision::write_spec(&ctx.paths(&spec.name), &spec).step(&spec.name, "record")?;
     }
     Ok(report)
 }

@@ -97,6 +97,11 @@ pub async fn run(ctx: &Ctx) -> Result<DoctorReport> {
         }
         Err(e) => check("mysql", Err(e)),
     }
+    check(
+        "mysql user_host",
+        crate::config::check_user_host(&ctx.config.mysql.user_host),
+    );
+    check("site networks", site_networks(ctx).await);
     for (name, dir) in [
         ("sites_dir", &ctx.config.sites_dir),
         ("backup_dir", &ctx.config.backup_dir),
@@ -129,6 +134,35 @@ pub async fn run(ctx: &Ctx) -> Result<DoctorReport> {
         );
     }
     Ok(DoctorReport { checks })
+}
+
+/// Every site network that exists is behind sp's nftables table (a reboot empties it;
+/// `sp apply` puts it back).
+async fn site_networks(ctx: &Ctx) -> std::result::Result<String, String> {
+    let engine = ctx.engine().await.map_err(|e| e.to_string())?;
+    let mut apart = 0;
+    let mut open = Vec::new();
+    for name in ctx.site_names().map_err(|e| e.to_string())? {
+        let net = crate::engine::site_network(&ctx.config.instance, &name);
+        let Some(bridge) = engine.bridge_of(&net).await else {
+            continue;
+        };
+        match crate::firewall::admitted(&bridge) {
+            Ok(true) => apart += 1,
+            Ok(false) => open.push(name),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if open.is_empty() {
+        Ok(format!(
+            "{apart} site network(s), each kept apart by sp's nftables table"
+        ))
+    } else {
+        Err(format!(
+            "not behind sp's nftables table (after a reboot; run `sp apply`): {}",
+            open.join(", ")
+        ))
+    }
 }
 
 fn writable(dir: &Path) -> std::result::Result<String, String> {

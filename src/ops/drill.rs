@@ -3,7 +3,7 @@
 //! 1. verify every file and scan every archive (as `sp restore` does);
 //! 2. restore each site into a scratch namespace: temporary names (`drillTAGn`), databases,
 //!    users and directories (`STATE_DIR/drill-TAG`), containers labelled with a drill instance
-//!    on a network of their own, with no published ports;
+//!    on networks of their own (one per site, as always), with no published ports;
 //! 3. load every dump, check that each table and view the manifest lists is there and
 //!    readable, start each site's container and run its health check (HTTP on the
 //!    container's own address, or running for the grace period);
@@ -129,7 +129,6 @@ pub async fn run(
         cfg.instance = format!("{}-drill-{tag}", ctx.config.instance);
         cfg.sites_dir = scratch.join("sites");
         cfg.backup_dir = from.clone();
-        cfg.docker.network = format!("sp-drill-{tag}");
         let dctx = ctx.with_config(cfg);
         let engine = ctx.engine().await?;
         let db = ctx.db()?;
@@ -174,9 +173,6 @@ async fn drill_sites(
     entries: &[SiteEntry],
     names: &[String],
 ) -> Result<Vec<SiteDrill>> {
-    engine
-        .ensure_network(&ctx.config.docker.network, &ctx.config.instance)
-        .await?;
     let mut out = Vec::new();
     for (e, name) in entries.iter().zip(names) {
         ctx.note(&format!("drill: {} as {name}", e.name));
@@ -254,7 +250,7 @@ async fn drill_site(
     let cid = engine.create(&cname, &plan).await?;
     engine.start(&cid).await?;
     let ip = engine
-        .container_ip(&cid, &ctx.config.docker.network)
+        .container_ip(&cid, &plan.network)
         .await?
         .unwrap_or_default();
     match provision::wait_healthy(engine, &cid, &spec, &format!("{ip}:{}", spec.port)).await {
@@ -286,7 +282,7 @@ async fn cleanup(
         }
         Err(e) => note(Err(e)),
     }
-    note(engine.remove_network(&ctx.config.docker.network).await);
+    note(engine.remove_networks(&ctx.config.instance, None).await);
     for n in names {
         note(db.drop_user(n, &ctx.config.mysql.user_host).await);
         note(db.drop_database(n).await);

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::split_host_port;
@@ -10,24 +11,117 @@ use crate::db::{generate_password, Db};
 use crate::engine::{ContainerPlan, Engine, Role};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::site::{parse_memory, ImageRef, SitePaths, SiteSpec};
+use crate::site::{parse_memory, Claim, ImageRef, SitePaths, SiteSpec};
 
 use super::Ctx;
 
 /// Where the database password appears inside the container.
 pub const PASSWORD_IN_CONTAINER: &str = "/run/secrets/db_password";
 
-/// The lowest uid from `first_uid` that no site uses yet.
+/// Mode of `site.toml`: its `[env]` holds the app's secrets.
+pub const SPEC_MODE: u32 = 0o600;
+
+/// Writes a site's spec (root-only, 0600).
+pub fn write_spec(paths: &SitePaths, spec: &SiteSpec) -> Result<()> {
+    fsutil::write_atomic(&paths.spec(), spec.to_toml().as_bytes(), SPEC_MODE)
+}
+
+/// Every site's claim on a uid and domains: the specs under `sites_dir`, and the retired
+/// specs of sites removed with their files kept.
+pub fn claims(ctx: &Ctx) -> Result<Vec<Claim>> {
+    claims_except(ctx, &[])
+}
+
+/// [`claims`] of every site but those named in `skip` (whose specs are not even read: a
+/// restore resuming may find them half written).
+pub fn claims_except(ctx: &Ctx, skip: &[String]) -> Result<Vec<Claim>> {
+    let dir = &ctx.config.sites_dir;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io_path("read", dir, e)),
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(name) = e.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if skip.contains(&name) {
+            continue;
+        }
+        let paths = ctx.paths(&name);
+        for (path, removed) in [(paths.spec(), false), (paths.removed_spec(), true)] {
+            if path.is_file() {
+                let spec = SiteSpec::load(&path)?;
+                let mut claim = Claim::of(&spec, removed);
+                // The directory is what names a site on this host.
+                claim.site = name.clone();
+                out.push(claim);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.site.cmp(&b.site));
+    Ok(out)
+}
+
+/// Refuses a spec whose uid or a domain another site (on disk) already has.
+pub fn check_unique(ctx: &Ctx, spec: &SiteSpec) -> Result<()> {
+    crate::site::check_unique(spec, &claims(ctx)?)
+}
+
+/// Refuses `uid` for site `name` when another site holds it (a restore's plan, from the
+/// manifest, before anything is written).
+pub fn check_uid_free(claims: &[Claim], name: &str, uid: u32) -> Result<()> {
+    match claims.iter().find(|c| c.uid == uid && c.site != name) {
+        Some(c) => Err(Error::Conflict(format!(
+            "{name}: uid {uid} already belongs to site {}{}; restore it under another name with --as, or remove that site first — nothing was restored",
+            c.site,
+            if c.removed { " (removed, its files kept)" } else { "" }
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Uids of the host's own accounts (`/etc/passwd`), which a site must never run as.
+fn host_uids() -> HashSet<u32> {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect()
+}
+
+/// Adds the owner and group of everything under `root` (not following links) to `used`.
+fn owners_under(root: &Path, used: &mut HashSet<u32>) {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        used.insert(meta.uid());
+        used.insert(meta.gid());
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+}
+
+/// The lowest uid from `first_uid` that nothing uses: no spec (removed ones too), no file
+/// or directory under `sites_dir` (by owner or group), no account of the host.
 pub fn next_uid(ctx: &Ctx) -> Result<u32> {
     // Every spec on disk counts, even one whose name does not match its directory yet
     // (a clone being made).
-    let mut used: HashSet<u32> = HashSet::new();
-    for name in ctx.site_names()? {
-        used.insert(SiteSpec::load(&ctx.paths(&name).spec())?.uid);
-    }
+    let mut used: HashSet<u32> = claims(ctx)?.iter().map(|c| c.uid).collect();
+    owners_under(&ctx.config.sites_dir, &mut used);
+    used.extend(host_uids());
     let mut uid = ctx.config.docker.first_uid;
     while used.contains(&uid) {
-        uid += 1;
+        uid = uid
+            .checked_add(1)
+            .ok_or_else(|| Error::Other("no free uid left above docker.first_uid".into()))?;
     }
     Ok(uid)
 }
@@ -80,11 +174,14 @@ pub async fn allocate_port(ctx: &Ctx, engine: &Engine) -> Result<PortLease> {
     Ok(PortLease(port))
 }
 
-/// Creates the site's directories with the right owners and modes; returns what it changed.
+/// Creates the site's directories with the right owners and modes (the tree is root's and
+/// private: 0700; `data/` and `tmp/` belong to the site's uid), and makes the spec 0600;
+/// returns what it changed.
 pub fn ensure_dirs(paths: &SitePaths, uid: u32) -> Result<Vec<String>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut done = Vec::new();
     for (dir, owner, mode) in [
-        (paths.root.clone(), 0, 0o755),
+        (paths.root.clone(), 0, 0o700),
         (paths.data(), uid, 0o750),
         (paths.secrets(), 0, 0o700),
         (paths.tmp(), uid, 0o750),
@@ -95,9 +192,22 @@ pub fn ensure_dirs(paths: &SitePaths, uid: u32) -> Result<Vec<String>> {
             done.push(format!("created {}", dir.display()));
         }
         let meta = std::fs::metadata(&dir).map_err(|e| Error::io_path("stat", &dir, e))?;
-        if std::os::unix::fs::MetadataExt::uid(&meta) != owner {
+        if meta.uid() != owner {
             fsutil::chown(&dir, owner, owner)?;
             done.push(format!("owner of {} set to {owner}", dir.display()));
+        }
+        // The root and secrets/ hold secrets: nobody else may look in.
+        if owner == 0 && meta.permissions().mode() & 0o077 != 0 {
+            fsutil::chmod(&dir, mode)?;
+            done.push(format!("mode of {} set to {mode:04o}", dir.display()));
+        }
+    }
+    for spec in [paths.spec(), paths.removed_spec()] {
+        if let Ok(meta) = std::fs::symlink_metadata(&spec) {
+            if meta.is_file() && meta.permissions().mode() & 0o777 != SPEC_MODE {
+                fsutil::chmod(&spec, SPEC_MODE)?;
+                done.push(format!("mode of {} set to {SPEC_MODE:04o}", spec.display()));
+            }
         }
     }
     Ok(done)
@@ -311,10 +421,11 @@ pub fn container_plan(
         user: format!("{0}:{0}", spec.uid),
         env: site_env(ctx, spec),
         binds,
-        network: ctx.config.docker.network.clone(),
+        network: crate::engine::site_network(&ctx.config.instance, &spec.name),
         publish: host_port.map(|h| (spec.port, h)),
         memory: spec.memory.as_deref().map(parse_memory).transpose()?,
         cmd,
+        confinement: spec.container.confinement(),
     })
 }
 

@@ -5,7 +5,9 @@
 //! 2. check the manifest's signature (see [`crate::key`]), verify every checksum and scan every archive for unsafe members, **before changing
 //!    anything** (each dump's trailer is checked as it loads, see [`snapshot::Depth`]);
 //! 3. plan: refuse sites, databases or containers that already exist unless `--yes` (then
-//!    their current state is snapshotted first); a site this very snapshot was already
+//!    their current state is snapshotted first), and a site whose uid another site on the
+//!    host holds (a domain another site has is refused once the spec is unpacked, before the
+//!    user and the container); a site this very snapshot was already
 //!    restored to is skipped, one whose restore was interrupted is resumed;
 //! 4. on a whole-host restore, put back the host config (settings in the local config win)
 //!    and merge the registry credentials;
@@ -214,8 +216,17 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     let db = ctx.db()?;
     let mut targets = Vec::new();
     let mut conflicts = Vec::new();
+    // Uids and domains the host's other sites hold: a restored site may not take them.
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| opts.as_name.clone().unwrap_or_else(|| e.name.clone()))
+        .collect();
+    let claims = provision::claims_except(&ctx, &names)?;
     for e in &entries {
         let name = opts.as_name.clone().unwrap_or_else(|| e.name.clone());
+        if opts.as_name.is_none() {
+            provision::check_uid_free(&claims, &name, e.uid)?;
+        }
         let paths = ctx.paths(&name);
         let marker = read_marker(&paths);
         let ours = marker.as_ref().map(|(m, _)| m == &id).unwrap_or(false);
@@ -300,6 +311,7 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         data_slots: tokio::sync::Semaphore::new(crate::cores()),
         id: &id,
         dir: &dir,
+        claims,
     };
     let results =
         futures_util::future::join_all(targets.iter().map(|t| restore_site(&run, t))).await;
@@ -468,6 +480,8 @@ struct Run<'a> {
     data_slots: tokio::sync::Semaphore,
     id: &'a str,
     dir: &'a Path,
+    /// The other sites' uids and domains, read before anything was restored.
+    claims: Vec<crate::site::Claim>,
 }
 
 async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
@@ -501,7 +515,7 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
     std::fs::create_dir_all(&paths.root)
         .map_err(|e| Error::io_path("create", &paths.root, e))
         .step(&name, "files")?;
-    crate::fsutil::chmod(&paths.root, 0o755)?;
+    crate::fsutil::chmod(&paths.root, 0o700)?;
     write_marker(&paths, id, "running").step(&name, "files")?;
     let mut phases = Vec::new();
 
@@ -568,6 +582,7 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
     if name != from_site {
         make_clone(ctx, &mut spec, &name).step(&name, "clone")?;
     }
+    crate::site::check_unique(&spec, &run.claims).step(&name, "check")?;
     // The directories a backup leaves out (tmp/).
     provision::ensure_dirs(&paths, spec.uid).step(&name, "files")?;
 
@@ -714,7 +729,7 @@ fn make_clone(ctx: &Ctx, spec: &mut SiteSpec, name: &str) -> Result<()> {
     let mut state = DeployState::load(&paths.deploy())?;
     state.host_port = None;
     ctx.save_deploy_state(name, &state)?;
-    crate::fsutil::write_atomic(&paths.spec(), spec.to_toml().as_bytes(), 0o644)
+    provision::write_spec(&paths, spec)
 }
 
 /// Gives everything owned by `from` (uid and gid) to `to`.

@@ -113,11 +113,22 @@ pub fn show(ctx: &Ctx) -> Result<ScheduleReport> {
     })
 }
 
+/// After a reboot, `sp apply`: the kernel has forgotten sp's firewall table that keeps the
+/// sites' networks apart (see [`crate::firewall`]), and apply puts it back.
+fn reboot_entry() -> Result<schedule::Entry> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("locate the sp binary", e))?;
+    Ok(schedule::Entry {
+        comment: "after a reboot: the sites' firewall table (the kernel forgets it)".into(),
+        schedule: "@reboot".into(),
+        command: format!("{} -q apply", shell_quote(&exe.display().to_string())),
+    })
+}
+
 /// `sp schedule install`: writes the cron file and, if asked, systemd units.
 pub fn install(ctx: &Ctx, cron_file: &Path, systemd_dir: Option<&Path>) -> Result<ScheduleReport> {
     let _lock = ctx.lock("schedule install")?;
     let jobs = jobs(ctx, 3)?;
-    let entries: Vec<schedule::Entry> = jobs
+    let mut entries: Vec<schedule::Entry> = jobs
         .iter()
         .map(|j| schedule::Entry {
             comment: j.name.clone(),
@@ -125,6 +136,7 @@ pub fn install(ctx: &Ctx, cron_file: &Path, systemd_dir: Option<&Path>) -> Resul
             command: j.command.clone(),
         })
         .collect();
+    entries.push(reboot_entry()?);
     let config =
         std::fs::canonicalize(&ctx.config_path).unwrap_or_else(|_| ctx.config_path.clone());
     crate::fsutil::write_atomic(

@@ -2,11 +2,13 @@
 //! was created if any step fails.
 //!
 //! 1. validate the name, image, domains, env, memory (nothing is touched before this passes);
-//! 2. refuse when the site, its containers, its database or its user already exist;
+//! 2. refuse when the site, its containers, its database or its user already exist, or when
+//!    another site has one of its domains; pick a uid nothing on the host uses (no spec,
+//!    removed ones too, no file under `sites_dir`, no host account);
 //! 3. pull the image (the container port defaults to its single EXPOSE, else 8000);
-//! 4. write `/sites/NAME/{site.toml,data/,secrets/,tmp/}`;
+//! 4. write `/sites/NAME/{site.toml,data/,secrets/,tmp/}` (the tree 0700, site.toml 0600);
 //! 5. create database NAME and user NAME with a generated password (file mode 0400);
-//! 6. roll out the container (see [`super::deploy::rollout`]).
+//! 6. roll out the container on the site's own network (see [`super::deploy::rollout`]).
 
 use std::collections::BTreeMap;
 
@@ -91,6 +93,7 @@ fn spec_from(opts: &SiteAddOpts) -> Result<SiteSpec> {
             enabled: !opts.no_db,
         },
         backup: Default::default(),
+        container: Default::default(),
         jobs: Vec::new(),
         env,
     };
@@ -114,6 +117,9 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
             paths.root.display()
         )));
     }
+    // A uid nothing on the host uses, and domains no other site has.
+    spec.uid = provision::next_uid(ctx)?;
+    provision::check_unique(ctx, &spec)?;
     let engine = ctx.engine().await?;
     if !engine
         .list(&ctx.config.instance, Some(&name), None)
@@ -142,8 +148,6 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
     } else {
         None
     };
-    spec.uid = provision::next_uid(ctx)?;
-
     let mut created = Created::default();
     let result = async {
         let pinned = provision::pull(ctx, &engine, &spec.image)
@@ -158,8 +162,7 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
         spec.validate()?;
         created.dir = true;
         provision::ensure_dirs(&paths, spec.uid).step(&name, "files")?;
-        crate::fsutil::write_atomic(&paths.spec(), spec.to_toml().as_bytes(), 0o644)
-            .step(&name, "files")?;
+        provision::write_spec(&paths, &spec).step(&name, "files")?;
         if let Some(db) = &db {
             created.db = true;
             provision::ensure_database(ctx, db, &spec)
@@ -191,6 +194,9 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
             {
                 let _ = engine.remove(&c.id).await;
             }
+            let _ = engine
+                .remove_networks(&ctx.config.instance, Some(&name))
+                .await;
             if let (true, Some(db)) = (created.db, &db) {
                 let _ = db.drop_user(&name, &ctx.config.mysql.user_host).await;
                 let _ = db.drop_database(&name).await;

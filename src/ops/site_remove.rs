@@ -1,6 +1,6 @@
 //! `sp site remove NAME [--purge]`.
 //!
-//! Without `--purge` the containers go and everything else stays: `data/`, `secrets/`, the
+//! Without `--purge` the containers and the site's network go and everything else stays: `data/`, `secrets/`, the
 //! database and its user. The spec is renamed to `site.toml.removed` so `sp apply` leaves the
 //! site alone. `--purge` also drops the database and user and deletes `/sites/NAME`, after the
 //! user typed the site's name (or gave `--yes`).
@@ -102,6 +102,10 @@ pub async fn run(
     for c in &containers {
         engine.remove(&c.id).await.step(&name, "remove container")?;
     }
+    engine
+        .remove_networks(&ctx.config.instance, Some(&name))
+        .await
+        .step(&name, "remove network")?;
     let paths = ctx.paths(&name);
     if opts.purge {
         if spec.database.enabled {

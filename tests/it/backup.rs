@@ -326,10 +326,7 @@ fn mysql_dying_mid_backup_fails_clearly_and_keeps_what_it_could() {
     let Some(rig) = rig() else { return };
     let mut db = ScratchMariadb::start();
     let host = Host::new(&rig);
-    host.config_replace(
-        &format!("url = \"{}\"", rig.var("SP_RIG_MYSQL_URL")),
-        &format!("url = \"{}\"", db.url()),
-    );
+    host.use_mysql(&db.url());
     host.login();
     let (a, b) = (host.site_name("ma"), host.site_name("mb"));
     add_site(&host, &a);
@@ -507,6 +504,10 @@ fn schedule_status_jobs_and_hooks() {
         "{text}"
     );
     assert!(text.contains("SP_CONFIG="));
+    assert!(
+        text.contains(&format!("@reboot root {sp} -q apply\n")),
+        "{text}"
+    );
     assert!(units.join("simple-paas-backup.timer").exists());
     // An invalid schedule in a site's spec is refused with a clear error.
     host.spec_append(

@@ -29,6 +29,18 @@ impl Rig {
     pub fn registry(&self) -> &str {
         self.var("SP_RIG_REGISTRY")
     }
+    /// The admin URL without its password, and the password (sp init takes it on stdin).
+    pub fn mysql_admin(&self) -> (String, String) {
+        split_password(self.var("SP_RIG_MYSQL_URL"))
+    }
+}
+
+/// `mysql://USER:PASSWORD@REST` → (`mysql://USER@REST`, PASSWORD).
+pub fn split_password(url: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("URL with a scheme");
+    let (userinfo, host) = rest.rsplit_once('@').expect("URL with user@host");
+    let (user, pw) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    (format!("{scheme}://{user}@{host}"), pw.to_string())
 }
 
 /// The rig, or None (with a loud message) when it is not provisioned outside CI.
@@ -97,27 +109,37 @@ impl Host {
             dir,
         };
         let d = host.dir.path();
-        host.sp_ok(&[
-            "init",
-            "--instance",
-            &host.instance,
-            "--sites-dir",
-            &d.join("sites").to_string_lossy(),
-            "--backup-dir",
-            &d.join("backups").to_string_lossy(),
-            "--state-dir",
-            &d.join("state").to_string_lossy(),
-            "--mysql-url",
-            rig.var("SP_RIG_MYSQL_URL"),
-            "--mysql-host-for-containers",
-            &format!(
-                "{}:{}",
-                rig.var("SP_RIG_GATEWAY"),
-                rig.var("SP_RIG_MYSQL_PORT")
-            ),
-            "--port-range",
-            &format!("{}-{}", port_first, port_first + 19),
-        ]);
+        let (url, password) = rig.mysql_admin();
+        let out = host.sp_in(
+            &[
+                "init",
+                "--instance",
+                &host.instance,
+                "--sites-dir",
+                &d.join("sites").to_string_lossy(),
+                "--backup-dir",
+                &d.join("backups").to_string_lossy(),
+                "--state-dir",
+                &d.join("state").to_string_lossy(),
+                "--mysql-url",
+                &url,
+                "--mysql-password-stdin",
+                "--mysql-host-for-containers",
+                &format!(
+                    "{}:{}",
+                    rig.var("SP_RIG_GATEWAY"),
+                    rig.var("SP_RIG_MYSQL_PORT")
+                ),
+                "--port-range",
+                &format!("{}-{}", port_first, port_first + 19),
+            ],
+            &format!("{password}\n"),
+        );
+        assert!(
+            out.status.success(),
+            "sp init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         host
     }
 
@@ -243,6 +265,24 @@ impl Host {
             ])
             .output()
             .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Networks of this host's instance (docker CLI, independent of sp).
+    pub fn networks(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args([
+                "network",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=sp.instance={}", self.instance),
+            ])
+            .output()
+            .expect("docker network ls");
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .map(String::from)
@@ -379,6 +419,29 @@ impl Drop for Host {
         for id in self.containers() {
             let _ = Command::new("docker").args(["rm", "-f", &id]).output();
         }
+        for net in self.networks() {
+            let _ = Command::new("docker")
+                .args(["network", "rm", &net])
+                .output();
+            // sp's firewall entry for the network's bridge (br- and the id's first 12).
+            if let Some(hex) = net.get(..12) {
+                let b = format!("br-{hex}");
+                let script = format!(
+                    "delete element inet sp_isolation site_bridges {{ \"{b}\" }}\ndelete element inet sp_isolation same_bridge {{ \"{b}\" . \"{b}\" }}\n"
+                );
+                if let Ok(mut child) = Command::new("nft")
+                    .args(["-f", "-"])
+                    .stdin(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                {
+                    if let Some(mut stdin) = child.stdin.take() {
+                        let _ = stdin.write_all(script.as_bytes());
+                    }
+                    let _ = child.wait();
+                }
+            }
+        }
         let images = self.images.lock().map(|s| s.clone()).unwrap_or_default();
         for i in images {
             let _ = Command::new("docker").args(["rmi", "-f", &i]).output();
@@ -406,6 +469,24 @@ impl Host {
         let text = std::fs::read_to_string(&self.config).expect("config");
         assert!(text.contains(from), "config has no {from:?}");
         std::fs::write(&self.config, text.replacen(from, to, 1)).expect("write config");
+    }
+
+    /// Points the config at another admin connection (no password file).
+    pub fn use_mysql(&self, url: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("url = ") {
+                    format!("url = \"{url}\"\n")
+                } else if l.starts_with("password_file = ") {
+                    String::new()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&self.config, text).expect("write config");
     }
 
     /// Appends TOML (tables) to a site's spec.

@@ -6,9 +6,11 @@ mod harness;
 
 mod backup;
 mod bad_input;
+mod isolation;
 mod latest;
 mod lock;
 mod partial;
 mod restore;
+mod secrets;
 mod site_lifecycle;
 mod tenant_db;

@@ -172,10 +172,7 @@ fn a_frozen_database_server_fails_the_backup_instead_of_hanging_it() {
     let Some(rig) = rig() else { return };
     let db = crate::harness::ScratchMariadb::start();
     let host = Host::new(&rig);
-    host.config_replace(
-        &format!("url = \"{}\"", rig.var("SP_RIG_MYSQL_URL")),
-        &format!("url = \"{}\"", db.url()),
-    );
+    host.use_mysql(&db.url());
     host.config_replace("timeout = \"30s\"", "timeout = \"3s\"");
     host.login();
     let site = host.site_name("fz");

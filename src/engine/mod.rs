@@ -1,152 +1,32 @@
 //! The Docker engine, through bollard.
 //!
-//! [`container_spec`] is a pure builder (unit-tested); [`Engine`] sends requests. sp finds its
-//! containers by labels (`sp.instance`, `sp.site`, `sp.role`), never by stored ids, so two sp
-//! instances on one engine never see each other's containers.
+//! [`plan`] holds the pure builders (unit-tested): [`container_spec`], [`network_spec`];
+//! [`Engine`] sends requests. sp finds its containers and networks by labels (`sp.instance`,
+//! `sp.site`, `sp.role`), never by stored ids, so two sp instances on one engine never see
+//! each other's.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod plan;
+
+pub use plan::{
+    container_spec, network_spec, site_network, Confinement, ContainerPlan, Role, LABEL_CONFIG,
+    LABEL_IMAGE, LABEL_INSTANCE, LABEL_ROLE, LABEL_SITE,
+};
+
+use std::collections::HashMap;
 
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::models::{
-    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
-};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::registry::Credential;
 use crate::site::ImageRef;
-
-pub const LABEL_INSTANCE: &str = "sp.instance";
-pub const LABEL_SITE: &str = "sp.site";
-pub const LABEL_ROLE: &str = "sp.role";
-pub const LABEL_CONFIG: &str = "sp.config";
-pub const LABEL_IMAGE: &str = "sp.image";
-
-/// What a site container is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The long-running app.
-    Web,
-    /// A one-off release command before a deploy.
-    Release,
-    /// A scheduled per-site job.
-    Job,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Web => "web",
-            Role::Release => "release",
-            Role::Job => "job",
-        }
-    }
-}
-
-/// Everything that decides how a site container is created.
-#[derive(Debug, Clone)]
-pub struct ContainerPlan {
-    pub instance: String,
-    pub site: String,
-    pub role: Role,
-    /// The local image id (`sha256:…`) the container is created from.
-    pub image: String,
-    /// The registry reference pinned by digest, for people (a label; not hashed).
-    pub image_ref: String,
-    /// `uid:gid` the process runs as.
-    pub user: String,
-    pub env: BTreeMap<String, String>,
-    /// `host_path:container_path[:ro]`.
-    pub binds: Vec<String>,
-    pub network: String,
-    /// Container port and the 127.0.0.1 host port it is published on.
-    pub publish: Option<(u16, u16)>,
-    pub memory: Option<i64>,
-    /// Overrides the image's command (release containers).
-    pub cmd: Option<Vec<String>>,
-}
-
-impl ContainerPlan {
-    /// A hash of everything except the host port: when it changes, `sp apply` recreates.
-    pub fn config_hash(&self) -> String {
-        let mut h = Sha256::new();
-        let text = format!(
-            "{}\n{}\n{:?}\n{:?}\n{}\n{:?}\n{:?}\n{:?}",
-            self.image,
-            self.user,
-            self.env,
-            self.binds,
-            self.network,
-            self.publish.map(|p| p.0),
-            self.memory,
-            self.cmd
-        );
-        h.update(text.as_bytes());
-        hex::encode(&h.finalize()[..8])
-    }
-}
-
-/// The bollard create body for a plan.
-pub fn container_spec(plan: &ContainerPlan) -> ContainerCreateBody {
-    let labels: HashMap<String, String> = [
-        (LABEL_INSTANCE, plan.instance.clone()),
-        (LABEL_SITE, plan.site.clone()),
-        (LABEL_ROLE, plan.role.as_str().to_string()),
-        (LABEL_CONFIG, plan.config_hash()),
-        (LABEL_IMAGE, plan.image_ref.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let (exposed, port_bindings) = match plan.publish {
-        Some((inner, host)) => {
-            let key = format!("{inner}/tcp");
-            let binding = PortBinding {
-                host_ip: Some("127.0.0.1".into()),
-                host_port: Some(host.to_string()),
-            };
-            (
-                Some(vec![key.clone()]),
-                Some(HashMap::from([(key, Some(vec![binding]))])),
-            )
-        }
-        None => (None, None),
-    };
-    let restart = match plan.role {
-        Role::Web => RestartPolicyNameEnum::UNLESS_STOPPED,
-        Role::Release | Role::Job => RestartPolicyNameEnum::NO,
-    };
-    ContainerCreateBody {
-        image: Some(plan.image.clone()),
-        user: Some(plan.user.clone()),
-        env: Some(plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        labels: Some(labels),
-        exposed_ports: exposed,
-        cmd: plan.cmd.clone(),
-        host_config: Some(HostConfig {
-            binds: Some(plan.binds.clone()),
-            port_bindings,
-            network_mode: Some(plan.network.clone()),
-            restart_policy: Some(RestartPolicy {
-                name: Some(restart),
-                maximum_retry_count: None,
-            }),
-            extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
-            memory: plan.memory,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 /// One of sp's containers, as listed.
 #[derive(Debug, Clone)]
@@ -398,36 +278,81 @@ impl Engine {
         Ok(ports)
     }
 
-    /// Creates the network if it is not `bridge`/`host` and does not exist.
-    pub async fn ensure_network(&self, name: &str, instance: &str) -> Result<()> {
-        if matches!(name, "bridge" | "host" | "none") {
-            return Ok(());
-        }
-        if self
-            .docker
+    /// The id of a network, or None when there is none of that name.
+    async fn network_id(&self, name: &str) -> Option<String> {
+        self.docker
             .inspect_network(
                 name,
                 None::<bollard::query_parameters::InspectNetworkOptions>,
             )
             .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        let req = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(
-                LABEL_INSTANCE.to_string(),
-                instance.to_string(),
-            )])),
-            ..Default::default()
+            .ok()
+            .and_then(|n| n.id)
+    }
+
+    /// Creates the plan's network (labelled like its containers) unless it exists, and puts
+    /// its bridge behind sp's own firewall table (see [`crate::firewall`]) either way.
+    pub async fn ensure_network(&self, plan: &ContainerPlan) -> Result<()> {
+        let name = plan.network.as_str();
+        let id = match self.network_id(name).await {
+            Some(id) => id,
+            None => match self.docker.create_network(network_spec(plan)).await {
+                Ok(r) => r.id,
+                // Created meanwhile by a concurrent command.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => self.network_id(name).await.unwrap_or_default(),
+                Err(e) => return Err(Error::docker(format!("create network {name}"), e)),
+            },
         };
-        self.docker
-            .create_network(req)
+        let bridge = crate::firewall::bridge_of(&id).ok_or_else(|| Error::Docker {
+            context: format!("create network {name}"),
+            message: format!("unexpected network id {id:?}"),
+        })?;
+        tokio::task::spawn_blocking(move || crate::firewall::admit(&bridge))
             .await
-            .map_err(|e| Error::docker(format!("create network {name}"), e))?;
+            .map_err(|e| Error::Other(format!("firewall task: {e}")))?
+    }
+
+    /// Names of this instance's networks, optionally of one site.
+    pub async fn networks(&self, instance: &str, site: Option<&str>) -> Result<Vec<String>> {
+        let mut labels = vec![format!("{LABEL_INSTANCE}={instance}")];
+        if let Some(s) = site {
+            labels.push(format!("{LABEL_SITE}={s}"));
+        }
+        let filters = HashMap::from([("label".to_string(), labels)]);
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| Error::docker("list networks", e))?;
+        Ok(list.into_iter().filter_map(|n| n.name).collect())
+    }
+
+    /// Removes this instance's networks (of one site, or all) and their firewall entries;
+    /// remove their containers first.
+    pub async fn remove_networks(&self, instance: &str, site: Option<&str>) -> Result<()> {
+        for n in self.networks(instance, site).await? {
+            let bridge = self
+                .network_id(&n)
+                .await
+                .and_then(|id| crate::firewall::bridge_of(&id));
+            self.remove_network(&n).await?;
+            if let Some(b) = bridge {
+                let _ = tokio::task::spawn_blocking(move || crate::firewall::forget(&b)).await;
+            }
+        }
         Ok(())
+    }
+
+    /// The bridge of a network, if the network exists (for `sp doctor`).
+    pub async fn bridge_of(&self, name: &str) -> Option<String> {
+        self.network_id(name)
+            .await
+            .and_then(|id| crate::firewall::bridge_of(&id))
     }
 
     /// sp's containers of this instance, optionally of one site and role, running or not.
@@ -508,8 +433,10 @@ impl Engine {
         tolerate(r, 404).map_err(|e| Error::docker(format!("remove network {name}"), e))
     }
 
-    /// Creates a container from a plan (not started); returns its id.
+    /// Creates a container from a plan (not started), and its network first when missing;
+    /// returns its id.
     pub async fn create(&self, name: &str, plan: &ContainerPlan) -> Result<String> {
+        self.ensure_network(plan).await?;
         let opts = CreateContainerOptionsBuilder::default().name(name).build();
         let resp = self
             .docker
@@ -697,57 +624,4 @@ fn tolerate(
 /// First 12 characters of an id.
 pub fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan() -> ContainerPlan {
-        ContainerPlan {
-            instance: "t1".into(),
-            site: "blog".into(),
-            role: Role::Web,
-            image: format!("sha256:{}", "b".repeat(64)),
-            image_ref: format!("reg.example.com/blog@sha256:{}", "a".repeat(64)),
-            user: "20001:20001".into(),
-            env: [("A".to_string(), "1".to_string())].into(),
-            binds: vec!["/sites/blog/data:/data".into()],
-            network: "bridge".into(),
-            publish: Some((8000, 20001)),
-            memory: Some(256 << 20),
-            cmd: None,
-        }
-    }
-
-    #[test]
-    fn web_container_publishes_on_loopback_only() {
-        let body = container_spec(&plan());
-        let hc = body.host_config.unwrap();
-        let b = &hc.port_bindings.unwrap()["8000/tcp"];
-        let b = &b.as_ref().unwrap()[0];
-        assert_eq!(b.host_ip.as_deref(), Some("127.0.0.1"));
-        assert_eq!(b.host_port.as_deref(), Some("20001"));
-        assert_eq!(body.exposed_ports.unwrap(), vec!["8000/tcp".to_string()]);
-        assert_eq!(
-            hc.restart_policy.unwrap().name,
-            Some(RestartPolicyNameEnum::UNLESS_STOPPED)
-        );
-        assert_eq!(body.user.as_deref(), Some("20001:20001"));
-        let labels = body.labels.unwrap();
-        assert_eq!(labels[LABEL_SITE], "blog");
-        assert_eq!(labels[LABEL_INSTANCE], "t1");
-        assert_eq!(labels[LABEL_ROLE], "web");
-        assert_eq!(body.env.unwrap(), vec!["A=1".to_string()]);
-    }
-
-    #[test]
-    fn config_hash_ignores_host_port_but_not_env() {
-        let a = plan();
-        let mut b = plan();
-        b.publish = Some((8000, 20002));
-        assert_eq!(a.config_hash(), b.config_hash());
-        b.env.insert("B".into(), "2".into());
-        assert_ne!(a.config_hash(), b.config_hash());
-    }
 }

@@ -6,6 +6,12 @@
 //! editable by hand; `/sites/NAME/deploy.toml` is sp's own record of what is running (pinned image
 //! digest, the previous one for rollback, host port, whether the user stopped the site).
 
+mod claims;
+mod container;
+
+pub use claims::{check_unique, Claim};
+pub use container::ContainerSpec;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -383,6 +389,9 @@ pub struct SiteSpec {
     pub database: DatabaseSpec,
     #[serde(default, skip_serializing_if = "BackupSpec::is_default")]
     pub backup: BackupSpec,
+    /// How far the container is confined (capabilities, privileges, processes, logs).
+    #[serde(default, skip_serializing_if = "ContainerSpec::is_default")]
+    pub container: ContainerSpec,
     /// Scheduled commands run in the site's own image (`sp schedule install` writes them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<Job>,
@@ -453,6 +462,7 @@ impl SiteSpec {
                 self.name
             )));
         }
+        self.container.validate(&self.name)?;
         if let Some(p) = &self.health.path {
             if !p.starts_with('/') {
                 return Err(Error::Invalid(format!(
@@ -573,6 +583,10 @@ impl SitePaths {
     }
     pub fn spec(&self) -> PathBuf {
         self.root.join("site.toml")
+    }
+    /// The spec of a site removed without --purge.
+    pub fn removed_spec(&self) -> PathBuf {
+        self.root.join("site.toml.removed")
     }
     pub fn deploy(&self) -> PathBuf {
         self.root.join("deploy.toml")
@@ -754,6 +768,11 @@ mod tests {
             backup: BackupSpec {
                 pre_command: vec!["true".into()],
                 pause: true,
+            },
+            container: ContainerSpec {
+                cap_add: vec!["NET_BIND_SERVICE".into()],
+                pids_limit: Some(100),
+                ..Default::default()
             },
             jobs: vec![Job {
                 name: "clear".into(),
