@@ -56,15 +56,20 @@ BEFORE=$(mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot -N -e "CHECKSUM TABLE de
 echo "== the cattle cycle: sp backup"
 "$SP" backup
 "$SP" verify latest
+# The snapshot key goes off the host (here: a folder the disaster spares), as SETUP.md says.
+mkdir -p -m 700 "$DEMO/offhost"
+"$SP" key export > "$DEMO/offhost/snapshot.key"
+chmod 600 "$DEMO/offhost/snapshot.key"
 
-echo "== disaster: the container, database, user, site files and credentials are gone"
+echo "== disaster: the container, database, user, site files, credentials and sp's state (its key too) are gone"
 docker ps -aq --filter label=sp.instance=demo | xargs -r docker rm -f >/dev/null
 docker network ls -q --filter label=sp.instance=demo | xargs -r docker network rm >/dev/null
 mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot -e "DROP DATABASE demo; DROP USER 'demo'@'%';"
-rm -rf "$DEMO/sites" "$DEMO/registries.toml"
+rm -rf "$DEMO/sites" "$DEMO/registries.toml" "$DEMO/state"
 curl -fsS "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && { echo "still serving?"; exit 1; } || echo "the site is down"
 
-echo "== sp restore latest"
+echo "== sp key import (the key kept off the host), sp restore latest"
+"$SP" key import "$DEMO/offhost/snapshot.key"
 START=$(date +%s.%N)
 "$SP" restore latest
 END=$(date +%s.%N)

@@ -87,6 +87,9 @@ pub enum Command {
         /// Replace sites, databases and containers that exist (their state is snapshotted first).
         #[arg(long, short)]
         yes: bool,
+        /// Print what would be restored and replaced, and where each image comes from; change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         keys: KeyArgs,
     },

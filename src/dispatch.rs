@@ -143,9 +143,11 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             as_name,
             from,
             yes,
+            dry_run,
             keys,
         } => {
             let opts = ops::restore::RestoreOpts {
+                dry_run: *dry_run,
                 id: id.clone(),
                 sites: sites.clone(),
                 as_name: as_name.clone(),

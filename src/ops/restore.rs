@@ -30,6 +30,7 @@ use crate::error::{Error, Result, StepExt};
 use crate::site::{validate_name, DeployState, SitePaths, SiteSpec};
 use crate::snapshot::{self, SiteEntry};
 
+use super::restore_plan::{self as plan, RestorePlan};
 use super::{apply, provision, Ctx};
 
 const MARKER: &str = ".sp-restore";
@@ -51,6 +52,8 @@ pub struct RestoreOpts {
     pub yes: bool,
     /// Public (or secret) key files of other hosts whose snapshots to accept.
     pub keys: Vec<PathBuf>,
+    /// Print the plan; change nothing.
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,6 +77,9 @@ pub struct SiteRestore {
 pub struct RestoreReport {
     pub id: String,
     pub from: PathBuf,
+    /// Only the plan was made (`--dry-run`): nothing changed.
+    pub dry_run: bool,
+    pub plan: RestorePlan,
     pub verify_seconds: f64,
     pub host_config: bool,
     /// Snapshot taken of what --yes replaced.
@@ -85,6 +91,9 @@ pub struct RestoreReport {
 
 impl std::fmt::Display for RestoreReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.dry_run {
+            return write!(f, "{}", self.plan);
+        }
         writeln!(f, "snapshot {} from {}", self.id, self.from.display())?;
         writeln!(f, "verified every file in {:.1}s", self.verify_seconds)?;
         if let Some(s) = &self.safety_snapshot {
@@ -167,11 +176,134 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     let keyring = ctx.keyring(&opts.keys)?;
     let _lock = ctx.lock(&format!("restore {id}"))?;
 
-    // 2. Verify before anything changes.
+    // 2. Plan, from the signed manifest and what is on the host; no data is read yet.
+    let manifest = snapshot::authenticate(&dir, &keyring)?;
+    let entries: Vec<&SiteEntry> = if opts.sites.is_empty() {
+        manifest.sites.iter().collect()
+    } else {
+        wanted
+            .iter()
+            .map(|n| {
+                manifest
+                    .sites
+                    .iter()
+                    .find(|s| &s.name == n)
+                    .ok_or_else(|| Error::NotFound(format!("snapshot {id} has no site {n:?}")))
+            })
+            .collect::<Result<_>>()?
+    };
+    let whole_host = opts.sites.is_empty() && opts.as_name.is_none();
+    // The host config decides where sites live: plan with it, write it only once the plan
+    // holds.
+    let host = plan_host(ctx, &dir, whole_host)?;
+    let ctx = match &host.config {
+        Some((_, cfg)) => ctx.with_config(cfg.clone()),
+        None => ctx.reload()?,
+    };
+    let engine = ctx.engine().await?;
+    let db = ctx.db()?;
+    // Image archives live beside the snapshots we restore from.
+    let mut rcfg = ctx.config.clone();
+    rcfg.backup_dir = from.clone();
+    let rctx = ctx.with_config(rcfg);
+    // Uids and domains the host's other sites hold: a restored site may not take them.
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| opts.as_name.clone().unwrap_or_else(|| e.name.clone()))
+        .collect();
+    let claims = provision::claims_except(&ctx, &names)?;
+    let mut targets = Vec::new();
+    let mut sites = Vec::new();
+    for (e, name) in entries.iter().zip(&names) {
+        if opts.as_name.is_none() {
+            provision::check_uid_free(&claims, name, e.uid)?;
+        }
+        let paths = ctx.paths(name);
+        let seen = plan::Observed {
+            marker: read_marker(&paths),
+            dir: paths.root.exists().then(|| paths.root.clone()),
+            database: e.database.is_some() && db.database_exists(name).await?,
+            containers: engine
+                .list(&ctx.config.instance, Some(name), None)
+                .await?
+                .len(),
+            image_local: match &e.image_id {
+                Some(i) => engine.has_image(i).await,
+                None => false,
+            },
+            image_archive: e
+                .image_id
+                .as_ref()
+                .is_some_and(|i| provision::image_archive(&rctx, i).exists()),
+        };
+        let size: u64 = manifest
+            .files
+            .iter()
+            .filter(|f| {
+                f.path == e.archive || e.database.as_ref().is_some_and(|d| d.dump == f.path)
+            })
+            .map(|f| f.size)
+            .sum();
+        let sp = plan::site_plan(&id, e, name, &seen, size);
+        targets.push(Target {
+            entry: e,
+            name: name.clone(),
+            skip: sp.action == plan::Action::Skip,
+        });
+        sites.push(sp);
+    }
+    let replaced: Vec<String> = sites
+        .iter()
+        .filter(|s| !s.replaces.is_empty())
+        .map(|s| s.site.clone())
+        .collect();
+    // Only what can be snapshotted first may be replaced.
+    let mut specs = Vec::new();
+    for n in &replaced {
+        match ctx.site(n) {
+            Ok(spec) => specs.push(spec),
+            Err(e) => {
+                return Err(Error::Conflict(format!(
+                    "{n} exists but cannot be snapshotted before it is replaced ({e}); nothing was restored from snapshot {id} — purge or move it first"
+                )))
+            }
+        }
+    }
+    let plan = RestorePlan {
+        id: id.clone(),
+        kind: manifest.kind,
+        from: from.clone(),
+        whole_host,
+        host_config: host.config.is_some(),
+        bytes: sites.iter().map(|s| s.bytes).sum(),
+        sites,
+        safety_snapshot_of: specs.iter().map(|s| s.name.clone()).collect(),
+    };
+    if !replaced.is_empty() && !opts.yes && !opts.dry_run {
+        return Err(Error::Conflict(format!(
+            "restoring snapshot {id} would replace existing state ({}); nothing was restored — pass --yes to replace it (its current state is snapshotted first), or --dry-run to see the whole plan",
+            plan.conflicts().join("; ")
+        )));
+    }
+    if opts.dry_run {
+        return Ok(RestoreReport {
+            id,
+            from,
+            dry_run: true,
+            plan,
+            verify_seconds: 0.0,
+            host_config: false,
+            safety_snapshot: None,
+            sites: Vec::new(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+
+    // 3. Verify before anything changes.
     ctx.note(&format!("verifying snapshot {id}"));
     let t = Instant::now();
     let d = dir.clone();
-    let (manifest, faults) = tokio::task::spawn_blocking(move || {
+    let (_, faults) = tokio::task::spawn_blocking(move || {
         snapshot::verify(&d, snapshot::Depth::BeforeLoad, &keyring)
     })
     .await
@@ -188,110 +320,24 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     }
     let verify_seconds = t.elapsed().as_secs_f64();
 
-    // 3. Plan.
-    let entries: Vec<&SiteEntry> = if opts.sites.is_empty() {
-        manifest.sites.iter().collect()
-    } else {
-        wanted
-            .iter()
-            .map(|n| {
-                manifest
-                    .sites
-                    .iter()
-                    .find(|s| &s.name == n)
-                    .ok_or_else(|| Error::NotFound(format!("snapshot {id} has no site {n:?}")))
-            })
-            .collect::<Result<_>>()?
-    };
-    let whole_host = opts.sites.is_empty() && opts.as_name.is_none();
-
-    // 4. The host config decides where sites live: plan with it, write it only once the
-    // plan holds.
-    let host = plan_host(ctx, &dir, whole_host)?;
-    let ctx = match &host.config {
-        Some((_, cfg)) => ctx.with_config(cfg.clone()),
-        None => ctx.reload()?,
-    };
-    let engine = ctx.engine().await?;
-    let db = ctx.db()?;
-    let mut targets = Vec::new();
-    let mut conflicts = Vec::new();
-    // Uids and domains the host's other sites hold: a restored site may not take them.
-    let names: Vec<String> = entries
-        .iter()
-        .map(|e| opts.as_name.clone().unwrap_or_else(|| e.name.clone()))
-        .collect();
-    let claims = provision::claims_except(&ctx, &names)?;
-    for e in &entries {
-        let name = opts.as_name.clone().unwrap_or_else(|| e.name.clone());
-        if opts.as_name.is_none() {
-            provision::check_uid_free(&claims, &name, e.uid)?;
-        }
-        let paths = ctx.paths(&name);
-        let marker = read_marker(&paths);
-        let ours = marker.as_ref().map(|(m, _)| m == &id).unwrap_or(false);
-        let done = ours && marker.as_ref().map(|(_, s)| s == "done").unwrap_or(false);
-        if !ours {
-            if paths.root.exists() {
-                conflicts.push((name.clone(), format!("{} exists", paths.root.display())));
-            }
-            if e.database.is_some() && db.database_exists(&name).await? {
-                conflicts.push((name.clone(), format!("database {name} exists")));
-            }
-            if !engine
-                .list(&ctx.config.instance, Some(&name), None)
-                .await?
-                .is_empty()
-            {
-                conflicts.push((name.clone(), "its containers exist".into()));
-            }
-        }
-        targets.push(Target {
-            entry: e,
-            name,
-            skip: done,
-        });
-    }
+    // 4. What --yes replaces: snapshotted first, then removed.
     let mut safety_snapshot = None;
-    if !conflicts.is_empty() {
-        if !opts.yes {
-            let list: Vec<String> = conflicts.iter().map(|(n, w)| format!("{n}: {w}")).collect();
-            return Err(Error::Conflict(format!(
-                "restoring would replace existing state ({}); nothing was restored — pass --yes to replace it (its current state is snapshotted first)",
-                list.join("; ")
-            )));
+    if !specs.is_empty() {
+        let r = super::backup::snapshot_sites(&ctx, &specs, snapshot::Kind::PreRestore)
+            .await
+            .step(&replaced.join(","), "snapshot before replacing")?;
+        ctx.note(&format!("snapshot of the current state: {}", r.id));
+        safety_snapshot = Some(r.id);
+    }
+    for n in &replaced {
+        for c in engine.list(&ctx.config.instance, Some(n), None).await? {
+            engine.remove(&c.id).await.step(n, "remove container")?;
         }
-        let mut names: Vec<String> = conflicts.iter().map(|(n, _)| n.clone()).collect();
-        names.dedup();
-        // Only what can be snapshotted first may be replaced.
-        let mut specs = Vec::new();
-        for n in &names {
-            match ctx.site(n) {
-                Ok(spec) => specs.push(spec),
-                Err(e) => {
-                    return Err(Error::Conflict(format!(
-                        "{n} exists but cannot be snapshotted before it is replaced ({e}); nothing was restored — purge or move it first"
-                    )))
-                }
-            }
-        }
-        if !specs.is_empty() {
-            let r = super::backup::snapshot_sites(&ctx, &specs, snapshot::Kind::PreRestore)
-                .await
-                .step(&names.join(","), "snapshot before replacing")?;
-            ctx.note(&format!("snapshot of the current state: {}", r.id));
-            safety_snapshot = Some(r.id);
-        }
-        for n in &names {
-            for c in engine.list(&ctx.config.instance, Some(n), None).await? {
-                engine.remove(&c.id).await.step(n, "remove container")?;
-            }
-            let root = ctx.paths(n).root;
-            if root.exists() {
-                std::fs::remove_dir_all(&root)
-                    .map_err(|e| Error::io_path("delete", &root, e))
-                    .step(n, "replace")?;
-            }
+        let root = ctx.paths(n).root;
+        if root.exists() {
+            std::fs::remove_dir_all(&root)
+                .map_err(|e| Error::io_path("delete", &root, e))
+                .step(n, "replace")?;
         }
     }
 
@@ -300,10 +346,6 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     // 5. The sites' files and data, about one site per core at a time, in order (each loads
     // its rows over several connections already); a site whose data is in starts its
     // container while the next ones load, rather than every site starting at the very end.
-    // Image archives live beside the snapshots we restore from.
-    let mut rcfg = ctx.config.clone();
-    rcfg.backup_dir = from.clone();
-    let rctx = ctx.with_config(rcfg);
     let run = Run {
         ctx: &rctx,
         engine: &engine,
@@ -344,6 +386,8 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     Ok(RestoreReport {
         id,
         from,
+        dry_run: false,
+        plan,
         verify_seconds,
         host_config,
         safety_snapshot,
@@ -765,6 +809,7 @@ mod tests {
             from: Some("/mnt/my backups".into()),
             yes: true,
             keys: vec!["/root/old.pub".into()],
+            dry_run: false,
         };
         assert_eq!(
             resume_command(&opts, "20261201T031700Z"),

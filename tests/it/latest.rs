@@ -109,3 +109,81 @@ fn latest_is_the_newest_full_snapshot_for_the_whole_host() {
     assert_eq!(host.get(&a, "/").as_deref(), Some("site v1\n"));
     assert_eq!(host.get(&b, "/").as_deref(), Some("site v1\n"));
 }
+
+/// `--dry-run` shows the plan — each site, what it would replace, where its image comes from —
+/// and changes nothing; a conflict is refused from the plan, before any data is read.
+#[test]
+fn a_dry_run_changes_nothing_and_a_conflict_is_refused_before_reading_data() {
+    let Some((host, [a])) = host_with_sites(["dry"]) else {
+        return;
+    };
+    let id = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    let before = (
+        host.containers(),
+        host.json(&["snapshots"]),
+        host.database_exists(&a),
+        host.user_exists(&a),
+    );
+    let r = host.json(&["restore", &id, "--dry-run"]);
+    assert_eq!(r["dry_run"], true, "{r}");
+    let site = &r["plan"]["sites"][0];
+    assert_eq!(site["site"], a.as_str(), "{r}");
+    let replaces = site["replaces"].to_string();
+    assert!(
+        replaces.contains("directory") && replaces.contains("database"),
+        "{r}"
+    );
+    assert_eq!(site["image"]["from"], "local", "{r}");
+    assert_eq!(
+        r["plan"]["safety_snapshot_of"],
+        serde_json::json!([a]),
+        "{r}"
+    );
+    let text = host.sp_ok(&["restore", &id, "--dry-run"]);
+    assert!(
+        text.contains(&a) && text.contains("replaces") && text.contains("nothing was changed"),
+        "{text}"
+    );
+    let after = (
+        host.containers(),
+        host.json(&["snapshots"]),
+        host.database_exists(&a),
+        host.user_exists(&a),
+    );
+    assert_eq!(after, before, "a dry run changed something");
+
+    // The archive is damaged: a restore that conflicts is refused for the conflict, which it
+    // sees before it reads a byte of the snapshot's data.
+    let archive = host
+        .backup_dir()
+        .join(&id)
+        .join(format!("sites/{a}.tar.zst"));
+    std::fs::write(&archive, b"not zstd at all").unwrap();
+    let (code, err) = host.sp_fail(&["restore", &id]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("--yes") && !err.contains("verification"),
+        "{err}"
+    );
+    // With --yes it gets as far as verifying, and stops there with the site untouched.
+    let (code, err) = host.sp_fail(&["restore", &id, "--yes"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("failed verification"), "{err}");
+    assert_eq!(host.get(&a, "/").as_deref(), Some("site v1\n"));
+    assert_eq!(
+        host.json(&["snapshots"]),
+        before.1,
+        "a pre-restore snapshot was taken"
+    );
+
+    // On a host without the site, the plan replaces nothing.
+    host.sp_ok(&["site", "remove", &a, "--purge", "--yes"]);
+    let r = host.json(&["restore", &id, "--dry-run"]);
+    assert_eq!(
+        r["plan"]["sites"][0]["replaces"],
+        serde_json::json!([]),
+        "{r}"
+    );
+    assert!(!host.sites_dir().join(&a).exists());
+    assert!(!host.database_exists(&a));
+}
