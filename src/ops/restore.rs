@@ -355,8 +355,17 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         dir: &dir,
         claims,
     };
-    let results =
-        futures_util::future::join_all(targets.iter().map(|t| restore_site(&run, t))).await;
+    let all = futures_util::future::join_all(targets.iter().map(|t| restore_site(&run, t)));
+    let results = tokio::select! {
+        r = all => r,
+        // The markers say where it stopped; the same command goes on from there.
+        _ = crate::interrupt::wait() => {
+            return Err(Error::Interrupted(format!(
+                "restore of snapshot {id} interrupted — to resume, run `{}`",
+                resume_command(opts, &id)
+            )));
+        }
+    };
     db.close().await;
     let mut sites = Vec::new();
     let mut errors = Vec::new();

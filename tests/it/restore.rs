@@ -454,7 +454,7 @@ fn a_database_of_every_kind_restores_exactly() {
 }
 
 #[test]
-fn a_killed_restore_finishes_when_run_again() {
+fn an_interrupted_restore_finishes_with_the_command_it_prints() {
     let Some((host, [a, b])) = host_with_sites(["ra", "rb"]) else {
         return;
     };
@@ -474,22 +474,37 @@ fn a_killed_restore_finishes_when_run_again() {
     let (secret, _) = offhost_keys(&host);
     host.sp_ok(&["key", "import", &secret.to_string_lossy()]);
 
-    let mut child = host
+    let child = host
         .cmd(&["restore", "latest", "--from", &backups.to_string_lossy()])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let midway = eventually(30, || {
-        let marker = std::fs::read_to_string(host.sites_dir().join(&a).join(".sp-restore")).ok()?;
+        let sites = host.sites_dir();
+        let marker = std::fs::read_to_string(sites.join(&a).join(".sp-restore"))
+            .or_else(|_| std::fs::read_to_string(sites.join(format!(".sp-restore-{a}"))))
+            .ok()?;
         marker.contains("running").then_some(())
     });
     assert!(midway.is_some(), "restore never got going");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    child.kill().unwrap();
-    child.wait().unwrap();
-
-    host.sp_ok(&["restore", "latest", "--from", &backups.to_string_lossy()]);
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    // It says how to go on: the same restore, naming the snapshot by its id.
+    let resume = err
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no resume command in {err}"));
+    assert!(resume.starts_with("sp restore 2"), "{resume}");
+    let args: Vec<&str> = resume.split_whitespace().skip(1).collect();
+    host.sp_ok(&args);
     assert_eq!((seen(&host, &a), seen(&host, &b)), before);
     assert_eq!(
         host.root_sql(&format!("CHECKSUM TABLE `{a}`.big"))
