@@ -274,6 +274,18 @@ async fn cleanup(
             failed.push(e.to_string());
         }
     };
+    let all = provision::Teardown {
+        database: true,
+        files: true,
+    };
+    for n in names {
+        note(
+            provision::teardown_site(ctx, engine, Some(db), n, all)
+                .await
+                .map(|_| ()),
+        );
+    }
+    // Anything else the scratch instance holds (a container whose site is not known).
     match engine.list(&ctx.config.instance, None, None).await {
         Ok(list) => {
             for c in list {
@@ -283,10 +295,6 @@ async fn cleanup(
         Err(e) => note(Err(e)),
     }
     note(engine.remove_networks(&ctx.config.instance, None).await);
-    for n in names {
-        note(db.drop_user(n, &ctx.config.mysql.user_host).await);
-        note(db.drop_database(n).await);
-    }
     if scratch.exists() {
         note(std::fs::remove_dir_all(scratch).map_err(|e| Error::io_path("delete", scratch, e)));
     }

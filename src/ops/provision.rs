@@ -260,6 +260,66 @@ pub async fn ensure_database(ctx: &Ctx, db: &Db, spec: &SiteSpec) -> Result<Vec<
     Ok(done)
 }
 
+/// What [`teardown_site`] takes away besides the site's containers and network.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Teardown {
+    /// Its database and database user.
+    pub database: bool,
+    /// Its directory `SITES_DIR/NAME`.
+    pub files: bool,
+}
+
+/// Takes a site down: its containers and network, then (as `what` says) its database and
+/// user and its directory. Every step runs even when one before it failed; the failures come
+/// back together, each naming its step. The one routine behind a failed add's rollback,
+/// `site remove [--purge]`, what `restore --yes` replaces, and a drill's cleanup.
+pub async fn teardown_site(
+    ctx: &Ctx,
+    engine: &Engine,
+    db: Option<&Db>,
+    name: &str,
+    what: Teardown,
+) -> Result<usize> {
+    let mut failed: Vec<String> = Vec::new();
+    let mut removed = 0;
+    match engine.list(&ctx.config.instance, Some(name), None).await {
+        Ok(list) => {
+            for c in list {
+                match engine.remove(&c.id).await {
+                    Ok(()) => removed += 1,
+                    Err(e) => failed.push(format!("remove container: {e}")),
+                }
+            }
+        }
+        Err(e) => failed.push(format!("list containers: {e}")),
+    }
+    if let Err(e) = engine
+        .remove_networks(&ctx.config.instance, Some(name))
+        .await
+    {
+        failed.push(format!("remove network: {e}"));
+    }
+    if let (true, Some(db)) = (what.database, db) {
+        if let Err(e) = db.drop_user(name, &ctx.config.mysql.user_host).await {
+            failed.push(format!("drop user: {e}"));
+        }
+        if let Err(e) = db.drop_database(name).await {
+            failed.push(format!("drop database: {e}"));
+        }
+    }
+    let root = ctx.paths(name).root;
+    if what.files && root.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&root) {
+            failed.push(format!("delete {}: {e}", root.display()));
+        }
+    }
+    if failed.is_empty() {
+        Ok(removed)
+    } else {
+        Err(Error::Other(failed.join("; ")).at_step(name, "teardown"))
+    }
+}
+
 /// Loads a site's dump into a fresh database `name`, logged in as the site's own user — never
 /// as the admin, so a hostile dump can change nothing but that database. The user is made
 /// to exist with a throwaway password for the load; the caller then sets the real one (it

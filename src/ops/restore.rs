@@ -330,15 +330,12 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         safety_snapshot = Some(r.id);
     }
     for n in &replaced {
-        for c in engine.list(&ctx.config.instance, Some(n), None).await? {
-            engine.remove(&c.id).await.step(n, "remove container")?;
-        }
-        let root = ctx.paths(n).root;
-        if root.exists() {
-            std::fs::remove_dir_all(&root)
-                .map_err(|e| Error::io_path("delete", &root, e))
-                .step(n, "replace")?;
-        }
+        // Its database is replaced as the dump loads; its user keeps its grants meanwhile.
+        let what = provision::Teardown {
+            database: false,
+            files: true,
+        };
+        provision::teardown_site(&ctx, &engine, Some(&db), n, what).await?;
     }
 
     let host_config = host.apply(&ctx)?;

@@ -187,22 +187,12 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
         }
         Err(e) => {
             ctx.note(&format!("{name}: rolling back what was created"));
-            for c in engine
-                .list(&ctx.config.instance, Some(&name), None)
-                .await
-                .unwrap_or_default()
-            {
-                let _ = engine.remove(&c.id).await;
-            }
-            let _ = engine
-                .remove_networks(&ctx.config.instance, Some(&name))
-                .await;
-            if let (true, Some(db)) = (created.db, &db) {
-                let _ = db.drop_user(&name, &ctx.config.mysql.user_host).await;
-                let _ = db.drop_database(&name).await;
-            }
-            if created.dir {
-                let _ = std::fs::remove_dir_all(&paths.root);
+            let what = provision::Teardown {
+                database: created.db,
+                files: created.dir,
+            };
+            if let Err(t) = provision::teardown_site(ctx, &engine, db.as_ref(), &name, what).await {
+                ctx.note(&format!("{name}: warning: rollback incomplete: {t}"));
             }
             if let Some(db) = db {
                 db.close().await;

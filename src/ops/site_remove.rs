@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result, StepExt};
 
-use super::Ctx;
+use super::{provision, Ctx};
 
 #[derive(Debug, Clone, Default)]
 pub struct RemoveOpts {
@@ -98,28 +98,22 @@ pub async fn run(
         }
     };
     let engine = ctx.engine().await?;
-    let containers = engine.list(&ctx.config.instance, Some(&name), None).await?;
-    for c in &containers {
-        engine.remove(&c.id).await.step(&name, "remove container")?;
-    }
-    engine
-        .remove_networks(&ctx.config.instance, Some(&name))
-        .await
-        .step(&name, "remove network")?;
     let paths = ctx.paths(&name);
-    if opts.purge {
-        if spec.database.enabled {
-            let db = ctx.db()?;
-            db.drop_user(&name, &ctx.config.mysql.user_host)
-                .await
-                .step(&name, "drop user")?;
-            db.drop_database(&name).await.step(&name, "drop database")?;
-            db.close().await;
-        }
-        std::fs::remove_dir_all(&paths.root)
-            .map_err(|e| Error::io_path("delete", &paths.root, e))
-            .step(&name, "delete files")?;
-    } else if paths.spec().exists() {
+    let db = if opts.purge && spec.database.enabled {
+        Some(ctx.db()?)
+    } else {
+        None
+    };
+    let what = provision::Teardown {
+        database: db.is_some(),
+        files: opts.purge,
+    };
+    let removed = provision::teardown_site(ctx, &engine, db.as_ref(), &name, what).await;
+    if let Some(db) = db {
+        db.close().await;
+    }
+    let containers_removed = removed?;
+    if !opts.purge && paths.spec().exists() {
         std::fs::rename(paths.spec(), &retired)
             .map_err(|e| Error::io_path("rename", &paths.spec(), e))
             .step(&name, "retire spec")?;
@@ -127,7 +121,7 @@ pub async fn run(
     Ok(RemoveReport {
         final_snapshot,
         site: name,
-        containers_removed: containers.len(),
+        containers_removed,
         purged: opts.purge,
     })
 }
