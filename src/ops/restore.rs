@@ -2,20 +2,26 @@
 //! back from a snapshot — on a bare host, or next to the originals as a clone.
 //!
 //! 1. find the snapshot (in `--from DIR` or `backup_dir`); take the host lock;
-//! 2. verify every checksum and scan every archive for unsafe members, **before changing
-//!    anything** (each dump's trailer is checked as it loads, see [`snapshot::Depth`]);
+//! 2. verify the manifest and the checksums of the dumps to load, **before changing
+//!    anything** (each dump's trailer is checked as it loads; each site archive is hashed and
+//!    checked member by member as it unpacks into a staging directory, see
+//!    [`snapshot::Depth`] and [`snapshot::stage`]);
 //! 3. plan: refuse sites, databases or containers that already exist unless `--yes` (then
 //!    their current state is snapshotted first); a site this very snapshot was already
 //!    restored to is skipped, one whose restore was interrupted is resumed;
 //! 4. on a whole-host restore, put back the host config (settings in the local config win)
 //!    and merge the registry credentials;
-//! 5. per site, all sites at once: the files ‖ the database (created and loaded), then the
+//! 5. per site, all sites at once: the files (unpacked into `SITES_DIR/.sp-staging-NAME-*`,
+//!    renamed into place only once proven) ‖ the database (created and loaded), then the
 //!    user with its original password, the image by its recorded digest (or from the image
-//!    archive), and the container through the same code as `sp apply`.
+//!    archive), and the container through the same code as `sp apply`. A site whose archive
+//!    is refused or damaged leaves nothing behind (its database is dropped again), and the
+//!    host config is written only once some site's files are proven.
 //!
 //! While a restore is under way each site directory carries a `.sp-restore` marker
-//! (`ID running` / `ID done`), which is what makes a killed restore safe to run again; the
-//! markers go when the whole restore has succeeded.
+//! (`ID running` / `ID done`) — before its files are in place, `SITES_DIR/.sp-restore-NAME`
+//! stands in for it — which is what makes a killed restore safe to run again; the markers go
+//! when the whole restore has succeeded.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -161,10 +167,12 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     ctx.note(&format!("verifying snapshot {id}"));
     let t = Instant::now();
     let d = dir.clone();
-    let (manifest, faults) =
-        tokio::task::spawn_blocking(move || snapshot::verify(&d, snapshot::Depth::BeforeLoad))
-            .await
-            .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
+    let only = wanted.clone();
+    let (manifest, faults) = tokio::task::spawn_blocking(move || {
+        snapshot::verify_sites(&d, snapshot::Depth::BeforeRestore, &only)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
     if !faults.is_empty() {
         let list: Vec<String> = faults
             .iter()
@@ -196,7 +204,7 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
 
     // 4. The host config decides where sites live: plan with it, write it only once the
     // plan holds.
-    let host = plan_host(ctx, &dir, whole_host)?;
+    let mut host = plan_host(ctx, &dir, whole_host)?;
     let ctx = match &host.config {
         Some((_, cfg)) => ctx.with_config(cfg.clone()),
         None => ctx.reload()?,
@@ -275,7 +283,9 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         }
     }
 
-    let host_config = host.apply(&ctx)?;
+    // Pulls need the credentials while the files unpack; the config waits for proven files.
+    host.apply_credentials(&ctx)?;
+    let config_text = host.config.take().map(|(text, _)| text);
 
     // 5. The sites' files and data, about one site per core at a time, in order (each loads
     // its rows over several connections already); a site whose data is in starts its
@@ -293,9 +303,17 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         data_slots: tokio::sync::Semaphore::new(crate::cores()),
         id: &id,
         dir: &dir,
+        files: &manifest.files,
+        config: std::sync::Mutex::new(config_text),
+        config_written: std::sync::atomic::AtomicBool::new(false),
+        files_failed: std::sync::atomic::AtomicBool::new(false),
     };
     let results =
         futures_util::future::join_all(targets.iter().map(|t| restore_site(&run, t))).await;
+    if !run.files_failed.load(std::sync::atomic::Ordering::SeqCst) {
+        run.publish_config()?;
+    }
+    let host_config = run.config_written.load(std::sync::atomic::Ordering::SeqCst);
     drop(run);
     db.close().await;
     let mut sites = Vec::new();
@@ -309,7 +327,9 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     if errors.is_empty() {
         // Done: the markers only ever mean "a restore of this snapshot is under way".
         for t in &targets {
-            let _ = std::fs::remove_file(rctx.paths(&t.name).root.join(MARKER));
+            let paths = rctx.paths(&t.name);
+            let _ = std::fs::remove_file(paths.root.join(MARKER));
+            let _ = std::fs::remove_file(pending_marker(&paths));
         }
     } else {
         return Err(Error::Other(format!(
@@ -330,17 +350,33 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
 }
 
 fn read_marker(paths: &SitePaths) -> Option<(String, String)> {
-    let text = std::fs::read_to_string(paths.root.join(MARKER)).ok()?;
+    let text = std::fs::read_to_string(paths.root.join(MARKER))
+        .or_else(|_| std::fs::read_to_string(pending_marker(paths)))
+        .ok()?;
     let mut it = text.split_whitespace();
     Some((it.next()?.to_string(), it.next().unwrap_or("").to_string()))
 }
 
 fn write_marker(paths: &SitePaths, id: &str, state: &str) -> Result<()> {
+    write_marker_in(&paths.root, id, state)
+}
+
+fn write_marker_in(dir: &Path, id: &str, state: &str) -> Result<()> {
     crate::fsutil::write_atomic(
-        &paths.root.join(MARKER),
+        &dir.join(MARKER),
         format!("{id} {state}\n").as_bytes(),
         0o644,
     )
+}
+
+/// Where a site's marker waits until its files are in place: `SITES_DIR/.sp-restore-NAME`.
+fn pending_marker(paths: &SitePaths) -> PathBuf {
+    let name = paths
+        .root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    paths.root.with_file_name(format!("{MARKER}-{name}"))
 }
 
 /// What a restore puts back of the host, computed before anything is written.
@@ -352,18 +388,13 @@ struct HostPlan {
 }
 
 impl HostPlan {
-    /// Writes what was planned.
-    fn apply(self, ctx: &Ctx) -> Result<bool> {
-        if let Some(c) = self.credentials {
+    /// Writes the planned registry credentials (the config is written by
+    /// [`Run::publish_config`]).
+    fn apply_credentials(&mut self, ctx: &Ctx) -> Result<()> {
+        if let Some(c) = self.credentials.take() {
             c.save(&ctx.credentials_path())?;
         }
-        match self.config {
-            Some((text, _)) => {
-                crate::fsutil::write_private(&ctx.config_path, text.as_bytes())?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(())
     }
 }
 
@@ -458,6 +489,31 @@ struct Run<'a> {
     data_slots: tokio::sync::Semaphore,
     id: &'a str,
     dir: &'a Path,
+    /// The manifest's file list (sizes and checksums of the archives).
+    files: &'a [snapshot::FileEntry],
+    /// The planned host config (whole-host restores), written before the first site's files
+    /// are put in place — not before any archive is proven.
+    config: std::sync::Mutex<Option<String>>,
+    config_written: std::sync::atomic::AtomicBool,
+    /// Some site's archive was refused or could not be unpacked.
+    files_failed: std::sync::atomic::AtomicBool,
+}
+
+impl Run<'_> {
+    /// Writes the planned host config, once.
+    fn publish_config(&self) -> Result<()> {
+        let text = self
+            .config
+            .lock()
+            .map_err(|_| Error::Other("restore config lock poisoned".into()))?
+            .take();
+        if let Some(text) = text {
+            crate::fsutil::write_private(&self.ctx.config_path, text.as_bytes())?;
+            self.config_written
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
+    }
 }
 
 async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
@@ -488,20 +544,33 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
         .map_err(|e| Error::Other(format!("restore slots: {e}")))?;
     let started = Instant::now();
     let paths = ctx.paths(&name);
-    std::fs::create_dir_all(&paths.root)
-        .map_err(|e| Error::io_path("create", &paths.root, e))
-        .step(&name, "files")?;
-    crate::fsutil::chmod(&paths.root, 0o755)?;
-    write_marker(&paths, id, "running").step(&name, "files")?;
+    // The marker waits beside the site directory until the files are proven and in place.
+    crate::fsutil::write_atomic(
+        &pending_marker(&paths),
+        format!("{id} running\n").as_bytes(),
+        0o644,
+    )
+    .step(&name, "files")?;
     let mut phases = Vec::new();
 
     // Files, database and image at the same time (a pull waits on the network, the rest on
     // the disk and the server's CPU).
     let archive = dir.join(&t.entry.archive);
+    let expect = run
+        .files
+        .iter()
+        .find(|f| f.path == t.entry.archive)
+        .cloned();
     let root = paths.root.clone();
     let files = async {
         let t0 = Instant::now();
-        provision::unpack_site(archive, root).await?;
+        let staged = provision::stage_site(archive, expect, root.clone()).await?;
+        write_marker_in(staged.path(), id, "running")?;
+        run.publish_config()?;
+        staged
+            .commit(&root)
+            .map_err(|e| Error::io_path("put the unpacked files in place at", &root, e))?;
+        let _ = std::fs::remove_file(pending_marker(&paths));
         Ok::<f64, Error>(t0.elapsed().as_secs_f64())
     };
     let database = async {
@@ -528,6 +597,17 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
     };
     let (files, database, image) = tokio::join!(files, database, image);
     drop(slot);
+    if files.is_err() {
+        // Nothing of the site stays: not its database either.
+        run.files_failed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if t.entry.database.is_some() && !paths.root.exists() {
+            let _ = db.drop_database(&name).await;
+        }
+        if !paths.root.exists() {
+            let _ = std::fs::remove_file(pending_marker(&paths));
+        }
+    }
     phases.push(Phase {
         name: "files".into(),
         seconds: files.step(&name, "files")?,

@@ -6,6 +6,7 @@ mod harness;
 
 mod backup;
 mod bad_input;
+mod hostile_files;
 mod lock;
 mod restore;
 mod site_lifecycle;
