@@ -182,6 +182,7 @@ fn unpack_stream<R: Read>(input: R, root: &OwnedFd) -> Result<u64, StageError> {
         parent: None,
         dirs: Vec::new(),
         as_root: running_as_root(),
+        buf: Vec::new(),
     };
     let mut n = 0;
     for entry in ar.entries().map_err(damaged)? {
@@ -210,6 +211,8 @@ struct Writer<'a> {
     /// Directories whose times are set once everything inside them is written.
     dirs: Vec<(PathBuf, i64)>,
     as_root: bool,
+    /// The copy buffer, reused.
+    buf: Vec<u8>,
 }
 
 /// The normal components of a member path (the [`Guard`] has refused anything else).
@@ -293,9 +296,7 @@ impl Writer<'_> {
                     )
                 })?;
                 let mut f = std::fs::File::from(fd);
-                io::copy(e, &mut f).map_err(|err| {
-                    StageError::Damaged(format!("archive is damaged at {}: {err}", path.display()))
-                })?;
+                self.copy(e, &mut f, &path)?;
                 self.own(&f, uid, gid).map_err(|err| at(&path, err))?;
                 rfs::fchmod(&f, mode).map_err(|err| at(&path, err))?;
                 rfs::futimens(&f, &times).map_err(|err| at(&path, err))?;
@@ -331,6 +332,39 @@ impl Writer<'_> {
         }
         self.parent = Some((parent_path, parent));
         Ok(())
+    }
+
+    /// Copies a member's data in large writes (the tar reader hands out small pieces).
+    fn copy(
+        &mut self,
+        from: &mut impl Read,
+        to: &mut std::fs::File,
+        path: &Path,
+    ) -> Result<(), StageError> {
+        use std::io::Write;
+        if self.buf.is_empty() {
+            self.buf = vec![0; 256 << 10];
+        }
+        loop {
+            let mut filled = 0;
+            while filled < self.buf.len() {
+                match from.read(&mut self.buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(StageError::Damaged(format!(
+                            "archive is damaged at {}: {e}",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+            if filled == 0 {
+                return Ok(());
+            }
+            to.write_all(&self.buf[..filled]).map_err(|e| at(path, e))?;
+        }
     }
 
     fn own(&self, fd: &impl std::os::fd::AsFd, uid: u32, gid: u32) -> rustix::io::Result<()> {

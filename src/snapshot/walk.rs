@@ -149,6 +149,8 @@ impl<W: Write> Walker<W> {
                     Ok(d) => d,
                     Err(e) => return Err(with_path(e.into(), "open", rel)),
                 };
+                // One descriptor per level while descending.
+                drop(fd);
                 self.b.append_data(&mut h, rel, io::empty())?;
                 self.dir(&sub, rel, &[])
             }

@@ -317,14 +317,23 @@ fn crafted_archives_are_refused_naming_the_member_with_nothing_written() {
 
 /// Swaps two names atomically (`renameat2(RENAME_EXCHANGE)`), as a tenant may in its dir.
 fn exchange(a: &Path, b: &Path) -> bool {
-    rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        a,
-        rustix::fs::CWD,
-        b,
-        rustix::fs::RenameFlags::EXCHANGE,
-    )
-    .is_ok()
+    use std::os::unix::ffi::OsStrExt;
+    let (a, b) = (
+        std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap(),
+        std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap(),
+    );
+    // SAFETY: two valid NUL-terminated paths; the syscall only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    r == 0
 }
 
 #[test]
