@@ -16,6 +16,7 @@
 //! `.verified`) are not part of the snapshot's content.
 
 pub mod archive;
+mod members;
 pub mod retention;
 pub mod stage;
 pub mod unpack;
