@@ -4,11 +4,16 @@
 #
 #   bash benches/restore.sh [SIZE_MIB] [SITES]      (default 1024 MiB over 4 sites)
 #   FILES_PCT=80 bash benches/restore.sh            (share of the data in files; default 50)
+#   FILES_PCT=67 bash benches/restore.sh 1536 1     (one site: ~1 GiB of files + ~0.5 GiB database)
+#   SP_BASE=/tmp/base/target/release/sp bash benches/restore.sh
+#                                                   (also time another sp build in the same runs,
+#                                                    on the same data, e.g. the base of a change)
 #
 # Prints medians of RUNS (default 5) runs after a warm-up, and the ratio sp / by hand
-# (target <= 0.6). sp's time includes what the hand-made baseline does not: verifying every
-# checksum and scanning every archive first, the database users, and starting and
-# health-checking every container. The mix matters: by hand, loading a dump is ~10x slower per
+# (target <= 0.6). sp's time includes what the hand-made baseline does not: checking the
+# manifest and every dump's checksum first, hashing and checking every archive member as it
+# unpacks (into a staging directory, renamed into place once proven), the database users, and
+# starting and health-checking every container. The mix matters: by hand, loading a dump is ~10x slower per
 # MiB than extracting files, and that is where sp gains (rows over parallel connections, files
 # extracted meanwhile); files-heavy hosts gain less.
 set -euo pipefail
@@ -17,6 +22,7 @@ SIZE=${1:-1024}
 N=${2:-4}
 RUNS=${RUNS:-5}
 FILES_PCT=${FILES_PCT:-50}   # share of the data in site files; the rest is database rows
+SP_BASE=${SP_BASE:-}         # another sp binary to time beside this one
 
 bash scripts/rig.sh up >/dev/null
 command -v bc >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
@@ -81,11 +87,11 @@ OPT="$W/client.cnf"; printf '[client]\nsocket=%s\nuser=root\n' "$SP_RIG_MYSQL_SO
 # slow to reuse freshly freed inodes, and a deletion running beside a timed run steals its CPU.
 # Nothing from the previous run may still be writing back while the next is timed.
 settle() { sync; sleep 2; }
-sp_restore() { # $1: run number
+sp_restore() { # $1: run number, $2: the sp binary (default: this build)
   drop_all; mv "$W/sites" "$W/old-sites-$1"; rm -f "$W/registries.toml.bak"
   sed -i "s|^sites_dir = .*|sites_dir = \"$W/sites-$1\"|" "$SP_CONFIG"
   settle
-  local s e; s=$(now); "$SP" -q --json restore latest > "$W/last-restore.json"; e=$(now); echo "$e - $s" | bc
+  local s e; s=$(now); "${2:-$SP}" -q --json restore latest > "$W/last-restore.json"; e=$(now); echo "$e - $s" | bc
   mv "$W/sites-$1" "$W/sites"; sed -i "s|^sites_dir = .*|sites_dir = \"$W/sites\"|" "$SP_CONFIG"
 }
 by_hand() { # $1: run number
@@ -103,10 +109,13 @@ by_hand() { # $1: run number
 
 echo "== warm-up"
 sp_restore w >/dev/null; by_hand w >/dev/null
-: > "$W/t_sp"; : > "$W/t_hand"
+[ -z "$SP_BASE" ] || sp_restore wb "$SP_BASE" >/dev/null
+: > "$W/t_sp"; : > "$W/t_hand"; : > "$W/t_base"
 for r in $(seq 1 "$RUNS"); do
-  sp_restore "$r" >> "$W/t_sp"; by_hand "$r" >> "$W/t_hand"
-  echo "run $r: sp restore $(tail -n1 "$W/t_sp")s, by hand $(tail -n1 "$W/t_hand")s"
+  [ -z "$SP_BASE" ] || sp_restore "${r}b" "$SP_BASE" >> "$W/t_base"
+  sp_restore "$r" >> "$W/t_sp"
+  by_hand "$r" >> "$W/t_hand"
+  echo "run $r: sp restore $(tail -n1 "$W/t_sp")s,${SP_BASE:+ base $(tail -n1 "$W/t_base")s,} by hand $(tail -n1 "$W/t_hand")s"
 done
 [ -z "${SHOW_PHASES:-}" ] || python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(\"verify %.2fs, total %.2fs\" % (r[\"verify_seconds\"], r[\"seconds\"])); [print(s[\"site\"], \"%.2fs\" % s[\"seconds\"], \", \".join(\"%s %.2fs\" % (p[\"name\"], p[\"seconds\"]) for p in s[\"phases\"])) for s in r[\"sites\"]]" "$W/last-restore.json"
 SP_T=$(median < "$W/t_sp"); HAND_T=$(median < "$W/t_hand")
@@ -114,3 +123,7 @@ echo
 echo "data: ${SIZE} MiB over $N sites, ${FILES_PCT}% files; medians of $RUNS runs"
 printf 'sp restore (all sites, verified, serving) %7.2fs   by hand (tar -x + zstd -dc | mariadb, sequential) %7.2fs   ratio %.2f (target <= 0.6)\n' \
   "$SP_T" "$HAND_T" "$(echo "$SP_T / $HAND_T" | bc -l)"
+if [ -n "$SP_BASE" ]; then
+  BASE_T=$(median < "$W/t_base")
+  printf 'base sp restore (%s) %7.2fs   ratio %.2f\n' "$SP_BASE" "$BASE_T" "$(echo "$BASE_T / $HAND_T" | bc -l)"
+fi

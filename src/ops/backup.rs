@@ -82,6 +82,9 @@ pub struct SiteBackup {
     pub dump_bytes: u64,
     pub tables: usize,
     pub seconds: f64,
+    /// What the file walk noticed: special files left out, names that vanished or changed
+    /// while being archived, members `sp restore` will refuse.
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Display for BackupReport {
@@ -96,6 +99,9 @@ impl std::fmt::Display for BackupReport {
                 s.tables,
                 s.seconds
             )?;
+            for w in &s.warnings {
+                writeln!(f, "{}: warning: {w}", s.name)?;
+            }
         }
         for x in &self.failed {
             writeln!(f, "FAILED {x}")?;
@@ -410,7 +416,7 @@ async fn write_snapshot(
             threads,
         )
         .await;
-        let (entry, site_files) = match (taken, &tolerate) {
+        let (entry, site_files, warnings) = match (taken, &tolerate) {
             (Ok(t), _) => t,
             (Err(e), _) if matches!(e.root(), Error::Interrupted(_)) => return Err(e),
             (Err(e), None) => return Err(e),
@@ -433,6 +439,7 @@ async fn write_snapshot(
             dump_bytes,
             tables: entry.database.as_ref().map(|d| d.tables.len()).unwrap_or(0),
             seconds: t0.elapsed().as_secs_f64(),
+            warnings,
         };
         ctx.note(&format!(
             "{}: files {}, dump {} in {:.1}s",
@@ -517,7 +524,7 @@ async fn backup_site(
     tmp: &Path,
     level: i32,
     threads: u32,
-) -> Result<(SiteEntry, Vec<FileEntry>)> {
+) -> Result<(SiteEntry, Vec<FileEntry>, Vec<String>)> {
     let name = spec.name.as_str();
     let state = ctx.deploy_state(name)?;
     let mut running = None;
@@ -623,7 +630,8 @@ async fn backup_site(
                     std::io::BufWriter::with_capacity(1 << 20, enc),
                     c_files,
                 );
-                let (buf, skipped) = archive::write_tree(&root, &["tmp", ".sp-restore"], buf)?;
+                let (buf, skipped) =
+                    snapshot::walk::write_tree(&root, &["tmp", ".sp-restore"], buf)?;
                 let enc = buf.into_inner().into_inner().map_err(|e| e.into_error())?;
                 Ok((archive::finish_zstd_file(enc)?, skipped))
             })()
@@ -663,9 +671,6 @@ async fn backup_site(
     let (files, dump) =
         work.map_err(|e| Error::Other(format!("backup task failed: {e}")).at_step(name, "files"))?;
     let ((files_size, files_sha), skipped) = files.step(name, "files")?;
-    for w in skipped {
-        ctx.note(&format!("{name}: warning: {w}"));
-    }
     let dump = dump.step(name, "database dump")?;
     let mut out = vec![FileEntry {
         path: archive_rel.clone(),
@@ -700,6 +705,7 @@ async fn backup_site(
             database,
         },
         out,
+        skipped,
     ))
 }
 

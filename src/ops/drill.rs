@@ -1,6 +1,7 @@
 //! `sp drill [ID|latest]`: prove a snapshot restores, without touching the live sites.
 //!
-//! 1. verify every file and scan every archive (as `sp restore` does);
+//! 1. verify the manifest and the dumps' checksums (as `sp restore` does; each site archive is
+//!    proven as it unpacks, see [`snapshot::stage`]);
 //! 2. restore each site into a scratch namespace: temporary names (`drillTAGn`), databases,
 //!    users and directories (`STATE_DIR/drill-TAG`), containers labelled with a drill instance
 //!    on networks of their own (one per site, as always), with no published ports;
@@ -96,7 +97,7 @@ pub async fn run(
     let d = dir.clone();
     let keyring = ctx.keyring(keys)?;
     let verified = tokio::task::spawn_blocking(move || {
-        snapshot::verify(&d, snapshot::Depth::BeforeLoad, &keyring)
+        snapshot::verify(&d, snapshot::Depth::BeforeRestore, &keyring)
     })
     .await
     .map_err(|e| Error::Other(format!("verify task failed: {e}")))?;
@@ -135,7 +136,7 @@ pub async fn run(
         let names: Vec<String> = (0..manifest.sites.len())
             .map(|i| format!("drill{tag}{i}"))
             .collect();
-        let result = drill_sites(&dctx, &engine, &db, &dir, &manifest.sites, &names).await;
+        let result = drill_sites(&dctx, &engine, &db, &dir, manifest, &names).await;
         // Every trace goes, pass or fail.
         let cleanup = cleanup(&dctx, &engine, &db, &names, &scratch).await;
         db.close().await;
@@ -170,9 +171,10 @@ async fn drill_sites(
     engine: &Engine,
     db: &Db,
     dir: &Path,
-    entries: &[SiteEntry],
+    manifest: &snapshot::Manifest,
     names: &[String],
 ) -> Result<Vec<SiteDrill>> {
+    let entries = &manifest.sites;
     let mut out = Vec::new();
     for (e, name) in entries.iter().zip(names) {
         ctx.note(&format!("drill: {} as {name}", e.name));
@@ -182,7 +184,9 @@ async fn drill_sites(
             healthy: false,
             faults: Vec::new(),
         };
-        if let Err(err) = drill_site(ctx, engine, db, dir, e, name, &mut s).await {
+        let expect = manifest.files.iter().find(|f| f.path == e.archive).cloned();
+        let site = (e, expect);
+        if let Err(err) = drill_site(ctx, engine, db, dir, site, name, &mut s).await {
             s.faults.push(err.to_string());
         }
         out.push(s);
@@ -196,16 +200,17 @@ async fn drill_site(
     engine: &Engine,
     db: &Db,
     dir: &Path,
-    e: &SiteEntry,
+    (e, expect): (&SiteEntry, Option<snapshot::FileEntry>),
     name: &str,
     s: &mut SiteDrill,
 ) -> Result<()> {
     let paths = ctx.paths(name);
-    std::fs::create_dir_all(&paths.root)
-        .map_err(|err| Error::io_path("create", &paths.root, err))?;
     let archive = dir.join(&e.archive);
     let root = paths.root.clone();
-    provision::unpack_site(archive, root).await?;
+    provision::stage_site(archive, expect, root.clone())
+        .await?
+        .commit(&root)
+        .map_err(|err| Error::io_path("put the unpacked files in place at", &root, err))?;
 
     let mut spec = SiteSpec::load(&paths.spec())?;
     spec.name = name.to_string();

@@ -599,11 +599,56 @@ pub async fn run_oneoff(
     result
 }
 
-/// Unpacks a site archive into its directory, off the async threads (safe-unpack rules apply).
-pub async fn unpack_site(archive: std::path::PathBuf, root: std::path::PathBuf) -> Result<()> {
-    tokio::task::spawn_blocking(move || crate::snapshot::unpack::unpack_file(&archive, &root))
-        .await
-        .map_err(|e| Error::Other(format!("unpack task: {e}")))?
-        .map_err(|e| Error::io("unpack the site's files", e))?;
-    Ok(())
+/// Unpacks a site archive into a private staging directory beside `target` (in its parent,
+/// named after it), off the async threads, checking every member and the archive's size and
+/// sha256 against `expect` as it streams (see [`crate::snapshot::stage`]). Nothing is in
+/// place until the caller commits the returned tree.
+pub async fn stage_site(
+    archive: std::path::PathBuf,
+    expect: Option<crate::snapshot::FileEntry>,
+    target: std::path::PathBuf,
+) -> Result<crate::snapshot::stage::Staged> {
+    use crate::snapshot::stage::{self, Expect, StageError};
+    let shown = archive
+        .file_name()
+        .map(|n| format!("sites/{}", n.to_string_lossy()))
+        .unwrap_or_else(|| archive.display().to_string());
+    let expect = expect.ok_or_else(|| {
+        Error::Other(format!(
+            "{shown} is not in the snapshot's file list; nothing of this site was restored"
+        ))
+    })?;
+    let (parent, name) = match (target.parent(), target.file_name()) {
+        (Some(p), Some(n)) => (p.to_path_buf(), n.to_string_lossy().into_owned()),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "bad site directory {}",
+                target.display()
+            )))
+        }
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        stage::stage(
+            &archive,
+            Expect {
+                size: expect.size,
+                sha256: &expect.sha256,
+            },
+            &parent,
+            &name,
+        )
+    })
+    .await
+    .map_err(|e| Error::Other(format!("unpack task: {e}")))?;
+    done.map_err(|e| match e {
+        StageError::Refused(_) => Error::Other(format!(
+            "{shown}: {e}; nothing of this site was restored — sp will not unpack this archive (inspect it by hand with `zstd -dc {shown} | tar -tv`, or restore another snapshot)"
+        )),
+        StageError::Damaged(_) => Error::Other(format!(
+            "{shown}: {e}; nothing of this site was restored — restore another snapshot, or a copy of this one from elsewhere"
+        )),
+        StageError::Io(_) => Error::Other(format!(
+            "{shown}: unpacking failed: {e}; nothing of this site was restored — fix the cause (disk space?) and run the same command again"
+        )),
+    })
 }

@@ -2,8 +2,12 @@
 //! back from a snapshot — on a bare host, or next to the originals as a clone.
 //!
 //! 1. find the snapshot (in `--from DIR` or `backup_dir`); take the host lock;
-//! 2. check the manifest's signature (see [`crate::key`]), verify every checksum and scan every archive for unsafe members, **before changing
-//!    anything** (each dump's trailer is checked as it loads, see [`snapshot::Depth`]);
+//! 2. plan from the signed manifest (see [`crate::key`]) and what is on the host, reading
+//!    no data: conflicts are refused here (`--dry-run` prints the plan and stops);
+//!    then verify the checksums of the dumps to load, **before changing anything** (each
+//!    dump's trailer is checked as it loads; each site archive is hashed and checked member
+//!    by member as it unpacks into a staging directory, see [`snapshot::Depth`] and
+//!    [`snapshot::stage`]);
 //! 3. plan: refuse sites, databases or containers that already exist unless `--yes` (then
 //!    their current state is snapshotted first), and a site whose uid another site on the
 //!    host holds (a domain another site has is refused once the spec is unpacked, before the
@@ -11,13 +15,17 @@
 //!    restored to is skipped, one whose restore was interrupted is resumed;
 //! 4. on a whole-host restore, put back the host config (settings in the local config win)
 //!    and merge the registry credentials;
-//! 5. per site, all sites at once: the files ‖ the database (created and loaded), then the
+//! 5. per site, all sites at once: the files (unpacked into `SITES_DIR/.sp-staging-NAME-*`,
+//!    renamed into place only once proven) ‖ the database (created and loaded), then the
 //!    user with its original password, the image by its recorded digest (or from the image
-//!    archive), and the container through the same code as `sp apply`.
+//!    archive), and the container through the same code as `sp apply`. A site whose archive
+//!    is refused or damaged leaves nothing behind (its database is dropped again), and the
+//!    host config is written only once some site's files are proven.
 //!
 //! While a restore is under way each site directory carries a `.sp-restore` marker
-//! (`ID running` / `ID done`), which is what makes a killed restore safe to run again; the
-//! markers go when the whole restore has succeeded.
+//! (`ID running` / `ID done`) — before its files are in place, `SITES_DIR/.sp-restore-NAME`
+//! stands in for it — which is what makes a killed restore safe to run again; the markers go
+//! when the whole restore has succeeded.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -95,7 +103,11 @@ impl std::fmt::Display for RestoreReport {
             return write!(f, "{}", self.plan);
         }
         writeln!(f, "snapshot {} from {}", self.id, self.from.display())?;
-        writeln!(f, "verified every file in {:.1}s", self.verify_seconds)?;
+        writeln!(
+            f,
+            "checked the manifest and the dumps' checksums in {:.1}s (each archive was checked as it unpacked)",
+            self.verify_seconds
+        )?;
         if let Some(s) = &self.safety_snapshot {
             writeln!(f, "snapshot of the replaced state: {s}")?;
         }
@@ -195,7 +207,7 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     let whole_host = opts.sites.is_empty() && opts.as_name.is_none();
     // The host config decides where sites live: plan with it, write it only once the plan
     // holds.
-    let host = plan_host(ctx, &dir, whole_host)?;
+    let mut host = plan_host(ctx, &dir, whole_host)?;
     let ctx = match &host.config {
         Some((_, cfg)) => ctx.with_config(cfg.clone()),
         None => ctx.reload()?,
@@ -303,8 +315,22 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     ctx.note(&format!("verifying snapshot {id}"));
     let t = Instant::now();
     let d = dir.clone();
+    let only = wanted.clone();
+    // A site that replaces a live one is proven whole first (its archive decompressed and
+    // checked too): its old state goes before its files could be checked while unpacking.
+    let replacing: Vec<String> = plan
+        .sites
+        .iter()
+        .filter(|s| !s.replaces.is_empty())
+        .map(|s| s.from_site.clone())
+        .collect();
     let (_, faults) = tokio::task::spawn_blocking(move || {
-        snapshot::verify(&d, snapshot::Depth::BeforeLoad, &keyring)
+        let (m, mut faults) =
+            snapshot::verify_sites(&d, snapshot::Depth::BeforeRestore, &only, &keyring)?;
+        if faults.is_empty() && !replacing.is_empty() {
+            faults = snapshot::verify_sites(&d, snapshot::Depth::Full, &replacing, &keyring)?.1;
+        }
+        Ok::<_, Error>((m, faults))
     })
     .await
     .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
@@ -338,7 +364,9 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         provision::teardown_site(&ctx, &engine, Some(&db), n, what).await?;
     }
 
-    let host_config = host.apply(&ctx)?;
+    // Pulls need the credentials while the files unpack; the config waits for proven files.
+    host.apply_credentials(&ctx)?;
+    let config_text = host.config.take().map(|(text, _)| text);
 
     // 5. The sites' files and data, about one site per core at a time, in order (each loads
     // its rows over several connections already); a site whose data is in starts its
@@ -351,6 +379,10 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         id: &id,
         dir: &dir,
         claims,
+        files: &manifest.files,
+        config: std::sync::Mutex::new(config_text),
+        config_written: std::sync::atomic::AtomicBool::new(false),
+        files_failed: std::sync::atomic::AtomicBool::new(false),
     };
     let all = futures_util::future::join_all(targets.iter().map(|t| restore_site(&run, t)));
     let results = tokio::select! {
@@ -363,6 +395,10 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
             )));
         }
     };
+    if !run.files_failed.load(std::sync::atomic::Ordering::SeqCst) {
+        run.publish_config()?;
+    }
+    let host_config = run.config_written.load(std::sync::atomic::Ordering::SeqCst);
     db.close().await;
     let mut sites = Vec::new();
     let mut errors = Vec::new();
@@ -375,7 +411,9 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     if errors.is_empty() {
         // Done: the markers only ever mean "a restore of this snapshot is under way".
         for t in &targets {
-            let _ = std::fs::remove_file(rctx.paths(&t.name).root.join(MARKER));
+            let paths = rctx.paths(&t.name);
+            let _ = std::fs::remove_file(paths.root.join(MARKER));
+            let _ = std::fs::remove_file(pending_marker(&paths));
         }
     } else if errors.len() == 1 && errors[0].exit_code() != 1 {
         // Refused (bad input, a conflict): running it again would not help.
@@ -403,17 +441,33 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
 }
 
 fn read_marker(paths: &SitePaths) -> Option<(String, String)> {
-    let text = std::fs::read_to_string(paths.root.join(MARKER)).ok()?;
+    let text = std::fs::read_to_string(paths.root.join(MARKER))
+        .or_else(|_| std::fs::read_to_string(pending_marker(paths)))
+        .ok()?;
     let mut it = text.split_whitespace();
     Some((it.next()?.to_string(), it.next().unwrap_or("").to_string()))
 }
 
 fn write_marker(paths: &SitePaths, id: &str, state: &str) -> Result<()> {
+    write_marker_in(&paths.root, id, state)
+}
+
+fn write_marker_in(dir: &Path, id: &str, state: &str) -> Result<()> {
     crate::fsutil::write_atomic(
-        &paths.root.join(MARKER),
+        &dir.join(MARKER),
         format!("{id} {state}\n").as_bytes(),
         0o644,
     )
+}
+
+/// Where a site's marker waits until its files are in place: `SITES_DIR/.sp-restore-NAME`.
+fn pending_marker(paths: &SitePaths) -> PathBuf {
+    let name = paths
+        .root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    paths.root.with_file_name(format!("{MARKER}-{name}"))
 }
 
 /// What a restore puts back of the host, computed before anything is written.
@@ -425,18 +479,13 @@ struct HostPlan {
 }
 
 impl HostPlan {
-    /// Writes what was planned.
-    fn apply(self, ctx: &Ctx) -> Result<bool> {
-        if let Some(c) = self.credentials {
+    /// Writes the planned registry credentials (the config is written by
+    /// [`Run::publish_config`]).
+    fn apply_credentials(&mut self, ctx: &Ctx) -> Result<()> {
+        if let Some(c) = self.credentials.take() {
             c.save(&ctx.credentials_path())?;
         }
-        match self.config {
-            Some((text, _)) => {
-                crate::fsutil::write_private(&ctx.config_path, text.as_bytes())?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(())
     }
 }
 
@@ -532,6 +581,31 @@ struct Run<'a> {
     dir: &'a Path,
     /// The other sites' uids and domains, read before anything was restored.
     claims: Vec<crate::site::Claim>,
+    /// The manifest's file list (sizes and checksums of the archives).
+    files: &'a [snapshot::FileEntry],
+    /// The planned host config (whole-host restores), written before the first site's files
+    /// are put in place — not before any archive is proven.
+    config: std::sync::Mutex<Option<String>>,
+    config_written: std::sync::atomic::AtomicBool,
+    /// Some site's archive was refused or could not be unpacked.
+    files_failed: std::sync::atomic::AtomicBool,
+}
+
+impl Run<'_> {
+    /// Writes the planned host config, once.
+    fn publish_config(&self) -> Result<()> {
+        let text = self
+            .config
+            .lock()
+            .map_err(|_| Error::Other("restore config lock poisoned".into()))?
+            .take();
+        if let Some(text) = text {
+            crate::fsutil::write_private(&self.ctx.config_path, text.as_bytes())?;
+            self.config_written
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
+    }
 }
 
 async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
@@ -562,21 +636,38 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
         .map_err(|e| Error::Other(format!("restore slots: {e}")))?;
     let started = Instant::now();
     let paths = ctx.paths(&name);
-    std::fs::create_dir_all(&paths.root)
-        .map_err(|e| Error::io_path("create", &paths.root, e))
-        .step(&name, "files")?;
-    crate::fsutil::chmod(&paths.root, 0o700)?;
-    write_marker(&paths, id, "running").step(&name, "files")?;
+    // The marker waits beside the site directory until the files are proven and in place.
+    crate::fsutil::write_atomic(
+        &pending_marker(&paths),
+        format!("{id} running\n").as_bytes(),
+        0o644,
+    )
+    .step(&name, "files")?;
     let mut phases = Vec::new();
 
     // Files, database and image at the same time (a pull waits on the network, the rest on
     // the disk and the server's CPU).
     let archive = dir.join(&t.entry.archive);
+    let expect = run
+        .files
+        .iter()
+        .find(|f| f.path == t.entry.archive)
+        .cloned();
     let root = paths.root.clone();
     let files = async {
         let t0 = Instant::now();
-        provision::unpack_site(archive, root).await?;
-        Ok::<f64, Error>(t0.elapsed().as_secs_f64())
+        let staged = provision::stage_site(archive, expect, root.clone()).await?;
+        // The spec is checked like user input (a snapshot is hostile input even when it is
+        // signed) while the files are still out of sight.
+        let spec = SiteSpec::load(&staged.path().join("site.toml"))
+            .and_then(|spec| check_restored_spec(ctx, id, t.entry, &name, spec))?;
+        write_marker_in(staged.path(), id, "running")?;
+        run.publish_config()?;
+        staged
+            .commit(&root)
+            .map_err(|e| Error::io_path("put the unpacked files in place at", &root, e))?;
+        let _ = std::fs::remove_file(pending_marker(&paths));
+        Ok::<(f64, SiteSpec), Error>((t0.elapsed().as_secs_f64(), spec))
     };
     let database = async {
         let Some(dbe) = &t.entry.database else {
@@ -596,9 +687,22 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
     };
     let (files, database, image) = tokio::join!(files, database, image);
     drop(slot);
+    if files.is_err() {
+        // Nothing of the site stays: not its database either.
+        run.files_failed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if t.entry.database.is_some() && !paths.root.exists() {
+            let _ = db.drop_database(&name).await;
+            let _ = db.drop_user(&name, &ctx.config.mysql.user_host).await;
+        }
+        if !paths.root.exists() {
+            let _ = std::fs::remove_file(pending_marker(&paths));
+        }
+    }
+    let (seconds, mut spec) = files.step(&name, "files")?;
     phases.push(Phase {
         name: "files".into(),
-        seconds: files.step(&name, "files")?,
+        seconds,
     });
     if let Some(s) = database.step(&name, "database")? {
         phases.push(Phase {
@@ -613,22 +717,7 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
         });
     }
 
-    // The spec, checked like user input (a snapshot is hostile input even when it is
-    // signed), then adjusted for a clone. A spec that fails takes back what this site's
-    // restore wrote: its files and database.
-    let checked = SiteSpec::load(&paths.spec())
-        .and_then(|spec| check_restored_spec(ctx, id, t.entry, &name, spec));
-    let mut spec = match checked {
-        Ok(spec) => spec,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&paths.root);
-            if t.entry.database.is_some() {
-                let _ = db.drop_database(&name).await;
-                let _ = db.drop_user(&name, &ctx.config.mysql.user_host).await;
-            }
-            return Err(e.at_step(&name, "spec"));
-        }
-    };
+    // The spec (checked above), adjusted for a clone.
     if name != from_site {
         make_clone(ctx, &mut spec, &name).step(&name, "clone")?;
     }

@@ -1,8 +1,8 @@
 //! The byte-level pieces of a snapshot: tar+zstd writers and readers that hash as they go.
 //!
 //! Archives are plain `tar` streams compressed with `zstd` (with frame checksums), so
-//! `zstd -dc FILE | tar -x` restores them by hand. Symlinks are stored as links, never
-//! followed; owners, modes and mtimes are kept.
+//! `zstd -dc FILE | tar -x` restores them by hand. Site trees are written by [`super::walk`]
+//! and unpacked by [`super::stage`].
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -189,66 +189,6 @@ pub fn finish_zstd_file(
     Ok((bytes, sha))
 }
 
-/// Writes the tree under `root` as a tar stream into `out`, skipping the top-level names in
-/// `exclude`. Entries are relative (`data/x`), sorted, symlinks kept as links. Returns
-/// warnings: special files (sockets, FIFOs) that were skipped, and members `sp restore` will
-/// refuse (symlinks leading out of the tree, setuid bits).
-pub fn write_tree<W: Write>(root: &Path, exclude: &[&str], out: W) -> io::Result<(W, Vec<String>)> {
-    let mut b = tar::Builder::new(out);
-    b.follow_symlinks(false);
-    b.mode(tar::HeaderMode::Complete);
-    let mut warnings = Vec::new();
-    walk(&mut b, root, Path::new(""), exclude, &mut warnings)?;
-    Ok((b.into_inner()?, warnings))
-}
-
-fn walk<W: Write>(
-    b: &mut tar::Builder<W>,
-    dir: &Path,
-    rel: &Path,
-    exclude: &[&str],
-    warnings: &mut Vec<String>,
-) -> io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e.file_name();
-        if rel.as_os_str().is_empty() && exclude.iter().any(|x| name == std::ffi::OsStr::new(x)) {
-            continue;
-        }
-        let path = e.path();
-        let rel_path = rel.join(&name);
-        let meta = std::fs::symlink_metadata(&path)?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            b.append_path_with_name(&path, &rel_path)?;
-            walk(b, &path, &rel_path, exclude, warnings)?;
-        } else if ft.is_file() || ft.is_symlink() {
-            b.append_path_with_name(&path, &rel_path)?;
-        } else {
-            warnings.push(format!("skipped special file {}", rel_path.display()));
-            continue;
-        }
-        let kind = if ft.is_symlink() {
-            tar::EntryType::Symlink
-        } else if ft.is_dir() {
-            tar::EntryType::Directory
-        } else {
-            tar::EntryType::Regular
-        };
-        let target = if ft.is_symlink() {
-            std::fs::read_link(&path).ok()
-        } else {
-            None
-        };
-        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
-        if let Err(why) = super::unpack::check_entry(&rel_path, kind, target.as_deref(), mode) {
-            warnings.push(format!("sp restore will refuse this snapshot: {why}"));
-        }
-    }
-    Ok(())
-}
-
 /// Decompresses a dump stream, returning whether it ends with the completion trailer.
 pub fn check_dump_zstd<R: Read>(input: R) -> io::Result<bool> {
     let mut dec = zstd::Decoder::new(input)?;
@@ -260,62 +200,6 @@ pub fn check_dump_zstd<R: Read>(input: R) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn tree_round_trips_links_modes_empty_dirs_and_odd_names() {
-        let src = tempfile::tempdir().unwrap();
-        let root = src.path();
-        std::fs::create_dir_all(root.join("data/empty")).unwrap();
-        std::fs::create_dir_all(root.join("tmp")).unwrap();
-        std::fs::write(root.join("tmp/junk"), b"x").unwrap();
-        std::fs::write(root.join("data/a.txt"), b"hello").unwrap();
-        std::fs::set_permissions(
-            root.join("data/a.txt"),
-            std::fs::Permissions::from_mode(0o640),
-        )
-        .unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", root.join("data/link")).unwrap();
-        let odd = std::ffi::OsStr::from_bytes(b"data/caf\xe9.bin");
-        std::fs::write(root.join(odd), b"bytes").unwrap();
-
-        let out = tempfile::tempdir().unwrap();
-        let file = out.path().join("t.tar.zst");
-        let enc = zstd_file(&file, 3, 2).unwrap();
-        let (enc, warnings) = write_tree(root, &["tmp"], enc).unwrap();
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("data/link"), "{warnings:?}");
-        let (size, sha) = finish_zstd_file(enc).unwrap();
-        assert_eq!(size, std::fs::metadata(&file).unwrap().len());
-
-        let mut r = HashingReader::new(File::open(&file).unwrap());
-        // Stored as a link, not followed — and flagged, since it leads out of the tree.
-        let why = super::super::unpack::scan_tar_zstd(&mut r)
-            .unwrap()
-            .unwrap_err();
-        assert!(why.contains("data/link"), "{why}");
-        assert_eq!(r.finish().unwrap(), (size, sha));
-
-        let dest = tempfile::tempdir().unwrap();
-        let mut ar = tar::Archive::new(zstd::Decoder::new(File::open(&file).unwrap()).unwrap());
-        ar.set_preserve_permissions(true);
-        ar.unpack(dest.path()).unwrap();
-        let d = dest.path();
-        assert_eq!(
-            std::fs::read_link(d.join("data/link")).unwrap(),
-            Path::new("/etc/passwd")
-        );
-        assert!(d.join("data/empty").is_dir());
-        assert!(!d.join("tmp").exists());
-        assert_eq!(std::fs::read(d.join(odd)).unwrap(), b"bytes");
-        let mode = std::fs::metadata(d.join("data/a.txt"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o640);
-    }
 
     #[test]
     fn dump_trailer() {

@@ -17,8 +17,11 @@
 //! `.verified`) are not part of the snapshot's content.
 
 pub mod archive;
+mod members;
 pub mod retention;
+pub mod stage;
 pub mod unpack;
+pub mod walk;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -373,24 +376,41 @@ pub struct Fault {
     pub problem: String,
 }
 
-/// How far [`verify`] looks into the dumps (archives are always walked member by member).
+/// How far [`verify`] looks into the files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
-    /// Every dump is decompressed to its completion trailer too (`sp verify`).
+    /// Every file is hashed, every archive decompressed and walked member by member
+    /// (refusing what `sp restore` may not unpack, see [`unpack::Guard`]), every dump
+    /// decompressed to its completion trailer (`sp verify`).
     Full,
-    /// Dumps are hashed only, because the caller loads them next and checks each trailer as
-    /// it reads it: a backup records a dump only once it has seen the trailer, and the
-    /// checksum ties the file to that record. Saves decompressing every dump twice.
-    BeforeLoad,
+    /// What a restore checks before it changes anything: the dumps (and the host archive)
+    /// are hashed only, because the caller loads each dump next and checks its trailer as
+    /// it reads it (a backup records a dump only once it has seen the trailer, and the
+    /// checksum ties the file to that record). Site archives are not read here at all:
+    /// [`stage::stage`] hashes each one and checks its members while unpacking it into a
+    /// staging directory, and only a proven tree is put in place — one decompression
+    /// instead of two.
+    BeforeRestore,
 }
 
-/// Authenticates the manifest (see [`authenticate`]), re-hashes every file, decompresses and walks every tar (refusing members `sp restore`
-/// may not unpack, see [`unpack::Guard`]), checks every dump's trailer (with [`Depth::Full`]),
-/// checks the manifest's own names — in one read per file. Returns the faults (empty when
-/// the snapshot is sound).
+/// [`verify_sites`] of every site.
 pub fn verify(
     dir: &Path,
     depth: Depth,
+    keyring: &crate::key::Keyring,
+) -> Result<(Manifest, Vec<Fault>)> {
+    verify_sites(dir, depth, &[], keyring)
+}
+
+/// Authenticates the manifest (see [`authenticate`]), then checks the snapshot as deep as
+/// `depth` says — in one read per file, on all cores — plus the manifest's own names. With
+/// `only` non-empty, the files of other sites are not looked at (a damaged archive of one
+/// site does not stand in the way of restoring another). Returns the faults (empty when the
+/// snapshot is sound).
+pub fn verify_sites(
+    dir: &Path,
+    depth: Depth,
+    only: &[String],
     keyring: &crate::key::Keyring,
 ) -> Result<(Manifest, Vec<Fault>)> {
     let m = authenticate(dir, keyring)?;
@@ -400,6 +420,17 @@ pub fn verify(
         .iter()
         .filter_map(|s| s.database.as_ref().map(|d| d.dump.as_str()))
         .collect();
+    let archives: Vec<&str> = m.sites.iter().map(|s| s.archive.as_str()).collect();
+    let skipped: Vec<&str> = m
+        .sites
+        .iter()
+        .filter(|s| !only.is_empty() && !only.contains(&s.name))
+        .flat_map(|s| {
+            std::iter::once(s.archive.as_str()).chain(s.database.as_ref().map(|d| d.dump.as_str()))
+        })
+        .collect();
+    let wanted =
+        |p: &str| !(skipped.contains(&p) || depth == Depth::BeforeRestore && archives.contains(&p));
     // Files are checked on all cores at once (each check is one sequential read).
     let next = std::sync::atomic::AtomicUsize::new(0);
     let found = std::sync::Mutex::new(Vec::new());
@@ -409,6 +440,9 @@ pub fn verify(
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(f) = m.files.get(i) else { break };
+                if !wanted(&f.path) {
+                    continue;
+                }
                 let problem = if f.path.contains("..") || f.path.starts_with('/') {
                     Some("unsafe path in manifest".to_string())
                 } else {

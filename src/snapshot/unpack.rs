@@ -1,9 +1,15 @@
-//! Safe unpacking of site archives. A hostile archive — member paths with `..` or absolute
-//! paths, symlinks or hard links that lead outside the target, device nodes or FIFOs, setuid or
-//! setgid bits — is refused. [`scan_tar_zstd`] checks a whole archive before anything is
-//! written; [`unpack_tar_zstd`] checks each entry again right before writing it.
-//! (`Entry::unpack_in` alone would still create a symlink whose target is absolute or climbs
-//! out, so link targets get their own check.)
+//! What a site archive may hold. Archives are hostile input (the tenant wrote the files; anyone
+//! who could write the backup directory wrote the bytes), so these rules decide which
+//! members sp unpacks at all: refused are member paths with `..` or absolute paths, device
+//! nodes, FIFOs, sockets and other special entries, hard links (sp never writes them; a
+//! restore refuses all of them rather than judging where they lead), setuid/setgid bits,
+//! symlinks where sp keeps its own files (`data`, `secrets`, `site.toml`, ...), and any
+//! member below a symlink member. Symlinks themselves are data: whatever their target
+//! (`/data/release-1.txt`, `../x`), they are restored as the links they were, and
+//! [`super::stage`] never follows one while writing.
+//!
+//! [`scan_tar_zstd`] checks a whole archive (`sp verify`); [`super::stage`] applies the same
+//! [`Guard`] to each member as it streams.
 
 use std::io::{self, Read};
 use std::path::{Component, Path};
@@ -28,29 +34,17 @@ pub fn check_entry(
     }
     match kind {
         EntryType::Regular | EntryType::Directory => Ok(()),
-        EntryType::Symlink => {
-            let target = link.ok_or_else(|| format!("{shown}: symlink without a target"))?;
-            // The link's own directory is `depth - 1` levels below the root.
-            if !stays_inside(depth.saturating_sub(1), target) {
-                return Err(format!(
-                    "{shown}: symlink to {} points outside the site directory",
-                    target.display()
-                ));
-            }
-            Ok(())
-        }
-        EntryType::Link => {
-            let target = link.ok_or_else(|| format!("{shown}: hard link without a target"))?;
-            if relative_depth(target).is_none() {
-                return Err(format!(
-                    "{shown}: hard link to {} outside the site directory",
-                    target.display()
-                ));
-            }
-            Ok(())
-        }
+        EntryType::Symlink => match link {
+            Some(t) if !t.as_os_str().is_empty() => Ok(()),
+            _ => Err(format!("{shown}: symlink without a target")),
+        },
+        EntryType::Link => Err(format!(
+            "{shown}: hard links are not allowed (sp never writes them)"
+        )),
+        EntryType::Char | EntryType::Block => Err(format!("{shown}: device nodes are not allowed")),
+        EntryType::Fifo => Err(format!("{shown}: FIFOs are not allowed")),
         other => Err(format!(
-            "{shown}: {other:?} entries (device nodes, FIFOs, ...) are not allowed"
+            "{shown}: {other:?} entries are not allowed (only files, directories and symlinks)"
         )),
     }
 }
@@ -124,26 +118,6 @@ fn relative_depth(path: &Path) -> Option<usize> {
     Some(n)
 }
 
-/// Whether a relative link target, followed from a directory `depth` levels below the root,
-/// stays inside the root (checked lexically, component by component).
-fn stays_inside(depth: usize, target: &Path) -> bool {
-    let mut level = depth as i64;
-    for c in target.components() {
-        match c {
-            Component::Normal(_) => level += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                level -= 1;
-                if level < 0 {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
-}
-
 /// Reads a whole tar+zstd stream and checks every entry; Err names the first unsafe one.
 pub fn scan_tar_zstd<R: Read>(input: R) -> io::Result<Result<u64, String>> {
     let mut ar = tar::Archive::new(zstd::Decoder::new(input)?);
@@ -163,44 +137,6 @@ pub fn scan_tar_zstd<R: Read>(input: R) -> io::Result<Result<u64, String>> {
     let mut dec = ar.into_inner();
     io::copy(&mut dec, &mut io::sink())?;
     Ok(Ok(n))
-}
-
-/// Unpacks a tar+zstd stream into `dest`, keeping owners, modes and mtimes; refuses any unsafe
-/// entry (see the module docs).
-pub fn unpack_tar_zstd<R: Read>(input: R, dest: &Path) -> io::Result<u64> {
-    let mut ar = tar::Archive::new(zstd::Decoder::new(input)?);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
-    ar.set_preserve_mtime(true);
-    ar.set_unpack_xattrs(false);
-    ar.set_overwrite(true);
-    let mut n = 0;
-    for entry in ar.entries()? {
-        let mut e = entry?;
-        let path = e.path()?.into_owned();
-        let link = e.link_name()?.map(|l| l.into_owned());
-        let kind = e.header().entry_type();
-        check_entry(&path, kind, link.as_deref(), e.header().mode()?).map_err(|why| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unsafe archive member {why}"),
-            )
-        })?;
-        if !e.unpack_in(dest)? {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unsafe archive member {}", path.display()),
-            ));
-        }
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// Unpacks a site archive file into `dest` (see [`unpack_tar_zstd`]).
-pub fn unpack_file(archive: &Path, dest: &Path) -> io::Result<u64> {
-    let f = std::fs::File::open(archive)?;
-    unpack_tar_zstd(io::BufReader::with_capacity(1 << 20, f), dest)
 }
 
 #[cfg(test)]
@@ -262,15 +198,17 @@ mod tests {
         assert!(ok("data/link", EntryType::Symlink, Some("a.txt"), 0o777).is_ok());
         assert!(ok("data/sub/link", EntryType::Symlink, Some("../a.txt"), 0o777).is_ok());
         assert!(ok("data/link", EntryType::Symlink, Some("../site.toml"), 0o777).is_ok());
+        // Link targets are data, whatever they say.
         assert!(ok(
             "data/link",
             EntryType::Symlink,
             Some("../../etc/passwd"),
             0o777
         )
-        .is_err());
-        assert!(ok("link", EntryType::Symlink, Some("../x"), 0o777).is_err());
-        assert!(ok("data/link", EntryType::Symlink, Some("/etc/passwd"), 0o777).is_err());
+        .is_ok());
+        assert!(ok("link", EntryType::Symlink, Some("../x"), 0o777).is_ok());
+        assert!(ok("data/link", EntryType::Symlink, Some("/etc/passwd"), 0o777).is_ok());
+        assert!(ok("data/link", EntryType::Symlink, Some(""), 0o777).is_err());
         assert!(ok("../evil", EntryType::Regular, None, 0o644).is_err());
         assert!(ok("/etc/cron.d/x", EntryType::Regular, None, 0o644).is_err());
         assert!(ok("data/../../x", EntryType::Regular, None, 0o644).is_err());
@@ -278,7 +216,7 @@ mod tests {
         assert!(ok("data/fifo", EntryType::Fifo, None, 0o644).is_err());
         assert!(ok("data/suid", EntryType::Regular, None, 0o4755).is_err());
         assert!(ok("data/sgid", EntryType::Directory, None, 0o2755).is_err());
-        assert!(ok("data/hard", EntryType::Link, Some("data/a.txt"), 0o644).is_ok());
+        assert!(ok("data/hard", EntryType::Link, Some("data/a.txt"), 0o644).is_err());
         assert!(ok("data/hard", EntryType::Link, Some("/etc/shadow"), 0o644).is_err());
     }
 }

@@ -6,6 +6,7 @@ mod harness;
 
 mod backup;
 mod bad_input;
+mod hostile_files;
 mod isolation;
 mod latest;
 mod lock;

@@ -566,7 +566,7 @@ fn a_hostile_archive_is_refused_with_nothing_written() {
     let cases = [
         ("dotdot", "t.addfile(ti('../escape.txt'), io.BytesIO(b'x'))"),
         ("absolute", "t.addfile(ti('/tmp/sp-escape-abs.txt'), io.BytesIO(b'x'))"),
-        ("symlink", "s = ti('data/link'); s.type = tarfile.SYMTYPE; s.linkname = '/etc'; t.addfile(s)"),
+        ("through a symlink", "s = ti('data/link'); s.type = tarfile.SYMTYPE; s.linkname = '/etc'; t.addfile(s); t.addfile(ti('data/link/x'), io.BytesIO(b'x'))"),
         ("device", "d = ti('data/dev'); d.type = tarfile.CHRTYPE; d.devmajor = 1; d.devminor = 3; t.addfile(d)"),
         ("setuid", "f = ti('data/suid'); f.mode = 0o4755; t.addfile(f, io.BytesIO(b'x'))"),
     ];
