@@ -2,12 +2,13 @@
 //!
 //! 1. verify the manifest and the dumps' checksums (as `sp restore` does; each site archive is
 //!    proven as it unpacks, see [`snapshot::stage`]);
-//! 2. restore each site into a scratch namespace: temporary names (`drillTAGn`), databases,
-//!    users and directories (`STATE_DIR/drill-TAG`), containers labelled with a drill instance
-//!    on networks of their own (one per site, as always), with no published ports;
-//! 3. load every dump, check that each table and view the manifest lists is there and
-//!    readable, start each site's container and run its health check (HTTP on the
-//!    container's own address, or running for the grace period);
+//! 2. restore each site into a scratch namespace with `sp restore`'s own code (the same
+//!    unpack, load, user, image and container steps, so a drill cannot pass where a restore
+//!    fails): temporary names (`drillTAGn`) restored as clones (own uid and password, no
+//!    domains), databases, users and directories (`STATE_DIR/drill-TAG`), containers labelled
+//!    with a drill instance on networks of their own (one per site, as always), each started
+//!    and health-checked as a restore does;
+//! 3. check that each table and view the manifest lists is there and readable;
 //! 4. record the result (`sp status` shows it as the last verified restore) and remove every
 //!    trace, whether the drill passed or not.
 
@@ -18,9 +19,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::db::Db;
-use crate::engine::{Engine, Role};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::site::{DeployState, SiteSpec};
 use crate::snapshot::{self, SiteEntry};
 
 use super::{provision, Ctx};
@@ -166,6 +166,9 @@ pub async fn run(
     Ok(report)
 }
 
+/// Restores every site into the scratch namespace `ctx` through `sp restore`'s own code,
+/// then checks that each table and view the manifest lists is there and readable. The
+/// container has passed its health check when the restore returns.
 async fn drill_sites(
     ctx: &Ctx,
     engine: &Engine,
@@ -174,93 +177,55 @@ async fn drill_sites(
     manifest: &snapshot::Manifest,
     names: &[String],
 ) -> Result<Vec<SiteDrill>> {
-    let entries = &manifest.sites;
-    let mut out = Vec::new();
-    for (e, name) in entries.iter().zip(names) {
+    let sites: Vec<(&SiteEntry, String)> =
+        manifest.sites.iter().zip(names.iter().cloned()).collect();
+    for (e, name) in &sites {
         ctx.note(&format!("drill: {} as {name}", e.name));
+    }
+    let restored = super::restore::restore_into(ctx, engine, db, manifest, dir, &sites).await?;
+    let mut out = Vec::new();
+    for ((e, name), r) in sites.iter().zip(restored) {
         let mut s = SiteDrill {
             site: e.name.clone(),
             tables_checked: 0,
             healthy: false,
             faults: Vec::new(),
         };
-        let expect = manifest.files.iter().find(|f| f.path == e.archive).cloned();
-        let site = (e, expect);
-        if let Err(err) = drill_site(ctx, engine, db, dir, site, name, &mut s).await {
-            s.faults.push(err.to_string());
+        match r {
+            Err(err) => s.faults.push(format!("it does not restore: {err}")),
+            Ok(r) => {
+                // A site sp keeps stopped has no container to check.
+                s.healthy = r.phases.iter().any(|p| p.name == "start");
+                if let Some(dbe) = &e.database {
+                    check_tables(db, name, dbe, &mut s).await?;
+                }
+            }
         }
         out.push(s);
     }
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn drill_site(
-    ctx: &Ctx,
-    engine: &Engine,
+/// Every table and view the manifest lists is in database `name` and can be read through.
+async fn check_tables(
     db: &Db,
-    dir: &Path,
-    (e, expect): (&SiteEntry, Option<snapshot::FileEntry>),
     name: &str,
+    dbe: &snapshot::DatabaseEntry,
     s: &mut SiteDrill,
 ) -> Result<()> {
-    let paths = ctx.paths(name);
-    let archive = dir.join(&e.archive);
-    let root = paths.root.clone();
-    provision::stage_site(archive, expect, root.clone())
-        .await?
-        .commit(&root)
-        .map_err(|err| Error::io_path("put the unpacked files in place at", &root, err))?;
-
-    let mut spec = SiteSpec::load(&paths.spec())?;
-    spec.name = name.to_string();
-    spec.domains.clear();
-
-    if let Some(dbe) = &e.database {
-        let loaded = provision::load_database(ctx, db, name, &dir.join(&dbe.dump)).await;
-        if let Err(err) = loaded {
-            s.faults.push(format!("the dump does not load: {err}"));
-            return Ok(());
+    let present: Vec<String> = db.tables(name).await?.into_iter().map(|(t, _)| t).collect();
+    for t in &dbe.tables {
+        if !present.contains(&t.name) {
+            s.faults
+                .push(format!("table {} is missing after the load", t.name));
+            continue;
         }
-        // Views and triggers now run as the scratch user: it must exist before they are read.
-        if let Some(pw) = provision::read_password(&paths)? {
-            db.set_password(name, &ctx.config.mysql.user_host, &pw)
-                .await?;
+        match db.count_rows(name, &t.name).await {
+            Ok(_) => s.tables_checked += 1,
+            Err(err) => s
+                .faults
+                .push(format!("table {} is not readable: {err}", t.name)),
         }
-        let present: Vec<String> = db.tables(name).await?.into_iter().map(|(t, _)| t).collect();
-        for t in &dbe.tables {
-            if !present.contains(&t.name) {
-                s.faults
-                    .push(format!("table {} is missing after the load", t.name));
-                continue;
-            }
-            match db.count_rows(name, &t.name).await {
-                Ok(_) => s.tables_checked += 1,
-                Err(err) => s
-                    .faults
-                    .push(format!("table {} is not readable: {err}", t.name)),
-            }
-        }
-    }
-
-    let state = DeployState::load(&paths.deploy())?;
-    let Some(pinned) = state.current.clone().or_else(|| e.image.clone()) else {
-        s.faults.push("no image recorded".into());
-        return Ok(());
-    };
-    let known = state.current_id.clone().or_else(|| e.image_id.clone());
-    let image_id = provision::ensure_image(ctx, engine, &pinned, known.as_deref()).await?;
-    let plan = provision::container_plan(ctx, &spec, &image_id, &pinned, Role::Web, None, None)?;
-    let cname = provision::container_name(ctx, name, Role::Web);
-    let cid = engine.create(&cname, &plan).await?;
-    engine.start(&cid).await?;
-    let ip = engine
-        .container_ip(&cid, &plan.network)
-        .await?
-        .unwrap_or_default();
-    match provision::wait_healthy(engine, &cid, &spec, &format!("{ip}:{}", spec.port)).await {
-        Ok(()) => s.healthy = true,
-        Err(err) => s.faults.push(format!("health check: {err}")),
     }
     Ok(())
 }

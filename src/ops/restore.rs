@@ -64,13 +64,13 @@ pub struct RestoreOpts {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Phase {
     pub name: String,
     pub seconds: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SiteRestore {
     pub site: String,
     /// The site's name in the snapshot (differs with --as).
@@ -772,6 +772,44 @@ async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRestore> {
         phases,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Restores `sites` (snapshot entry, target name) of the authenticated snapshot `manifest` in
+/// `dir` with exactly the code `sp restore` runs — files, database, user, image, container,
+/// health check — for `sp drill`, whose `ctx` is a scratch namespace and whose targets are
+/// scratch names (so every site goes through the clone path: its own uid and password, no
+/// domains). One result per site, in order.
+pub(super) async fn restore_into(
+    ctx: &Ctx,
+    engine: &Engine,
+    db: &Db,
+    manifest: &snapshot::Manifest,
+    dir: &Path,
+    sites: &[(&SiteEntry, String)],
+) -> Result<Vec<Result<SiteRestore>>> {
+    let names: Vec<String> = sites.iter().map(|(_, n)| n.clone()).collect();
+    let run = Run {
+        ctx,
+        engine,
+        db,
+        data_slots: tokio::sync::Semaphore::new(crate::cores()),
+        id: &manifest.id,
+        dir,
+        claims: provision::claims_except(ctx, &names)?,
+        files: &manifest.files,
+        config: std::sync::Mutex::new(None),
+        config_written: std::sync::atomic::AtomicBool::new(false),
+        files_failed: std::sync::atomic::AtomicBool::new(false),
+    };
+    let targets: Vec<Target> = sites
+        .iter()
+        .map(|(entry, name)| Target {
+            entry,
+            name: name.clone(),
+            skip: false,
+        })
+        .collect();
+    Ok(futures_util::future::join_all(targets.iter().map(|t| restore_site(&run, t))).await)
 }
 
 /// The command that resumes this restore: the same one, with the snapshot named by its id (so
