@@ -25,7 +25,6 @@ pub mod provision;
 pub mod prune;
 pub mod registry_login;
 pub mod restore;
-pub mod restore_plan;
 pub mod schedule;
 pub mod site_add;
 pub mod site_info;

@@ -168,7 +168,7 @@ impl std::fmt::Display for RestorePlan {
             self.kind,
             self.id,
             self.from.display(),
-            super::backup::human_bytes(self.bytes)
+            crate::ops::backup::human_bytes(self.bytes)
         )?;
         if self.host_config {
             writeln!(

@@ -1,0 +1,273 @@
+//! One snapshot: written under `.tmp-ID`, every site taken in turn, the manifest signed last,
+//! renamed into place only when complete and fsynced.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result, StepExt};
+use crate::site::SiteSpec;
+use crate::snapshot::{self, archive, FileEntry, Manifest};
+
+use super::super::Ctx;
+use super::site::backup_site;
+use super::{human_bytes, BackupReport, SiteBackup, SiteFailure};
+
+/// Takes one snapshot of `specs`, of `kind` (the caller holds the lock). Used by `sp backup`,
+/// by `sp site remove` for its final snapshot and by `sp restore --yes` for what it replaces.
+pub async fn snapshot_sites(
+    ctx: &Ctx,
+    specs: &[SiteSpec],
+    kind: snapshot::Kind,
+) -> Result<BackupReport> {
+    take_snapshot(ctx, specs, kind, None).await
+}
+
+/// Like [`snapshot_sites`], but a site that fails is left out (and named in the report) rather
+/// than failing the snapshot; `failed` are sites already known to fail. A snapshot that leaves
+/// any site out is `partial`. Fails only when no site at all could be taken.
+pub(super) async fn snapshot_sites_tolerant(
+    ctx: &Ctx,
+    specs: &[SiteSpec],
+    kind: snapshot::Kind,
+    failed: Vec<SiteFailure>,
+) -> Result<BackupReport> {
+    take_snapshot(ctx, specs, kind, Some(failed)).await
+}
+
+async fn take_snapshot(
+    ctx: &Ctx,
+    specs: &[SiteSpec],
+    kind: snapshot::Kind,
+    tolerate: Option<Vec<SiteFailure>>,
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    let backup_dir = &ctx.config.backup_dir;
+    std::fs::create_dir_all(backup_dir).map_err(|e| Error::io_path("create", backup_dir, e))?;
+    clear_stale(backup_dir);
+    let now = Utc::now();
+    let mut id = snapshot::new_id(now);
+    let mut n = 1;
+    while backup_dir.join(&id).exists() {
+        id = format!("{}-{n}", snapshot::new_id(now));
+        n += 1;
+    }
+    let tmp = backup_dir.join(format!(".tmp-{id}"));
+    std::fs::create_dir_all(tmp.join("sites")).map_err(|e| Error::io_path("create", &tmp, e))?;
+    crate::fsutil::chmod(&tmp, 0o700)?;
+    let result = write_snapshot(ctx, specs, kind, tolerate, &id, now, &tmp, started).await;
+    match result {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Removes `.tmp-*` folders: with the lock held, they can only be left by a killed backup.
+fn clear_stale(backup_dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(backup_dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                tracing::info!("removing the unfinished snapshot {}", e.path().display());
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_snapshot(
+    ctx: &Ctx,
+    specs: &[SiteSpec],
+    kind: snapshot::Kind,
+    tolerate: Option<Vec<SiteFailure>>,
+    id: &str,
+    now: DateTime<Utc>,
+    tmp: &Path,
+    started: Instant,
+) -> Result<BackupReport> {
+    let level = ctx.config.backup.zstd_level;
+    let threads = match ctx.config.backup.zstd_threads {
+        0 => crate::cores() as u32,
+        n => n,
+    };
+    let mut files = Vec::new();
+
+    // The host: config and registry credentials.
+    let host_items: Vec<(PathBuf, &str)> = [
+        (ctx.config_path.clone(), "etc/config.toml"),
+        (ctx.credentials_path(), "etc/registries.toml"),
+    ]
+    .into_iter()
+    .filter(|(p, _)| p.exists())
+    .collect();
+    let host_file = tmp.join(snapshot::HOST_ARCHIVE);
+    let (size, sha) = (|| -> std::io::Result<(u64, String)> {
+        let enc = archive::zstd_file(&host_file, level, 0)?;
+        let mut b = tar::Builder::new(enc);
+        b.mode(tar::HeaderMode::Complete);
+        for (src, name) in &host_items {
+            b.append_path_with_name(src, name)?;
+        }
+        archive::finish_zstd_file(b.into_inner()?)
+    })()
+    .map_err(|e| Error::io("write host.tar.zst", e))?;
+    files.push(FileEntry {
+        path: snapshot::HOST_ARCHIVE.into(),
+        size,
+        sha256: sha,
+    });
+
+    let needs_engine = ctx.config.backup.keep_images
+        || specs
+            .iter()
+            .any(|s| !s.backup.pre_command.is_empty() || s.backup.pause);
+    let engine = if needs_engine {
+        Some(ctx.engine().await?)
+    } else {
+        None
+    };
+    let db = if specs.iter().any(|s| s.database.enabled) {
+        Some(ctx.db()?)
+    } else {
+        None
+    };
+    let dumper = match &db {
+        Some(db) => Some(std::sync::Arc::new(db.dump_client(&ctx.config.state_dir)?)),
+        None => None,
+    };
+
+    let mut sites = Vec::new();
+    let mut entries = Vec::new();
+    let mut failed = tolerate.clone().unwrap_or_default();
+    for spec in specs {
+        let t0 = Instant::now();
+        let taken = backup_site(
+            ctx,
+            spec,
+            engine.as_ref(),
+            db.as_ref(),
+            dumper.clone(),
+            tmp,
+            level,
+            threads,
+        )
+        .await;
+        let (entry, site_files, warnings) = match (taken, &tolerate) {
+            (Ok(t), _) => t,
+            (Err(e), _) if matches!(e.root(), Error::Interrupted(_)) => return Err(e),
+            (Err(e), None) => return Err(e),
+            (Err(e), Some(_)) => {
+                // Left out: none of its files stay in the snapshot.
+                for ext in ["tar.zst", "sql.zst"] {
+                    let _ = std::fs::remove_file(tmp.join(format!("sites/{}.{ext}", spec.name)));
+                }
+                let f = SiteFailure::of(&spec.name, &e);
+                ctx.note(&format!("{f}; the other sites are still backed up"));
+                failed.push(f);
+                continue;
+            }
+        };
+        let files_bytes = site_files.first().map(|f| f.size).unwrap_or(0);
+        let dump_bytes = site_files.get(1).map(|f| f.size).unwrap_or(0);
+        let report = SiteBackup {
+            name: spec.name.clone(),
+            files_bytes,
+            dump_bytes,
+            tables: entry.database.as_ref().map(|d| d.tables.len()).unwrap_or(0),
+            seconds: t0.elapsed().as_secs_f64(),
+            warnings,
+        };
+        ctx.note(&format!(
+            "{}: files {}, dump {} in {:.1}s",
+            spec.name,
+            human_bytes(files_bytes),
+            human_bytes(dump_bytes),
+            report.seconds
+        ));
+        sites.push(report);
+        files.extend(site_files);
+        entries.push(entry);
+    }
+    if let Some(db) = db {
+        db.close().await;
+    }
+    if entries.is_empty() && !failed.is_empty() {
+        let list: Vec<String> = failed.iter().map(|f| f.to_string()).collect();
+        return Err(Error::Other(format!(
+            "no site could be backed up: {}",
+            list.join("; ")
+        )));
+    }
+    let kind = if failed.is_empty() {
+        kind
+    } else {
+        snapshot::Kind::Partial
+    };
+    if let (true, Some(engine)) = (ctx.config.backup.keep_images, &engine) {
+        for e in &entries {
+            if let Some(id) = &e.image_id {
+                keep_image(ctx, engine, id, level)
+                    .await
+                    .step(&e.name, "image archive")?;
+            }
+        }
+    }
+
+    let manifest = Manifest {
+        format: 1,
+        id: id.to_string(),
+        kind,
+        sp_version: env!("CARGO_PKG_VERSION").to_string(),
+        host: crate::hook::hostname(),
+        instance: ctx.config.instance.clone(),
+        created: now,
+        duration_ms: started.elapsed().as_millis() as u64,
+        sites: entries,
+        files,
+        failed: failed.iter().map(|f| f.to_string()).collect(),
+    };
+    let (key, made) = crate::key::HostKey::load_or_create(&ctx.config.state_dir)?;
+    if made {
+        ctx.note(&format!(
+            "made this host's snapshot key ({}); keep a copy off the host: `sp key export`",
+            key.public()
+        ));
+    }
+    snapshot::write_manifest(tmp, &manifest, &key)?;
+    snapshot::sync_dir(&tmp.join("sites"))?;
+    snapshot::sync_dir(tmp)?;
+    let dir = ctx.config.backup_dir.join(id);
+    std::fs::rename(tmp, &dir).map_err(|e| Error::io_path("rename into place", &dir, e))?;
+    snapshot::sync_dir(&ctx.config.backup_dir)?;
+    Ok(BackupReport {
+        id: id.to_string(),
+        kind,
+        bytes: manifest.files.iter().map(|f| f.size).sum(),
+        dir,
+        sites,
+        failed,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Saves an image into `backup_dir/images` unless it is there already.
+async fn keep_image(ctx: &Ctx, engine: &Engine, id: &str, level: i32) -> Result<()> {
+    let path = super::super::provision::image_archive(ctx, id);
+    if path.exists() {
+        return Ok(());
+    }
+    if !engine.has_image(id).await {
+        tracing::warn!("image {id} is not on this host; no image archive kept");
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
+    }
+    ctx.note(&format!("keeping image {}", &id[..id.len().min(19)]));
+    engine.save_image(id, &path, level).await
+}
