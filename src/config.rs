@@ -129,6 +129,8 @@ pub struct DockerConfig {
     pub port_range: String,
     /// First uid handed to sites; each site gets the next free one.
     pub first_uid: u32,
+    /// How long one request to the Docker engine may take (a pull included) before sp gives up.
+    pub timeout: String,
 }
 
 impl Default for Config {
@@ -173,6 +175,7 @@ impl Default for DockerConfig {
             network: "bridge".into(),
             port_range: "20000-29999".into(),
             first_uid: 20000,
+            timeout: "10m".into(),
         }
     }
 }
@@ -249,6 +252,7 @@ impl Config {
         parse_duration(&self.backup.pre_command_timeout)
             .map_err(|e| format!("backup.pre_command_timeout {e}"))?;
         parse_duration(&self.mysql.timeout).map_err(|e| format!("mysql.timeout {e}"))?;
+        parse_duration(&self.docker.timeout).map_err(|e| format!("docker.timeout {e}"))?;
         if self.mysql.max_user_connections < MIN_USER_CONNECTIONS {
             return Err(format!(
                 "mysql.max_user_connections must be at least {MIN_USER_CONNECTIONS}: a restore loads a site's dump over up to 3 connections as its own user"
@@ -334,6 +338,8 @@ max_user_connections = {muc}
 port_range = "{ports}"
 # First uid handed to sites; each site gets its own.
 first_uid = {uid}
+# How long one request to the Docker engine (a pull included) may take before sp gives up.
+timeout = "{docker_timeout}"
 
 [backup]
 # When `sp schedule install` runs `sp backup` and `sp prune`: a standard 5-field crontab
@@ -372,6 +378,7 @@ keep_yearly = {ky}
             keep_images = c.backup.keep_images,
             pre_timeout = c.backup.pre_command_timeout,
             mysql_timeout = c.mysql.timeout,
+            docker_timeout = c.docker.timeout,
             drill = c.backup.drill_schedule,
             kl = c.retention.keep_last,
             kh = c.retention.keep_hourly,

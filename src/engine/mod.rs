@@ -66,9 +66,11 @@ pub struct Engine {
 
 impl Engine {
     /// Connects to the local engine and negotiates the API version (Debian's engine speaks 1.41).
-    pub async fn connect() -> Result<Engine> {
-        let docker =
-            Docker::connect_with_local_defaults().map_err(|e| Error::docker("connect", e))?;
+    /// Connects; every request to the engine gives up after `timeout` (`docker.timeout`).
+    pub async fn connect(timeout: std::time::Duration) -> Result<Engine> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| Error::docker("connect", e))?
+            .with_timeout(timeout);
         let docker = docker
             .negotiate_version()
             .await

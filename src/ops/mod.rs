@@ -132,7 +132,9 @@ impl Ctx {
     }
 
     pub async fn engine(&self) -> Result<Engine> {
-        Engine::connect().await
+        let timeout = crate::config::parse_duration(&self.config.docker.timeout)
+            .map_err(|e| crate::Error::Invalid(format!("docker.timeout {e}")))?;
+        Engine::connect(timeout).await
     }
 
     pub fn db(&self) -> Result<Db> {
