@@ -667,6 +667,38 @@ impl Host {
     }
 }
 
+/// After a test changed the file `rel` of a snapshot: its size and sha256 in the manifest made
+/// to match, and the manifest re-signed with the host's key ([`sign_manifest`]).
+pub fn resign_file(snap: &Path, rel: &str) {
+    use sha2::Digest;
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(snap.join("manifest.json")).expect("manifest"))
+            .expect("manifest json");
+    let bytes = std::fs::read(snap.join(rel)).expect("snapshot file");
+    for f in m["files"].as_array_mut().expect("files") {
+        if f["path"] == rel {
+            f["size"] = bytes.len().into();
+            f["sha256"] = hex::encode(sha2::Sha256::digest(&bytes)).into();
+        }
+    }
+    sign_manifest(snap, &m);
+}
+
+/// Adds sites on the rig's v1 image with a health path, one after the other.
+pub fn add_sites(host: &Host, names: &[&String]) {
+    for s in names {
+        host.sp_ok(&[
+            "site",
+            "add",
+            s,
+            "--image",
+            &host.rig.image("v1"),
+            "--health-path",
+            "/",
+        ]);
+    }
+}
+
 /// Writes `manifest.json`, its checksum file and its signature by the host's own key into a
 /// snapshot folder somewhere inside the test host's dir (whose `state/` holds the key): a
 /// snapshot as sp itself would have written it, so only what the test changed inside can tell.

@@ -97,6 +97,20 @@ fn latest_is_the_newest_full_snapshot_for_the_whole_host() {
     assert_eq!(drill["id"], full.as_str(), "{drill}");
     let verify = host.json(&["verify", "latest"]);
     assert_eq!(verify["id"], full.as_str(), "{verify}");
+    // The same from a copy of the snapshots elsewhere (the runbook's "verify before you restore").
+    let copy = host.dir.path().join("copy");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(host.backup_dir())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let from = copy.to_string_lossy().to_string();
+    let verify = host.json(&["verify", "latest", "--from", &from]);
+    assert_eq!(verify["id"], full.as_str(), "{verify}");
+    let listed = host.json(&["snapshots", "--from", &from, "--kind", "full"]);
+    assert_eq!(listed["snapshots"].as_array().unwrap().len(), 1, "{listed}");
     let all = host.json(&["verify", "all"]);
     assert_eq!(all["snapshots"].as_array().unwrap().len(), 3, "{all}");
 

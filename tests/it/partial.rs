@@ -57,17 +57,7 @@ fn a_broken_spec_and_a_failing_pre_command_leave_only_those_sites_out() {
         &format!("on_failure_url = \"http://127.0.0.1:{port}/fail\""),
     );
     let [good, broken, failing] = ["pg", "pb", "pf"].map(|p| host.site_name(p));
-    for s in [&good, &broken, &failing] {
-        host.sp_ok(&[
-            "site",
-            "add",
-            s,
-            "--image",
-            &rig.image("v1"),
-            "--health-path",
-            "/",
-        ]);
-    }
+    crate::harness::add_sites(&host, &[&good, &broken, &failing]);
     let spec = host.sites_dir().join(&broken).join("site.toml");
     let text = std::fs::read_to_string(&spec).unwrap();
     let port_line = text
@@ -207,17 +197,7 @@ fn a_dump_that_makes_no_progress_is_stopped_and_only_its_site_left_out() {
     host.config_replace("timeout = \"30s\"", "timeout = \"3s\"");
     host.login();
     let (stuck, fine) = (host.site_name("ds"), host.site_name("df"));
-    for s in [&stuck, &fine] {
-        host.sp_ok(&[
-            "site",
-            "add",
-            s,
-            "--image",
-            &rig.image("v1"),
-            "--health-path",
-            "/",
-        ]);
-    }
+    crate::harness::add_sites(&host, &[&stuck, &fine]);
     host.root_sql(&format!(
         "CREATE TABLE `{stuck}`.t (id INT); INSERT INTO `{stuck}`.t VALUES (1);"
     ));

@@ -633,17 +633,7 @@ pub(crate) fn replace_dump(host: &Host, id: &str, site: &str, text: &str) {
         .status()
         .unwrap()
         .success());
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(snap.join("manifest.json")).unwrap()).unwrap();
-    use sha2::Digest;
-    let bytes = std::fs::read(snap.join(&path)).unwrap();
-    for f in m["files"].as_array_mut().unwrap() {
-        if f["path"] == path.as_str() {
-            f["size"] = bytes.len().into();
-            f["sha256"] = hex::encode(sha2::Sha256::digest(&bytes)).into();
-        }
-    }
-    crate::harness::sign_manifest(&snap, &m);
+    crate::harness::resign_file(&snap, &path);
 }
 
 /// MariaDB bulk-loads the first insert into an empty table under a table lock (with the
