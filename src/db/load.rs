@@ -228,19 +228,14 @@ impl Db {
             .user(Some(account.user.clone()))
             .pass(Some(account.password.clone()))
             .db_name(Some(db));
-        let mut c = Conn::new(opts).await.map_err(|e| {
-            Error::mysql(
-                format!(
-                    "log in to {} as the site's own user {:?} to load its dump (mysql.user_host must admit this host's connections, e.g. \"%\")",
-                    self.display, account.user
-                ),
-                e,
-            )
-        })?;
+        let what = format!(
+            "log in to {} as the site's own user {:?} to load its dump (mysql.user_host must admit this host's connections, e.g. \"%\")",
+            self.display, account.user
+        );
+        let mut c = self.timed(what, Conn::new(opts)).await?;
         for s in session {
-            c.query_drop(s.as_slice())
-                .await
-                .map_err(|e| Error::mysql(format!("set up loading into {db}"), e))?;
+            self.timed(format!("set up loading into {db}"), c.query_drop(s.as_slice()))
+                .await?;
         }
         Ok(c)
     }

@@ -146,7 +146,7 @@ impl Db {
     }
 
     /// Runs one call to the server within [`Db::timeout`]; `what` names it in the error.
-    async fn timed<T>(
+    pub(super) async fn timed<T>(
         &self,
         what: impl Into<String>,
         call: impl std::future::Future<Output = std::result::Result<T, mysql_async::Error>>,
