@@ -9,8 +9,8 @@
 //! 3. plan: refuse sites, databases or containers that already exist unless `--yes` (then
 //!    their current state is snapshotted first); a site this very snapshot was already
 //!    restored to is skipped, one whose restore was interrupted is resumed;
-//! 4. on a whole-host restore, put back the host config (settings in the local config win)
-//!    and merge the registry credentials;
+//! 4. merge the registry credentials; on a whole-host restore, plan the host config
+//!    (settings in the local config win), written once the first site's files are proven;
 //! 5. per site, all sites at once: the files (unpacked into `SITES_DIR/.sp-staging-NAME-*`,
 //!    renamed into place only once proven) ‖ the database (created and loaded), then the
 //!    user with its original password, the image by its recorded digest (or from the image
