@@ -77,7 +77,8 @@ impl<'a> Writer<'a> {
         };
         let parent_path: PathBuf = dirs.iter().collect();
         let parent = self.open_parent(&parent_path)?;
-        let mode = Mode::from_raw_mode(mode & 0o777);
+        // The sticky bit stays; setuid/setgid the guard has refused.
+        let mode = Mode::from_raw_mode(mode & 0o1777);
         let times = Timestamps {
             last_access: Timespec {
                 tv_sec: mtime,

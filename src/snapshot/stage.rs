@@ -255,6 +255,12 @@ mod tests {
         std::os::unix::fs::symlink("/data/release-1.txt", root.join("data/current")).unwrap();
         std::os::unix::fs::symlink("../x", root.join("data/up")).unwrap();
         std::fs::write(root.join("site.toml"), b"name = 'x'").unwrap();
+        std::fs::create_dir_all(root.join("data/shared")).unwrap();
+        std::fs::set_permissions(
+            root.join("data/shared"),
+            std::fs::Permissions::from_mode(0o1777),
+        )
+        .unwrap();
         let work = tempfile::tempdir().unwrap();
         let file = work.path().join("a.tar.zst");
         let enc = super::super::archive::zstd_file(&file, 3, 0).unwrap();
@@ -264,7 +270,7 @@ mod tests {
 
         let sites = work.path().join("sites");
         let staged = stage(&file, Expect { size, sha256: &sha }, &sites, "s").unwrap();
-        assert_eq!(staged.members, 7);
+        assert_eq!(staged.members, 8);
         assert_eq!(
             std::fs::metadata(staged.path())
                 .unwrap()
@@ -299,6 +305,14 @@ mod tests {
             std::fs::metadata(root.join("data/sub")).unwrap().mtime()
         );
         assert!(d.join("data/sub/empty").is_dir());
+        assert_eq!(
+            std::fs::metadata(d.join("data/shared"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o1777
+        );
         assert_eq!(
             std::fs::metadata(d).unwrap().permissions().mode() & 0o777,
             0o755

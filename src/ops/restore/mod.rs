@@ -11,7 +11,8 @@
 //!    trailer is checked as it loads; each site archive is hashed and checked member by member
 //!    as it unpacks into a staging directory, see [`snapshot::stage`]); a site that replaces a
 //!    live one is proven whole here;
-//! 4. what `--yes` replaces is snapshotted (`pre-restore`) and taken down;
+//! 4. what `--yes` replaces is snapshotted (`pre-restore`) and taken down; the registry
+//!    credentials are merged (pulls need them while files unpack);
 //! 5. per site ([`site`]), all sites at once: the files (unpacked into
 //!    `SITES_DIR/.sp-staging-NAME-*`, its `site.toml` checked like input, renamed into place
 //!    only once proven) ‖ the database (loaded as the site's own user) ‖ the image, then the

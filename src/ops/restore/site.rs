@@ -124,6 +124,18 @@ pub(super) async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRe
         0o644,
     )
     .step(&name, "files")?;
+    if paths.root.exists() {
+        // An interrupted restore of this snapshot got this far: its files are replaced as a
+        // whole, so a container it started would keep the old tree mounted. It goes, and
+        // is started afresh below.
+        for c in engine
+            .list(&ctx.config.instance, Some(&name), None)
+            .await
+            .step(&name, "files")?
+        {
+            engine.remove(&c.id).await.step(&name, "files")?;
+        }
+    }
     let mut phases = Vec::new();
 
     // Files, database and image at the same time (a pull waits on the network, the rest on
