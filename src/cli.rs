@@ -72,7 +72,7 @@ pub enum Command {
     },
     /// Rebuild sites from a snapshot: files, database + user, image by digest, container.
     Restore {
-        /// Snapshot id, or `latest`.
+        /// Snapshot id, or `latest` (the whole host: the newest full snapshot; with --site: the newest holding it).
         #[arg(default_value = "latest")]
         id: String,
         /// Only this site (repeatable); all sites and the host config by default.
@@ -110,7 +110,7 @@ pub enum Command {
     /// Backup schedule and site jobs.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
-    /// Per site: newest snapshot and its age, next backup; non-zero exit when one is too old.
+    /// Per site: newest snapshot and its age, next backup, last failures; non-zero exit when one is too old or a backup, drill or prune failed.
     Status,
     /// Print shell completions.
     Completions {
