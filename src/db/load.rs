@@ -234,8 +234,11 @@ impl Db {
         );
         let mut c = self.timed(what, Conn::new(opts)).await?;
         for s in session {
-            self.timed(format!("set up loading into {db}"), c.query_drop(s.as_slice()))
-                .await?;
+            self.timed(
+                format!("set up loading into {db}"),
+                c.query_drop(s.as_slice()),
+            )
+            .await?;
         }
         Ok(c)
     }
