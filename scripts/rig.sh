@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Provision the real components sp's tests and demo run against, idempotently, on a fresh
-# Debian host with a Docker engine: a private MariaDB, an authenticated registry on 127.0.0.1
-# and a tiny busybox site image (tags v1, v2, broken) pushed to it.
+# Debian host with a Docker engine: a private MariaDB, an authenticated registry on 127.0.0.1,
+# a tiny busybox site image (tags v1, v2, broken) pushed to it, a Caddy image built from
+# Debian's caddy package (never pulled) and pebble, Let's Encrypt's ACME test server.
 #
 #   scripts/rig.sh up     install + start what is missing (safe to run again), write rig.env
 #   scripts/rig.sh down   stop only what `up` started (by pid file)
 #   scripts/rig.sh env    print the rig.env path
 #
 # Everything lives under $SP_RIG_DIR (default /var/lib/sp-rig). Nothing listens beyond
-# 127.0.0.1 except MariaDB, which also binds the Docker bridge gateway so containers reach it.
+# 127.0.0.1 except MariaDB, which also binds the Docker bridge gateway so containers reach it,
+# and pebble, which listens only there (a Caddy container must reach it).
 set -euo pipefail
 
 RIG_DIR=${SP_RIG_DIR:-/var/lib/sp-rig}
 MYSQL_PORT=${SP_RIG_MYSQL_PORT:-13306}
 REGISTRY_ADDR=${SP_RIG_REGISTRY_ADDR:-127.0.0.1:5000}
 IMAGE_REPO="$REGISTRY_ADDR/sp-test/site"
+CADDY_IMAGE=${SP_RIG_CADDY_IMAGE:-sp-test/caddy:2.6}
+PEBBLE_PORT=${SP_RIG_PEBBLE_PORT:-14000}
+PEBBLE_MGMT_PORT=${SP_RIG_PEBBLE_MGMT_PORT:-15000}
 
 log() { printf '[rig] %s\n' "$*" >&2; }
 die() { printf '[rig] error: %s\n' "$*" >&2; exit 1; }
@@ -40,6 +45,10 @@ install_packages() {
   command -v zstd >/dev/null || need+=(zstd)
   command -v docker >/dev/null || need+=(docker.io)
   command -v nft >/dev/null || need+=(nftables)
+  command -v caddy >/dev/null || need+=(caddy)
+  command -v pebble >/dev/null || need+=(pebble)
+  command -v openssl >/dev/null || need+=(openssl)
+  [ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing: ${need[*]}"
     apt-get update -qq
@@ -169,6 +178,83 @@ build_images() {
   log "pushed $IMAGE_REPO:{v1,v2,broken}"
 }
 
+# The proxy image: Debian's /usr/bin/caddy (it links only libc and libzstd), the libraries ldd
+# names and the loader, and the CA bundle, laid out like the official image (config in /config,
+# certificates in /data, the Caddyfile at /etc/caddy/Caddyfile). Built once; never pulled.
+build_caddy_image() {
+  if docker image inspect "$CADDY_IMAGE" >/dev/null 2>&1; then return; fi
+  local root lib
+  root=$(mktemp -d)
+  mkdir -p "$root/usr/bin" "$root/etc/ssl/certs" "$root/etc/caddy" "$root/config" "$root/data" "$root/tmp"
+  chmod 1777 "$root/tmp"
+  cp /usr/bin/caddy "$root/usr/bin/caddy"
+  for lib in $(ldd /usr/bin/caddy | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  printf ':80 {\n\trespond "sp proxy: no routes yet" 404\n}\n' > "$root/etc/caddy/Caddyfile"
+  tar -C "$root" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$RIG_DIR/rootfs-caddy.tar" .
+  docker import --change 'ENV PATH=/usr/bin' --change 'ENV XDG_CONFIG_HOME=/config' \
+    --change 'ENV XDG_DATA_HOME=/data' --change 'EXPOSE 80 443 2019' \
+    --change 'CMD ["caddy","run","--config","/etc/caddy/Caddyfile","--adapter","caddyfile"]' \
+    "$RIG_DIR/rootfs-caddy.tar" "$CADDY_IMAGE" >/dev/null
+  rm -rf "$root" "$RIG_DIR/rootfs-caddy.tar"
+  log "built $CADDY_IMAGE ($(docker run --rm "$CADDY_IMAGE" caddy version | cut -d' ' -f1))"
+}
+
+# pebble on the bridge gateway (where a Caddy container reaches it), with its own CA and a
+# server certificate for that address, 127.0.0.1 and localhost. Every challenge passes
+# (PEBBLE_VA_ALWAYS_VALID); no nonce is rejected at random (PEBBLE_WFE_NONCEREJECT=0). Its
+# issuing root (/roots/0 on the management port) changes each time it starts, and it forgets
+# ACME accounts: clients fetch the root after `up`, Caddy starts with empty storage.
+start_pebble() {
+  local gw=$1 dir="$RIG_DIR/pebble" run="$RIG_DIR/run"
+  local san="IP:127.0.0.1,IP:$gw,DNS:localhost"
+  mkdir -p "$dir" "$run"
+  if [ ! -s "$dir/ca.pem" ] || [ ! -s "$dir/ca.key" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=sp-rig pebble API CA" \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    rm -f "$dir/cert.pem"
+  fi
+  if [ ! -s "$dir/cert.pem" ] || [ "$(cat "$dir/cert.san" 2>/dev/null)" != "$san" ]; then
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$dir/key.pem" -out "$dir/cert.csr" 2>/dev/null
+    printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$san" > "$dir/cert.ext"
+    openssl x509 -req -days 3650 -in "$dir/cert.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+      -CAcreateserial -extfile "$dir/cert.ext" -out "$dir/cert.pem" 2>/dev/null
+    echo "$san" > "$dir/cert.san"
+    if alive "$run/pebble.pid"; then kill "$(cat "$run/pebble.pid")"; sleep 0.5; fi
+  fi
+  chmod 600 "$dir/ca.key" "$dir/key.pem"
+  cat > "$dir/pebble-config.json" <<JSON
+{
+  "pebble": {
+    "listenAddress": "$gw:$PEBBLE_PORT",
+    "managementListenAddress": "$gw:$PEBBLE_MGMT_PORT",
+    "certificate": "$dir/cert.pem",
+    "privateKey": "$dir/key.pem",
+    "httpPort": 80,
+    "tlsPort": 443,
+    "ocspResponderURL": "",
+    "externalAccountBindingRequired": false
+  }
+}
+JSON
+  if ! alive "$run/pebble.pid"; then
+    log "starting pebble on $gw:$PEBBLE_PORT (management :$PEBBLE_MGMT_PORT)"
+    PEBBLE_VA_ALWAYS_VALID=1 PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 \
+      setsid pebble -config "$dir/pebble-config.json" >"$dir/pebble.log" 2>&1 < /dev/null &
+    echo $! > "$run/pebble.pid"
+  fi
+  for _ in $(seq 1 40); do
+    curl -sf --cacert "$dir/ca.pem" -o /dev/null "https://$gw:$PEBBLE_PORT/dir" \
+      && curl -sf --cacert "$dir/ca.pem" -o /dev/null "https://$gw:$PEBBLE_MGMT_PORT/roots/0" && return
+    sleep 0.25
+  done
+  die "pebble did not answer on $gw:$PEBBLE_PORT (see $dir/pebble.log)"
+}
+
 up() {
   [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts services)"
   mkdir -p "$RIG_DIR"
@@ -179,6 +265,8 @@ up() {
   start_mariadb "$gw"
   start_registry
   build_images
+  build_caddy_image
+  start_pebble "$gw"
   cat > "$RIG_DIR/rig.env" <<ENV
 SP_RIG_MYSQL_URL=mysql://sp_admin:$(secret "$RIG_DIR/mysql-admin.password")@127.0.0.1:$MYSQL_PORT
 SP_RIG_MYSQL_PORT=$MYSQL_PORT
@@ -189,6 +277,11 @@ SP_RIG_REGISTRY_USER=sp-ci
 SP_RIG_REGISTRY_PASSWORD=$(secret "$RIG_DIR/registry.password")
 SP_RIG_IMAGE=$IMAGE_REPO
 SP_RIG_DIR=$RIG_DIR
+SP_RIG_CADDY_IMAGE=$CADDY_IMAGE
+SP_RIG_PEBBLE_DIR=$RIG_DIR/pebble
+SP_RIG_PEBBLE_CA=$RIG_DIR/pebble/ca.pem
+SP_RIG_ACME_CA=https://$gw:$PEBBLE_PORT/dir
+SP_RIG_PEBBLE_ROOTS=https://$gw:$PEBBLE_MGMT_PORT/roots/0
 ENV
   chmod 600 "$RIG_DIR/rig.env"
   log "ready: $RIG_DIR/rig.env"
@@ -196,7 +289,7 @@ ENV
 
 down() {
   local run="$RIG_DIR/run"
-  for p in registry mysqld dockerd; do
+  for p in pebble registry mysqld dockerd; do
     if alive "$run/$p.pid"; then log "stopping $p"; kill "$(cat "$run/$p.pid")"; fi
   done
 }

@@ -34,6 +34,94 @@ pub struct Config {
     pub docker: DockerConfig,
     pub backup: BackupConfig,
     pub retention: crate::snapshot::retention::Policy,
+    pub proxy: ProxyConfig,
+}
+
+/// Who answers HTTPS for the sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    /// sp runs Caddy as a container in front of every site, with automatic certificates.
+    Caddy,
+    /// No proxy: the host brings its own front door to the sites' 127.0.0.1 ports.
+    None,
+}
+
+/// Let's Encrypt's production ACME directory, the default `proxy.acme_ca`.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `[proxy]`: the HTTPS front door.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// `caddy` or `none` (the default, until the proxy is wired into the site commands).
+    pub mode: ProxyMode,
+    /// The Caddy image the proxy container runs.
+    pub image: String,
+    /// Host address ports 80 and 443 are published on (`0.0.0.0`: every interface).
+    pub listen: String,
+    /// Contact address given to the ACME CA (expiry notices, account recovery).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// ACME directory URL certificates come from.
+    pub acme_ca: String,
+    /// A CA certificate (PEM) to trust for the ACME server's own TLS, e.g. a test CA's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_ca_root: Option<PathBuf>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            mode: ProxyMode::None,
+            image: "caddy:2".into(),
+            listen: "0.0.0.0".into(),
+            email: None,
+            acme_ca: LETS_ENCRYPT.into(),
+            acme_ca_root: None,
+        }
+    }
+}
+
+impl ProxyConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        crate::site::ImageRef::parse(&self.image).map_err(|e| format!("proxy.image: {e}"))?;
+        self.listen.parse::<std::net::IpAddr>().map_err(|_| {
+            format!(
+                "proxy.listen {:?}: use an IP address such as 0.0.0.0 (every interface) or 127.0.0.1",
+                self.listen
+            )
+        })?;
+        if let Some(email) = &self.email {
+            let parts = email.split_once('@');
+            let ok = matches!(parts, Some((u, d)) if !u.is_empty() && d.contains('.'))
+                && crate::proxy::check_token("proxy.email", email).is_ok();
+            if !ok {
+                return Err(format!(
+                    "proxy.email {email:?}: use a plain address such as ops@example.com"
+                ));
+            }
+        }
+        let host = self.acme_ca.strip_prefix("https://").unwrap_or("");
+        if host.is_empty()
+            || host.starts_with('/')
+            || crate::proxy::check_token("proxy.acme_ca", &self.acme_ca).is_err()
+        {
+            return Err(format!(
+                "proxy.acme_ca {:?}: use an https:// ACME directory URL such as {LETS_ENCRYPT}",
+                self.acme_ca
+            ));
+        }
+        if let Some(p) = &self.acme_ca_root {
+            if !p.is_absolute() {
+                return Err("proxy.acme_ca_root must be an absolute path".into());
+            }
+            if p.to_string_lossy().contains([':', ',']) {
+                return Err("proxy.acme_ca_root may not contain ':' or ',' (it is bind-mounted into the proxy container)".into());
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +240,7 @@ impl Default for Config {
                 keep_monthly: 6,
                 ..Default::default()
             },
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -266,6 +355,7 @@ impl Config {
         if self.mysql.user_host.is_empty() || self.mysql.user_host.contains('\'') {
             return Err("mysql.user_host must be a MySQL host pattern like % or 172.17.%".into());
         }
+        self.proxy.validate()?;
         Ok(())
     }
 
@@ -370,7 +460,39 @@ keep_daily = {kd}
 keep_weekly = {kw}
 keep_monthly = {km}
 keep_yearly = {ky}
+
+[proxy]
+# The HTTPS front door. "caddy": sp runs Caddy as a container in front of every site, with
+# certificates from the ACME CA below; "none": the host brings its own (sites stay on their
+# 127.0.0.1 ports). Routes and certificates are not wired in yet: keep "none" for now.
+mode = "{proxy_mode}"
+# The Caddy image of the proxy container.
+image = "{proxy_image}"
+# Host address ports 80 and 443 are published on ("0.0.0.0": every interface).
+listen = "{proxy_listen}"
+# Contact address for the ACME CA (expiry notices, account recovery).
+{proxy_email}
+# ACME directory certificates come from. Let's Encrypt's staging CA for a first try:
+# "https://acme-staging-v02.api.letsencrypt.org/directory".
+acme_ca = "{proxy_acme_ca}"
+# A CA certificate (PEM) to trust for the ACME server's own TLS, e.g. a private or test CA's.
+{proxy_acme_ca_root}
 "#,
+            proxy_mode = match c.proxy.mode {
+                ProxyMode::Caddy => "caddy",
+                ProxyMode::None => "none",
+            },
+            proxy_image = c.proxy.image,
+            proxy_listen = c.proxy.listen,
+            proxy_email = match &c.proxy.email {
+                Some(e) => format!("email = {}", toml_string(e)),
+                None => "# email = \"ops@example.com\"".into(),
+            },
+            proxy_acme_ca = c.proxy.acme_ca,
+            proxy_acme_ca_root = match &c.proxy.acme_ca_root {
+                Some(p) => format!("acme_ca_root = {}", toml_string(&p.display().to_string())),
+                None => "# acme_ca_root = \"/etc/simple-paas/acme-ca.pem\"".into(),
+            },
             sched = c.backup.schedule,
             level = c.backup.zstd_level,
             threads = c.backup.zstd_threads,
@@ -493,6 +615,38 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_is_off_by_default_and_configurable() {
+        let d = Config::default().proxy;
+        assert_eq!(d.mode, ProxyMode::None);
+        assert_eq!(d.image, "caddy:2");
+        assert_eq!(d.listen, "0.0.0.0");
+        assert_eq!(d.email, None);
+        assert_eq!(d.acme_ca, LETS_ENCRYPT);
+        assert_eq!(d.acme_ca_root, None);
+        let text =
+            "[proxy]\nmode = \"caddy\"\nimage = \"sp-test/caddy:2.6\"\nlisten = \"127.0.0.1\"\n\
+                    email = \"ops@example.com\"\nacme_ca = \"https://172.17.0.1:14000/dir\"\n\
+                    acme_ca_root = \"/var/lib/sp-rig/pebble/ca.pem\"\n";
+        let cfg = Config::parse(text, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            cfg.proxy,
+            ProxyConfig {
+                mode: ProxyMode::Caddy,
+                image: "sp-test/caddy:2.6".into(),
+                listen: "127.0.0.1".into(),
+                email: Some("ops@example.com".into()),
+                acme_ca: "https://172.17.0.1:14000/dir".into(),
+                acme_ca_root: Some("/var/lib/sp-rig/pebble/ca.pem".into()),
+            }
+        );
+        // What `sp init` writes for a config like that reads back the same.
+        let back = Config::parse(&cfg.commented_default(), Path::new("t.toml")).unwrap();
+        assert_eq!(back.proxy, cfg.proxy);
+        let err = Config::parse("[proxy]\nmode = \"nginx\"", Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("caddy"), "{err}");
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/config.example.toml");
         Config::load(&path).unwrap();
@@ -509,6 +663,18 @@ mod tests {
             "[mysql]\nhost_for_containers = \"nohost\"",
             "[mysql]\nmax_user_connections = 3",
             "[mysql]\npassword_file = \"relative.pw\"",
+            "[proxy]\nmode = \"traefik\"",
+            "[proxy]\nunknown = 1",
+            "[proxy]\nlisten = \"example.com\"",
+            "[proxy]\nlisten = \"0.0.0.0:443\"",
+            "[proxy]\nacme_ca = \"http://acme.example.com/directory\"",
+            "[proxy]\nacme_ca = \"https://\"",
+            "[proxy]\nacme_ca = \"https://ca.example.com/dir {\"",
+            "[proxy]\nacme_ca_root = \"ca.pem\"",
+            "[proxy]\nacme_ca_root = \"/etc/a:b.pem\"",
+            "[proxy]\nemail = \"nobody\"",
+            "[proxy]\nemail = \"a@b.com\\n}\"",
+            "[proxy]\nimage = \"Not An Image\"",
         ];
         for text in bad {
             let parsed: std::result::Result<Config, _> = toml::from_str(text);

@@ -11,6 +11,7 @@
 //! - [`engine`]: Docker (bollard). [`db`]: MySQL (mysql_async). [`lock`]: the host lock.
 //! - [`snapshot`]: the snapshot format, verify, safe unpack; [`key`]: the key that signs them.
 //!   [`firewall`]: sp's nftables table that keeps the sites' networks apart.
+//! - [`proxy`]: the HTTPS front door — the Caddyfile built from the sites' routes (pure).
 //! - [`cli`]: clap definitions; [`dispatch`]: command line → op → rendered report.
 //! - [`error`]: the error type and its policy. [`ui`]: the binary's terminal front-end.
 //!
@@ -30,6 +31,7 @@ pub mod interrupt;
 pub mod key;
 pub mod lock;
 pub mod ops;
+pub mod proxy;
 pub mod registry;
 pub mod schedule;
 pub mod site;
