@@ -5,7 +5,7 @@
 //!
 //! Every connection logs in as the site's own account ([`Account`]), never as the admin: a
 //! dump is the tenant's text, so whatever it holds can change nothing the site itself could
-//! not. No client program reads it, so no client command (`\\!`, `system`, `source`) can run.
+//! not. No client program reads it, so no client command (`\!`, `system`, `source`) can run.
 
 use std::path::Path;
 use std::sync::Arc;
