@@ -153,15 +153,13 @@ pub async fn run(
     if let Ok(bytes) = serde_json::to_vec_pretty(&report) {
         crate::fsutil::write_atomic(&status_path(ctx), &bytes, 0o644)?;
     }
-    if let (false, Some(url)) = (report.ok, &ctx.config.backup.on_failure_url) {
-        let body = serde_json::json!({
-            "host": crate::hook::hostname(),
-            "instance": ctx.config.instance,
+    if !report.ok {
+        ctx.report_failure(serde_json::json!({
             "drill": report.id,
             "faults": report.faults,
             "sites": report.sites.iter().filter(|s| !s.faults.is_empty()).map(|s| serde_json::json!({"site": s.site, "faults": s.faults})).collect::<Vec<_>>(),
-        });
-        crate::hook::call(url, Some(body)).await;
+        }))
+        .await;
     }
     Ok(report)
 }

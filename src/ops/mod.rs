@@ -147,6 +147,19 @@ impl Ctx {
         crate::key::Keyring::load(&self.config.state_dir, &self.config.trusted_keys, files)
     }
 
+    /// POSTs `what` failed (a JSON object) to `backup.on_failure_url`, if one is set, with this
+    /// host's name and instance added.
+    pub async fn report_failure(&self, mut what: serde_json::Value) {
+        let Some(url) = &self.config.backup.on_failure_url else {
+            return;
+        };
+        if let Some(o) = what.as_object_mut() {
+            o.insert("host".into(), crate::hook::hostname().into());
+            o.insert("instance".into(), self.config.instance.clone().into());
+        }
+        crate::hook::call(url, Some(what)).await;
+    }
+
     pub fn paths(&self, site: &str) -> SitePaths {
         SitePaths::new(&self.config.sites_dir, site)
     }

@@ -108,13 +108,9 @@ pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
         }
     }
     status.save(ctx);
-    if let (Err(e), Some(url)) = (&result, &ctx.config.backup.on_failure_url) {
-        let body = serde_json::json!({
-            "host": crate::hook::hostname(),
-            "instance": ctx.config.instance,
-            "prune": e.to_string(),
-        });
-        crate::hook::call(url, Some(body)).await;
+    if let Err(e) = &result {
+        ctx.report_failure(serde_json::json!({ "prune": e.to_string() }))
+            .await;
     }
     result
 }

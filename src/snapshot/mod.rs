@@ -399,18 +399,20 @@ pub fn verify(
     depth: Depth,
     keyring: &crate::key::Keyring,
 ) -> Result<(Manifest, Vec<Fault>)> {
-    verify_sites(dir, depth, &[], keyring)
+    verify_sites(dir, depth, &[], &[], keyring)
 }
 
 /// Authenticates the manifest (see [`authenticate`]), then checks the snapshot as deep as
 /// `depth` says — in one read per file, on all cores — plus the manifest's own names. With
 /// `only` non-empty, the files of other sites are not looked at (a damaged archive of one
-/// site does not stand in the way of restoring another). Returns the faults (empty when the
-/// snapshot is sound).
+/// site does not stand in the way of restoring another). The archives of the sites in `whole`
+/// are walked even at [`Depth::BeforeRestore`]: a site that replaces a live one is proven
+/// before the live one goes. Returns the faults (empty when the snapshot is sound).
 pub fn verify_sites(
     dir: &Path,
     depth: Depth,
     only: &[String],
+    whole: &[String],
     keyring: &crate::key::Keyring,
 ) -> Result<(Manifest, Vec<Fault>)> {
     let m = authenticate(dir, keyring)?;
@@ -420,7 +422,12 @@ pub fn verify_sites(
         .iter()
         .filter_map(|s| s.database.as_ref().map(|d| d.dump.as_str()))
         .collect();
-    let archives: Vec<&str> = m.sites.iter().map(|s| s.archive.as_str()).collect();
+    let archives: Vec<&str> = m
+        .sites
+        .iter()
+        .filter(|s| !whole.contains(&s.name))
+        .map(|s| s.archive.as_str())
+        .collect();
     let skipped: Vec<&str> = m
         .sites
         .iter()

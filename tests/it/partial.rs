@@ -46,6 +46,18 @@ fn listener() -> (u16, std::sync::mpsc::Receiver<String>) {
     (port, rx)
 }
 
+/// The report of `sp --json backup` that left a site out (and so exited 1).
+fn left_out(out: &std::process::Output) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
 #[test]
 fn a_broken_spec_and_a_failing_pre_command_leave_only_those_sites_out() {
     let Some(rig) = rig() else { return };
@@ -72,14 +84,7 @@ fn a_broken_spec_and_a_failing_pre_command_leave_only_those_sites_out() {
     );
 
     let out = host.sp(&["--json", "backup"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let r = left_out(&out);
     assert_eq!(r["kind"], "partial", "{r}");
     let failed: Vec<(String, String)> = r["failed"]
         .as_array()
@@ -212,14 +217,7 @@ fn a_dump_that_makes_no_progress_is_stopped_and_only_its_site_left_out() {
     let _ = locker.kill();
     let _ = locker.wait();
     let out = out.expect("sp backup hung on a dump that made no progress");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let r = left_out(&out);
     assert_eq!(r["failed"][0]["site"], stuck.as_str(), "{r}");
     assert!(
         r["failed"][0]["error"]

@@ -217,18 +217,8 @@ pub async fn run(ctx: &Ctx, opts: &BackupOpts) -> Result<BackupReport> {
             .collect::<Result<Vec<_>>>()?;
         (specs, snapshot::Kind::Partial)
     };
-    let result = if specs.is_empty() && !unreadable.is_empty() {
-        Err(Error::Other(format!(
-            "no site could be backed up: {}",
-            unreadable
-                .iter()
-                .map(|f| f.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )))
-    } else {
-        snapshot_sites_tolerant(ctx, &specs, kind, unreadable.clone()).await
-    };
+    // Fails only when no site at all could be taken (those already known to fail included).
+    let result = snapshot_sites_tolerant(ctx, &specs, kind, unreadable.clone()).await;
     let mut status = BackupStatus::load(ctx);
     let now = Utc::now();
     status.last_attempt = Some(now);
@@ -266,16 +256,12 @@ pub async fn run(ctx: &Ctx, opts: &BackupOpts) -> Result<BackupReport> {
             }
         }
         Some((id, failed, error)) => {
-            if let Some(url) = &ctx.config.backup.on_failure_url {
-                let body = serde_json::json!({
-                    "host": crate::hook::hostname(),
-                    "instance": ctx.config.instance,
-                    "snapshot": id,
-                    "failed": failed,
-                    "error": error,
-                });
-                crate::hook::call(url, Some(body)).await;
-            }
+            ctx.report_failure(serde_json::json!({
+                "snapshot": id,
+                "failed": failed,
+                "error": error,
+            }))
+            .await;
         }
     }
     result

@@ -318,12 +318,13 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
         .map(|s| s.from_site.clone())
         .collect();
     let (_, faults) = tokio::task::spawn_blocking(move || {
-        let (m, mut faults) =
-            snapshot::verify_sites(&d, snapshot::Depth::BeforeRestore, &only, &keyring)?;
-        if faults.is_empty() && !replacing.is_empty() {
-            faults = snapshot::verify_sites(&d, snapshot::Depth::Full, &replacing, &keyring)?.1;
-        }
-        Ok::<_, Error>((m, faults))
+        snapshot::verify_sites(
+            &d,
+            snapshot::Depth::BeforeRestore,
+            &only,
+            &replacing,
+            &keyring,
+        )
     })
     .await
     .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;

@@ -153,7 +153,7 @@ pub(super) async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRe
         // The spec is checked like user input (a snapshot is hostile input even when it is
         // signed) while the files are still out of sight.
         let spec = SiteSpec::load(&staged.path().join("site.toml"))
-            .and_then(|spec| check_restored_spec(ctx, id, t.entry, &name, spec))?;
+            .and_then(|spec| check_restored_spec(id, t.entry, spec))?;
         write_marker_in(staged.path(), id, "running")?;
         run.publish_config()?;
         staged
@@ -304,16 +304,10 @@ pub(in crate::ops) async fn restore_into(
         .collect();
     Ok(futures_util::future::join_all(targets.iter().map(|t| restore_site(&run, t))).await)
 }
-/// A restored spec must be the one its snapshot entry names: the same site name and uid, a
-/// uid no other site on this host has (a clone gets a new one later), and valid everywhere
-/// (`SiteSpec::load` checked image, mounts and the rest).
-fn check_restored_spec(
-    ctx: &Ctx,
-    id: &str,
-    entry: &SiteEntry,
-    target: &str,
-    spec: SiteSpec,
-) -> Result<SiteSpec> {
+/// A restored spec must be the one its snapshot entry names: the same site name and uid
+/// (`SiteSpec::load` checked image, mounts and the rest). That no other site holds the uid
+/// the plan checked against the host's claims; a clone gets a new uid later.
+fn check_restored_spec(id: &str, entry: &SiteEntry, spec: SiteSpec) -> Result<SiteSpec> {
     let refuse = |why: String| {
         Err(Error::Invalid(format!(
             "snapshot {id}: {why}; nothing of {} was restored",
@@ -331,21 +325,6 @@ fn check_restored_spec(
             "{}'s site.toml has uid {} where the manifest says {}",
             entry.name, spec.uid, entry.uid
         ));
-    }
-    if target == entry.name {
-        for other in ctx.site_names()? {
-            if other == target {
-                continue;
-            }
-            if let Ok(o) = SiteSpec::load(&ctx.paths(&other).spec()) {
-                if o.uid == spec.uid {
-                    return Err(Error::Conflict(format!(
-                        "snapshot {id}: {} has uid {}, which site {other} already has on this host; nothing of {} was restored — restore it under another name with --as",
-                        entry.name, spec.uid, entry.name
-                    )));
-                }
-            }
-        }
     }
     Ok(spec)
 }
