@@ -107,6 +107,10 @@ pub enum Command {
     /// The key that signs every snapshot (verify, restore and drill refuse unsigned ones).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The HTTPS front door: Caddy in a container, routes from the site specs, certificates
+    /// from the ACME CA (`[proxy]` in the config).
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     /// Backup schedule and site jobs.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -151,6 +155,18 @@ pub enum KeyCommand {
         #[arg(long)]
         replace: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Start the proxy (pulling and pinning its image the first time), join every site's
+    /// network and load the routes; run it again any time, it changes only what differs.
+    Up,
+    /// Each domain: its site, its upstream container, and its certificate's issuer and expiry.
+    Status,
+    /// Regenerate the routes from the specs and load them; a config Caddy rejects changes
+    /// nothing and the command fails with Caddy's reason.
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]

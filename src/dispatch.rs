@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use serde::Serialize;
 
 use crate::cli::{
-    Cli, Command, KeyCommand, RegistryCommand, ScheduleCommand, SiteCommand, SnapshotCommand,
+    Cli, Command, KeyCommand, ProxyCommand, RegistryCommand, ScheduleCommand, SiteCommand, SnapshotCommand,
 };
 use crate::error::{Error, Result};
 use crate::ops::{self, Ctx, Notifier};
@@ -191,6 +191,12 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             KeyCommand::Import { file, replace } => {
                 emit_action(&cli, io, &ops::key::import(&ctx, file, *replace)?)?
             }
+        },
+        Command::Proxy(pc) => match pc {
+            ProxyCommand::Up | ProxyCommand::Reload => {
+                emit_action(&cli, io, &ops::proxy::up(&ctx).await?)?
+            }
+            ProxyCommand::Status => emit(&cli, io, &ops::proxy::status(&ctx).await?)?,
         },
         Command::Prune { dry_run } => {
             emit_action(&cli, io, &ops::prune::run(&ctx, *dry_run).await?)?

@@ -6,7 +6,9 @@
 //! each other's.
 
 pub mod plan;
+pub mod proxy;
 
+pub use proxy::ProxyContainer;
 pub use plan::{
     container_spec, network_spec, site_network, Confinement, ContainerPlan, Role, LABEL_CONFIG,
     LABEL_IMAGE, LABEL_INSTANCE, LABEL_ROLE, LABEL_SITE,
@@ -342,6 +344,8 @@ impl Engine {
                 .network_id(&n)
                 .await
                 .and_then(|id| crate::firewall::bridge_of(&id));
+            // The proxy may still be attached.
+            self.disconnect_all(&n).await?;
             self.remove_network(&n).await?;
             if let Some(b) = bridge {
                 let _ = tokio::task::spawn_blocking(move || crate::firewall::forget(&b)).await;
@@ -479,7 +483,12 @@ impl Engine {
 
     /// Stops a container (one that already stopped is fine).
     pub async fn stop(&self, id: &str) -> Result<()> {
-        let opts = StopContainerOptionsBuilder::default().t(10).build();
+        self.stop_within(id, 10).await
+    }
+
+    /// Stops a container: SIGTERM, and SIGKILL after `secs` seconds.
+    pub async fn stop_within(&self, id: &str, secs: i32) -> Result<()> {
+        let opts = StopContainerOptionsBuilder::default().t(secs).build();
         let r = self.docker.stop_container(id, Some(opts)).await;
         tolerate(r, 304).map_err(|e| Error::docker(format!("stop {}", short(id)), e))
     }

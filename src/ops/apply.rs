@@ -91,6 +91,10 @@ pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
     if let Some(db) = db {
         db.close().await;
     }
+    // Routes follow the specs (a domain added or dropped needs no new container).
+    if ctx.config.proxy.enabled() {
+        super::proxy::converge(ctx, &engine, None).await?;
+    }
     Ok(ApplyReport { sites })
 }
 
@@ -124,7 +128,8 @@ pub(crate) async fn converge_container(
             .step(name, "pull")?,
     };
     // The hash ignores the host port; any value stands in for it.
-    let plan = container_plan(ctx, spec, &image_id, &image, Role::Web, Some(0), None)?;
+    let port = provision::publishes(ctx, spec).then_some(0);
+    let plan = container_plan(ctx, spec, &image_id, &image, Role::Web, port, None)?;
     let want = plan.config_hash();
     // The site's network and its firewall entry (the kernel forgets it on a reboot).
     engine.ensure_network(&plan).await.step(name, "network")?;

@@ -1,16 +1,19 @@
 //! `sp site deploy` and `sp site rollback`, and the roll-out they share with `site add` and
 //! `apply`.
 //!
-//! A roll-out:
+//! A roll-out, with no downtime:
 //! 1. makes the pinned image present (pull with the stored credential);
 //! 2. runs the spec's release command, if any, in the new image (Heroku's release phase);
-//! 3. starts a new container on a fresh 127.0.0.1 port next to the old one, on the site's own
-//!    network (created with the first container);
-//! 4. waits for it to be healthy;
-//! 5. removes the old container(s) and records the new digest (and the previous one).
+//! 3. starts a new container next to the old one, on the site's own network (created with the
+//!    first container); it publishes a fresh 127.0.0.1 port only without the proxy (or with
+//!    `publish = true`);
+//! 4. waits for it to be healthy, asking it on its network (or its host port);
+//! 5. switches the site's route to it in one graceful proxy reload ([`super::proxy`]);
+//! 6. lets requests the old container is still answering finish (`proxy.drain`), then stops
+//!    and removes the old container(s), and records the new digest (and the previous one).
 //!
-//! If any step fails, the new container is removed, the old one keeps serving, and the error
-//! names the step.
+//! If any step up to the switch fails, the new container is removed, the old one keeps
+//! serving, and the error names the step.
 
 use serde::Serialize;
 
@@ -21,6 +24,9 @@ use crate::site::SiteSpec;
 use super::provision::{self, container_name, container_plan, wait_healthy};
 use super::Ctx;
 
+/// How long an old container gets to exit after SIGTERM once its requests drained.
+const OLD_STOP_SECS: i32 = 3;
+
 /// What a roll-out did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rollout {
@@ -28,17 +34,25 @@ pub struct Rollout {
     /// The image now running, pinned by digest.
     pub image: String,
     pub previous: Option<String>,
-    pub host_port: u16,
+    /// None when only the proxy reaches it.
+    pub host_port: Option<u16>,
     pub container: String,
 }
 
 impl std::fmt::Display for Rollout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: running {} on 127.0.0.1:{} (container {})",
-            self.site, self.image, self.host_port, self.container
-        )
+        match self.host_port {
+            Some(p) => write!(
+                f,
+                "{}: running {} on 127.0.0.1:{p} (container {})",
+                self.site, self.image, self.container
+            ),
+            None => write!(
+                f,
+                "{}: running {} (container {})",
+                self.site, self.image, self.container
+            ),
+        }
     }
 }
 
@@ -72,26 +86,68 @@ pub async fn rollout(
     let old = engine
         .list(&ctx.config.instance, Some(site), Some(Role::Web))
         .await?;
-    let lease = provision::allocate_port(ctx, engine)
-        .await
-        .step(site, "port")?;
-    let port = lease.0;
-    let plan = container_plan(ctx, spec, &image_id, pinned, Role::Web, Some(port), None)?;
+    let lease = if provision::publishes(ctx, spec) {
+        Some(
+            provision::allocate_port(ctx, engine)
+                .await
+                .step(site, "port")?,
+        )
+    } else {
+        None
+    };
+    let port = lease.as_ref().map(|l| l.0);
+    let plan = container_plan(ctx, spec, &image_id, pinned, Role::Web, port, None)?;
     let name = container_name(ctx, site, Role::Web);
-    ctx.note(&format!("{site}: starting {name} on 127.0.0.1:{port}"));
+    match port {
+        Some(port) => ctx.note(&format!("{site}: starting {name} on 127.0.0.1:{port}")),
+        None => ctx.note(&format!("{site}: starting {name}")),
+    }
     let id = engine.create(&name, &plan).await.step(site, "create")?;
+    let proxied = ctx.config.proxy.enabled() && !spec.domains.is_empty();
     let started = async {
         engine.start(&id).await.step(site, "start")?;
-        wait_healthy(engine, &id, spec, &format!("127.0.0.1:{port}"))
+        let addr = match port {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => {
+                let ip = engine
+                    .container_ip(&id, &plan.network)
+                    .await
+                    .step(site, "health")?
+                    .ok_or_else(|| {
+                        Error::Other(format!("the new container has no address on {}", plan.network))
+                    })
+                    .step(site, "health")?;
+                format!("{ip}:{}", spec.port)
+            }
+        };
+        wait_healthy(engine, &id, spec, &addr)
             .await
-            .step(site, "health")
+            .step(site, "health")?;
+        if proxied {
+            let switch = super::proxy::Switch {
+                site,
+                container: &name,
+            };
+            super::proxy::converge(ctx, engine, Some(switch))
+                .await
+                .step(site, "route")?;
+        }
+        Ok::<(), Error>(())
     }
     .await;
     if let Err(e) = started {
         let _ = engine.remove(&id).await;
         return Err(e);
     }
-    for c in old.iter().filter(|c| c.id != id) {
+    let old: Vec<_> = old.into_iter().filter(|c| c.id != id).collect();
+    if proxied && old.iter().any(|c| c.running()) {
+        // In-flight requests on the old container finish; new ones already reach the new.
+        let drain = ctx.config.proxy.drain_time().map_err(Error::Invalid)?;
+        tokio::time::sleep(drain).await;
+    }
+    for c in &old {
+        // Its requests have drained: a short SIGTERM grace to close up, then it goes.
+        let _ = engine.stop_within(&c.id, OLD_STOP_SECS).await;
         engine
             .remove(&c.id)
             .await
@@ -104,7 +160,7 @@ pub async fn rollout(
     }
     state.current = Some(pinned.to_string());
     state.current_id = Some(image_id);
-    state.host_port = Some(port);
+    state.host_port = port;
     state.stopped = false;
     state.deployed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     ctx.save_deploy_state(site, &state).step(site, "record")?;

@@ -22,6 +22,7 @@ pub mod init;
 pub mod job;
 pub mod key;
 pub mod provision;
+pub mod proxy;
 pub mod prune;
 pub mod registry_login;
 pub mod restore;

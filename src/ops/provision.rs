@@ -454,6 +454,12 @@ pub fn site_env(ctx: &Ctx, spec: &SiteSpec) -> BTreeMap<String, String> {
     env
 }
 
+/// Whether a site's web container publishes a 127.0.0.1 host port: always without the proxy,
+/// and with it only when the spec asks (`publish = true`, for debugging).
+pub fn publishes(ctx: &Ctx, spec: &SiteSpec) -> bool {
+    !ctx.config.proxy.enabled() || spec.publish
+}
+
 /// The container plan for a site: web (published on `host_port`) or release (`cmd`).
 pub fn container_plan(
     ctx: &Ctx,

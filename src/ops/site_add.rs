@@ -81,6 +81,7 @@ fn spec_from(opts: &SiteAddOpts) -> Result<SiteSpec> {
         image: opts.image.clone(),
         uid: 0,
         port: opts.port.unwrap_or(8000),
+        publish: false,
         domains: opts.domains.clone(),
         memory: opts.memory.clone(),
         data_mount: "/data".into(),

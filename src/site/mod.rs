@@ -372,6 +372,10 @@ pub struct SiteSpec {
     pub uid: u32,
     /// Port the app listens on inside the container.
     pub port: u16,
+    /// Also publish the container on a 127.0.0.1 host port while the proxy is on (for
+    /// debugging; without the proxy every site is published).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<String>,
     /// Memory limit such as "512m".
@@ -756,6 +760,7 @@ mod tests {
             image: "reg.example.com/a/b:1".into(),
             uid: 20001,
             port: 8000,
+            publish: false,
             domains: vec!["blog.example.com".into()],
             memory: Some("256m".into()),
             data_mount: "/data".into(),

@@ -35,6 +35,8 @@ pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_SUM: &str = "manifest.json.sha256";
 pub const MANIFEST_SIG: &str = "manifest.json.sig";
 pub const HOST_ARCHIVE: &str = "host.tar.zst";
+/// The proxy's state: Caddy's data (certificates, ACME account keys) and its pinned image.
+pub const PROXY_ARCHIVE: &str = "proxy.tar.zst";
 const PINNED: &str = ".pinned";
 const VERIFIED: &str = ".verified";
 

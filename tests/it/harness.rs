@@ -140,6 +140,9 @@ impl Host {
             "sp init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Sites publish their own 127.0.0.1 ports; tests of the proxy turn it on
+        // ([`Host::with_proxy`]).
+        host.config_replace("mode = \"caddy\"", "mode = \"none\"");
         host
     }
 

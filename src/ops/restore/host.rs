@@ -27,6 +27,57 @@ impl HostPlan {
     }
 }
 
+/// Puts the snapshot's proxy state (Caddy's certificates and account keys, the pinned proxy
+/// image) in place, before any site starts and so before the proxy does, unless this host's
+/// proxy already holds data of its own (local wins, as for the config). The archive is
+/// unpacked like a site's: hashed and checked member by member into a staging directory,
+/// renamed into place only once proven. Returns whether it restored anything.
+pub(super) async fn restore_proxy(
+    ctx: &Ctx,
+    engine: &crate::engine::Engine,
+    dir: &Path,
+    files: &[snapshot::FileEntry],
+) -> Result<bool> {
+    let Some(entry) = files.iter().find(|f| f.path == snapshot::PROXY_ARCHIVE) else {
+        return Ok(false);
+    };
+    let paths = crate::ops::proxy::ProxyPaths::new(ctx);
+    let has_own = std::fs::read_dir(paths.data())
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if has_own || !ctx.config.proxy.enabled() {
+        return Ok(false);
+    }
+    // A proxy started without data would keep the empty directory mounted.
+    if let Some(c) = engine.proxy_container(&ctx.config.instance).await? {
+        engine.remove(&c.id).await?;
+    }
+    let archive = dir.join(snapshot::PROXY_ARCHIVE);
+    let (sha, size) = (entry.sha256.clone(), entry.size);
+    let parent = ctx.config.state_dir.clone();
+    let root = paths.root.clone();
+    tokio::task::spawn_blocking(move || {
+        let staged = snapshot::stage::stage(
+            &archive,
+            snapshot::stage::Expect { size, sha256: &sha },
+            &parent,
+            "proxy",
+        )
+        .map_err(|e| {
+            Error::Other(format!(
+                "{}: {e}; the proxy's certificates were not restored (restore another snapshot, or let the proxy ask its CA again)",
+                snapshot::PROXY_ARCHIVE
+            ))
+        })?;
+        staged
+            .commit(&root)
+            .map_err(|e| Error::io_path("put the proxy's data in place at", &root, e))
+    })
+    .await
+    .map_err(|e| Error::Other(format!("unpack task: {e}")))??;
+    Ok(true)
+}
+
 /// Plans the host config (local keys win) for a whole-host restore, and the registry
 /// credentials (local entries win) always. Writes nothing.
 pub(super) fn plan_host(ctx: &Ctx, dir: &Path, whole_host: bool) -> Result<HostPlan> {
