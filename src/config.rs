@@ -666,7 +666,10 @@ mod tests {
     fn the_proxy_is_caddy_by_default_and_configurable() {
         let d = Config::default().proxy;
         assert_eq!(d.mode, ProxyMode::Caddy);
-        assert_eq!((d.http_port, d.https_port, d.drain.as_str()), (80, 443, "5s"));
+        assert_eq!(
+            (d.http_port, d.https_port, d.drain.as_str()),
+            (80, 443, "5s")
+        );
         assert_eq!(d.image, "caddy:2");
         assert_eq!(d.listen, "0.0.0.0");
         assert_eq!(d.email, None);

@@ -6,7 +6,8 @@ use std::io::{BufRead, Write};
 use serde::Serialize;
 
 use crate::cli::{
-    Cli, Command, KeyCommand, ProxyCommand, RegistryCommand, ScheduleCommand, SiteCommand, SnapshotCommand,
+    Cli, Command, KeyCommand, ProxyCommand, RegistryCommand, ScheduleCommand, SiteCommand,
+    SnapshotCommand,
 };
 use crate::error::{Error, Result};
 use crate::ops::{self, Ctx, Notifier};

@@ -8,11 +8,11 @@
 pub mod plan;
 pub mod proxy;
 
-pub use proxy::ProxyContainer;
 pub use plan::{
     container_spec, network_spec, site_network, Confinement, ContainerPlan, Role, LABEL_CONFIG,
     LABEL_IMAGE, LABEL_INSTANCE, LABEL_ROLE, LABEL_SITE,
 };
+pub use proxy::ProxyContainer;
 
 use std::collections::HashMap;
 

@@ -114,7 +114,10 @@ pub async fn rollout(
                     .await
                     .step(site, "health")?
                     .ok_or_else(|| {
-                        Error::Other(format!("the new container has no address on {}", plan.network))
+                        Error::Other(format!(
+                            "the new container has no address on {}",
+                            plan.network
+                        ))
                     })
                     .step(site, "health")?;
                 format!("{ip}:{}", spec.port)

@@ -228,14 +228,45 @@ pub async fn converge(
     }
     let text = proxy::caddyfile(&global, &routes)?;
 
-    // 5. Load it.
+    // 5. Load it, and give Caddy a moment to get certificates for new domains.
     load(engine, &container.id, &paths, &text).await?;
+    await_certificates(ctx, &paths, &shown).await;
     Ok(ProxyReport {
         container: name,
         image: image.pinned,
         created,
         routes: shown,
     })
+}
+
+/// How long a converge waits for Caddy to obtain a new domain's first certificate.
+const CERT_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until Caddy holds a certificate for every routed domain (at most [`CERT_WAIT`]), so
+/// a command that adds a domain returns when HTTPS answers on it; a domain still without one
+/// is a note, not a failure (Caddy keeps asking its CA).
+async fn await_certificates(ctx: &Ctx, paths: &ProxyPaths, routes: &[DomainRoute]) {
+    let deadline = std::time::Instant::now() + CERT_WAIT;
+    let data = paths.data();
+    loop {
+        let missing: Vec<&str> = routes
+            .iter()
+            .map(|r| r.domain.as_str())
+            .filter(|d| cert::find(&data, d).is_none())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            ctx.note(&format!(
+                "proxy: no certificate yet for {} — Caddy keeps asking {}; check DNS and ports 80/443, then `sp proxy status`",
+                missing.join(", "),
+                ctx.config.proxy.acme_ca
+            ));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The global options from `[proxy]`.
@@ -350,7 +381,11 @@ async fn load(engine: &Engine, id: &str, paths: &ProxyPaths, text: &str) -> Resu
 
 /// The line of Caddy's output that says what is wrong (its last `Error:` line).
 pub fn caddy_reason(output: &str) -> String {
-    let lines: Vec<&str> = output.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let line = lines
         .iter()
         .rev()
@@ -402,7 +437,11 @@ impl std::fmt::Display for StatusReport {
             f,
             "proxy {}: {} on {}:{} (http :{}), {}",
             self.container,
-            if self.running { "running" } else { "NOT running" },
+            if self.running {
+                "running"
+            } else {
+                "NOT running"
+            },
             self.listen,
             self.https_port,
             self.http_port,

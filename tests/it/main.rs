@@ -11,6 +11,7 @@ mod isolation;
 mod latest;
 mod lock;
 mod partial;
+mod proxy;
 mod restore;
 mod secrets;
 mod site_lifecycle;
