@@ -81,7 +81,7 @@ serial() {
 echo "== curl https://$DOMAIN/ and /data/hello.txt (and plain http, which redirects)"
 get /
 get /data/hello.txt
-curl -sS -o /dev/null -w 'http://%{url.host}/ → %{http_code} %{redirect_url}\n' \
+curl -sS -o /dev/null -w "http://$DOMAIN/ → %{http_code} %{redirect_url}\n" \
   --resolve "$DOMAIN:$HTTP_PORT:127.0.0.1" "http://$DOMAIN:$HTTP_PORT/"
 SERIAL_BEFORE=$(serial)
 echo "certificate $SERIAL_BEFORE"
