@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -510,12 +510,33 @@ impl Engine {
         follow: bool,
         tail: Option<u32>,
     ) -> impl Stream<Item = Result<LogOutput>> + '_ {
-        let tail = tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into());
+        self.logs_with(
+            id,
+            &LogQuery {
+                follow,
+                tail,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The container's log stream as `query` asks for it.
+    pub fn logs_with(
+        &self,
+        id: &str,
+        query: &LogQuery,
+    ) -> impl Stream<Item = Result<LogOutput>> + '_ {
+        let tail = query
+            .tail
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "all".into());
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
-            .follow(follow)
+            .follow(query.follow)
             .tail(&tail)
+            .since(query.since.map(clamp_i32).unwrap_or(0))
+            .timestamps(query.timestamps)
             .build();
         let id = id.to_string();
         self.docker
@@ -564,6 +585,32 @@ impl Engine {
         out: &mut (dyn std::io::Write + Send),
         err: &mut (dyn std::io::Write + Send),
     ) -> Result<i64> {
+        let session = ExecSession {
+            stdin: None,
+            tty: None,
+            out,
+            err,
+        };
+        self.exec_session(id, cmd, user, session).await
+    }
+
+    /// Runs `cmd` in a running container as `user` and returns its exit code: its output
+    /// streams to `session.out`/`err`; with `session.stdin` that is copied to the command's
+    /// stdin (closed at its end); with `session.tty` the command gets a terminal of the size
+    /// the callback says, resized on SIGWINCH.
+    pub async fn exec_session(
+        &self,
+        id: &str,
+        cmd: &[String],
+        user: Option<&str>,
+        session: ExecSession<'_>,
+    ) -> Result<i64> {
+        let ExecSession {
+            stdin,
+            tty,
+            out,
+            err,
+        } = session;
         let created = self
             .docker
             .create_exec(
@@ -571,32 +618,62 @@ impl Engine {
                 CreateExecOptions {
                     cmd: Some(cmd.to_vec()),
                     user: user.map(str::to_string),
+                    attach_stdin: Some(stdin.is_some()),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
+                    tty: Some(tty.is_some()),
                     ..Default::default()
                 },
             )
             .await
             .map_err(|e| Error::docker("exec", e))?;
-        match self
+        let start = StartExecOptions {
+            detach: false,
+            tty: tty.is_some(),
+            output_capacity: None,
+        };
+        let started = self
             .docker
-            .start_exec(&created.id, None)
+            .start_exec(&created.id, Some(start))
             .await
-            .map_err(|e| Error::docker("exec", e))?
-        {
-            StartExecResults::Attached { mut output, .. } => {
-                while let Some(chunk) = output.next().await {
-                    match chunk.map_err(|e| Error::docker("exec output", e))? {
-                        LogOutput::StdErr { message } => {
-                            let _ = err.write_all(&message);
+            .map_err(|e| Error::docker("exec", e))?;
+        if let StartExecResults::Attached { mut output, input } = started {
+            let pump = stdin.map(|reader| tokio::spawn(pump_stdin(reader, input)));
+            let mut winch = match tty {
+                Some(_) => {
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+                        .ok()
+                }
+                None => None,
+            };
+            if let Some(size) = tty {
+                self.resize_exec(&created.id, size()).await;
+            }
+            loop {
+                let next = tokio::select! {
+                    chunk = output.next() => chunk,
+                    Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => None } } => {
+                        if let Some(size) = tty {
+                            self.resize_exec(&created.id, size()).await;
                         }
-                        other => {
-                            let _ = out.write_all(&other.into_bytes());
-                        }
+                        continue;
+                    }
+                };
+                let Some(chunk) = next else { break };
+                match chunk.map_err(|e| Error::docker("exec output", e))? {
+                    LogOutput::StdErr { message } => {
+                        let _ = err.write_all(&message);
+                        let _ = err.flush();
+                    }
+                    other => {
+                        let _ = out.write_all(&other.into_bytes());
+                        let _ = out.flush();
                     }
                 }
             }
-            StartExecResults::Detached => {}
+            if let Some(p) = pump {
+                p.abort();
+            }
         }
         let _ = out.flush();
         let inspect = self
@@ -606,6 +683,76 @@ impl Engine {
             .map_err(|e| Error::docker("exec", e))?;
         Ok(inspect.exit_code.unwrap_or(-1))
     }
+
+    /// Tells Docker the size of an exec's terminal (columns, rows); a failure only means a
+    /// wrongly sized terminal.
+    async fn resize_exec(&self, exec_id: &str, size: Option<(u16, u16)>) {
+        if let Some((width, height)) = size.filter(|(w, h)| *w > 0 && *h > 0) {
+            let _ = self
+                .docker
+                .resize_exec(exec_id, ResizeExecOptions { height, width })
+                .await;
+        }
+    }
+}
+
+/// What a log request asks for.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Keep streaming new output.
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail: Option<u32>,
+    /// Only output after this Unix time (seconds).
+    pub since: Option<i64>,
+    /// Each line starts with Docker's RFC 3339 timestamp and a space.
+    pub timestamps: bool,
+}
+
+/// The streams of an exec session.
+pub struct ExecSession<'a> {
+    /// Copied to the command's stdin (read on a thread of its own, since it blocks).
+    pub stdin: Option<Box<dyn std::io::Read + Send>>,
+    /// Give the command a terminal; the callback says its size (columns, rows).
+    pub tty: Option<&'a (dyn Fn() -> Option<(u16, u16)> + Send + Sync)>,
+    pub out: &'a mut (dyn std::io::Write + Send),
+    pub err: &'a mut (dyn std::io::Write + Send),
+}
+
+/// Copies `reader` into an exec's stdin and closes it (half-close) at the reader's end, so
+/// the command sees end of input. The blocking reads run on a thread of their own.
+async fn pump_stdin(
+    mut reader: Box<dyn std::io::Read + Send>,
+    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    });
+    while let Some(chunk) = rx.recv().await {
+        if input.write_all(&chunk).await.is_err() || input.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = input.shutdown().await;
+}
+
+/// A Unix time as Docker's 32-bit `since`.
+fn clamp_i32(t: i64) -> i32 {
+    t.clamp(0, i64::from(i32::MAX)) as i32
 }
 
 /// Treats Docker's answer `status` as success: 304 (already in that state) or 404 (already gone).

@@ -1,5 +1,5 @@
-//! `sp site deploy` and `sp site rollback`, and the roll-out they share with `site add` and
-//! `apply`.
+//! `sp site deploy`, `sp site rollback` and `sp site history`, and the roll-out they share
+//! with `site add`, `site env` and `apply` (each recorded in the site's history).
 //!
 //! A roll-out:
 //! 1. makes the pinned image present (pull with the stored credential);
@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::engine::{Engine, Role};
 use crate::error::{Error, Result, StepExt};
+use crate::site::history::{self, DeployRecord, Outcome, Target};
 use crate::site::SiteSpec;
 
 use super::provision::{self, container_name, container_plan, wait_healthy};
@@ -92,6 +93,7 @@ pub async fn rollout(
         return Err(e);
     }
     for c in old.iter().filter(|c| c.id != id) {
+        super::control::keep_previous_logs(ctx, engine, site, &c.id).await;
         engine
             .remove(&c.id)
             .await
@@ -104,6 +106,7 @@ pub async fn rollout(
     }
     state.current = Some(pinned.to_string());
     state.current_id = Some(image_id);
+    state.image = Some(spec.image.clone());
     state.host_port = Some(port);
     state.stopped = false;
     state.deployed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
@@ -152,11 +155,87 @@ async fn run_release(
     Ok(())
 }
 
+/// Why a roll-out happens, as its history entry says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Why {
+    /// add, deploy, rollback, env, apply, restore.
+    pub reason: &'static str,
+    /// For a rollback: the history entry it goes back to.
+    pub rollback_to: Option<u64>,
+}
+
+impl Why {
+    pub const fn because(reason: &'static str) -> Why {
+        Why {
+            reason,
+            rollback_to: None,
+        }
+    }
+}
+
+/// [`rollout`], with its outcome appended to the site's history (`sp site history`) whichever
+/// way it ends. Every roll-out goes through here.
+pub async fn rollout_recorded(
+    ctx: &Ctx,
+    engine: &Engine,
+    spec: &SiteSpec,
+    pinned: &str,
+    known_id: Option<&str>,
+    release: Release,
+    why: Why,
+) -> Result<Rollout> {
+    let started = std::time::Instant::now();
+    let result = rollout(ctx, engine, spec, pinned, known_id, release).await;
+    let image_id = match &result {
+        Ok(_) => ctx.deploy_state(&spec.name).ok().and_then(|s| s.current_id),
+        Err(_) => known_id.map(str::to_string),
+    };
+    let record = DeployRecord {
+        n: 0,
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        actor: history::actor(),
+        reason: why.reason.to_string(),
+        image: spec.image.clone(),
+        pinned: pinned.to_string(),
+        image_id,
+        result: if result.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        },
+        error: result.as_ref().err().map(|e| {
+            let line = crate::site::one_line(&e.to_string());
+            line.chars().take(500).collect()
+        }),
+        duration_seconds: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        rollback_to: why.rollback_to,
+    };
+    if let Err(e) = record_history(ctx, &spec.name, record) {
+        ctx.note(&format!(
+            "{}: the deploy history was not updated: {e}",
+            spec.name
+        ));
+    }
+    result
+}
+
+/// Appends one entry to a site's history file (0600).
+fn record_history(ctx: &Ctx, site: &str, record: DeployRecord) -> Result<u64> {
+    let path = ctx.paths(site).history();
+    // A damaged file (a snapshot's) starts over rather than blocking every deploy.
+    let entries = history::load(&path).unwrap_or_default();
+    let (text, n) = history::appended(entries, record);
+    crate::fsutil::write_private(&path, text.as_bytes())?;
+    Ok(n)
+}
+
 /// Options of `sp site deploy`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DeployOpts {
+    #[arg(value_name = "NAME")]
     pub site: String,
-    /// A new image reference; it becomes the spec's image when the deploy succeeds.
+    /// Deploy this image instead of the spec's (recorded in the spec on success).
+    #[arg(long, value_name = "REF")]
     pub image: Option<String>,
 }
 
@@ -173,32 +252,232 @@ pub async fn deploy(ctx: &Ctx, opts: &DeployOpts) -> Result<Rollout> {
     let pinned = provision::pull(ctx, &engine, &image)
         .await
         .step(&spec.name, "pull")?;
-    let report = rollout(ctx, &engine, &spec, &pinned, None, Release::Run).await?;
-    if opts.image.is_some() && spec.image != image {
-        spec.image = image;
+    let changed = spec.image != image;
+    // The history and deploy state name the image this deploy rolls out.
+    spec.image = image;
+    let report = rollout_recorded(
+        ctx,
+        &engine,
+        &spec,
+        &pinned,
+        None,
+        Release::Run,
+        Why::because("deploy"),
+    )
+    .await?;
+    if changed {
         provision::write_spec(&ctx.paths(&spec.name), &spec).step(&spec.name, "record")?;
     }
     Ok(report)
 }
 
-/// `sp site rollback NAME`: redeploys the previous digest.
-pub async fn rollback(ctx: &Ctx, site: &str) -> Result<Rollout> {
-    let spec = ctx.site(site)?;
-    let _lock = ctx.lock(&format!("site rollback {site}"))?;
+/// Options of `sp site rollback`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RollbackOpts {
+    #[arg(value_name = "NAME")]
+    pub site: String,
+    /// A history entry number (`sp site history NAME`) or an image digest (sha256:…, or at
+    /// least 7 hex digits of one in the history); default: the successful deploy before the
+    /// one running now.
+    #[arg(long, value_name = "N|DIGEST")]
+    pub to: Option<String>,
+    /// Print what would be rolled out; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What a rollback rolls out (the plan `--dry-run` prints).
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackPlan {
+    pub site: String,
+    /// What runs now, pinned by digest.
+    pub from: Option<String>,
+    /// What the rollback rolls out, pinned by digest.
+    pub to: String,
+    /// The history entry it goes back to.
+    pub entry: Option<u64>,
+    #[serde(skip)]
+    image_id: Option<String>,
+}
+
+/// What `sp site rollback` did (or, with --dry-run, would do).
+#[derive(Debug, Serialize)]
+pub struct RollbackReport {
+    pub plan: RollbackPlan,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+impl std::fmt::Display for RollbackReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.rollout {
+            Some(r) => write!(
+                f,
+                "{r}{}",
+                self.plan
+                    .entry
+                    .map(|n| format!(" — rolled back to entry {n}"))
+                    .unwrap_or_default()
+            ),
+            None => write!(
+                f,
+                "{}: would roll back from {} to {}{} (dry run: nothing changed)",
+                self.plan.site,
+                self.plan.from.as_deref().unwrap_or("nothing"),
+                self.plan.to,
+                self.plan
+                    .entry
+                    .map(|n| format!(" (entry {n})"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The rollback plan from the site's history and deploy state (sites deployed before sp kept
+/// a history fall back to the one previous digest deploy.toml names).
+fn plan_rollback(ctx: &Ctx, spec: &SiteSpec, to: Option<&str>) -> Result<RollbackPlan> {
+    let site = spec.name.as_str();
     let state = ctx.deploy_state(site)?;
-    let Some(previous) = state.previous.clone() else {
-        return Err(Error::NotFound(format!(
-            "{site}: no previous deploy to roll back to"
-        )));
+    let entries = history::load(&ctx.paths(site).history())?;
+    if entries.is_empty() && to.is_none() {
+        let Some(previous) = state.previous.clone() else {
+            return Err(Error::NotFound(format!(
+                "{site}: no previous deploy to roll back to"
+            )));
+        };
+        return Ok(RollbackPlan {
+            site: site.to_string(),
+            from: state.current,
+            to: previous,
+            entry: None,
+            image_id: state.previous_id,
+        });
+    }
+    let (to, entry, image_id) = match history::target(site, &entries, state.current.as_deref(), to)?
+    {
+        Target::Entry(r) => (r.pinned, Some(r.n), r.image_id),
+        Target::Digest(d) => (
+            crate::site::ImageRef::parse(&spec.image)?.pinned(&d),
+            None,
+            None,
+        ),
     };
+    Ok(RollbackPlan {
+        site: site.to_string(),
+        from: state.current,
+        to,
+        entry,
+        image_id,
+    })
+}
+
+/// `sp site rollback NAME [--to N|DIGEST] [--dry-run]`: redeploys an earlier image.
+/// 1. picks the target from the history (pure: [`history::target`]); `--dry-run` stops here;
+/// 2. makes the image present: local, else the registry, else the image archive kept with the
+///    snapshots (`backup.keep_images`) — or fails saying so, with nothing changed;
+/// 3. rolls it out without the release command (migrations do not run backwards), recorded
+///    as a rollback to that entry. The spec's image stays as it is.
+pub async fn rollback(ctx: &Ctx, opts: &RollbackOpts) -> Result<RollbackReport> {
+    let site = opts.site.as_str();
+    ctx.site(site)?;
+    let _lock = ctx.lock(&format!("site rollback {site}"))?;
+    let spec = ctx.site(site)?;
+    let plan = plan_rollback(ctx, &spec, opts.to.as_deref())?;
+    if opts.dry_run {
+        return Ok(RollbackReport {
+            plan,
+            dry_run: true,
+            rollout: None,
+        });
+    }
     let engine = ctx.engine().await?;
-    rollout(
+    let image_id = provision::ensure_image(ctx, &engine, &plan.to, plan.image_id.as_deref())
+        .await
+        .map_err(|e| {
+            Error::NotFound(format!(
+                "{site}: cannot roll back to {}: the image is not on this host, the registry cannot serve it ({e}) and no image archive holds it (backup.keep_images keeps them); nothing was changed",
+                plan.to
+            ))
+        })?;
+    let why = Why {
+        reason: "rollback",
+        rollback_to: plan.entry,
+    };
+    let r = rollout_recorded(
         ctx,
         &engine,
         &spec,
-        &previous,
-        state.previous_id.as_deref(),
+        &plan.to,
+        Some(&image_id),
         Release::Skip,
+        why,
     )
-    .await
+    .await?;
+    Ok(RollbackReport {
+        plan,
+        dry_run: false,
+        rollout: Some(r),
+    })
+}
+
+/// One site's deploy history (`sp site history NAME`), oldest first.
+#[derive(Debug, Serialize)]
+pub struct HistoryReport {
+    pub site: String,
+    pub deploys: Vec<DeployRecord>,
+}
+
+impl std::fmt::Display for HistoryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.deploys.is_empty() {
+            return write!(f, "{}: no deploys recorded yet", self.site);
+        }
+        writeln!(
+            f,
+            "{:>4}  {:<20}  {:<8}  {:<10}  {:<6}  {:>6}  {:<12}  IMAGE",
+            "N", "TIME", "RESULT", "ACTOR", "WHY", "SECS", "DIGEST"
+        )?;
+        let mut first = true;
+        for r in &self.deploys {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            let hex = r.digest().trim_start_matches("sha256:");
+            let why = match r.rollback_to {
+                Some(n) => format!("{}→{n}", r.reason),
+                None => r.reason.clone(),
+            };
+            write!(
+                f,
+                "{:>4}  {:<20}  {:<8}  {:<10}  {:<6}  {:>6.1}  {:<12}  {}",
+                r.n,
+                r.time,
+                match r.result {
+                    Outcome::Ok => "ok",
+                    Outcome::Failed => "FAILED",
+                },
+                r.actor,
+                why,
+                r.duration_seconds,
+                &hex[..hex.len().min(12)],
+                r.image
+            )?;
+            if let Some(e) = &r.error {
+                write!(f, "\n      {e}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `sp site history NAME`.
+pub fn history(ctx: &Ctx, site: &str) -> Result<HistoryReport> {
+    ctx.site(site)?;
+    Ok(HistoryReport {
+        site: site.to_string(),
+        deploys: history::load(&ctx.paths(site).history())?,
+    })
 }

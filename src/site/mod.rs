@@ -9,13 +9,14 @@
 mod claims;
 mod container;
 mod env;
+pub mod history;
 mod image;
 mod spec;
 mod state;
 
 pub use claims::{check_unique, Claim};
 pub use container::ContainerSpec;
-pub use env::{parse_env_pair, validate_env_key, RESERVED_ENV};
+pub use env::{check_entry, parse_env_pair, validate_env_key, SecretEnv, RESERVED_ENV};
 pub use image::ImageRef;
 pub use spec::{parse_memory, BackupSpec, DatabaseSpec, Health, Job, SiteSpec};
 pub use state::DeployState;
@@ -136,6 +137,60 @@ impl SitePaths {
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }
+    /// Env values given on stdin (`sp site env NAME set --stdin`): root-only, 0600.
+    pub fn secret_env(&self) -> PathBuf {
+        self.secrets().join("env")
+    }
+    /// Every roll-out of the site ([`history`]).
+    pub fn history(&self) -> PathBuf {
+        self.root.join("history.jsonl")
+    }
+    /// The last output of the container the latest roll-out replaced (`logs --previous`).
+    pub fn previous_log(&self) -> PathBuf {
+        self.root.join("previous.log")
+    }
+}
+
+/// Reads a file sp wrote itself but that may come from a snapshot: a regular file (a link is
+/// refused, never followed) of at most `max` bytes; None when there is none.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::Invalid(format!(
+                "{} is a link; sp reads only the files it wrote (remove it)",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(Error::io_path("open", path, e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io_path("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::Invalid(format!(
+            "{} is not a regular file; sp reads only the files it wrote (remove it)",
+            path.display()
+        )));
+    }
+    if meta.len() > max {
+        return Err(Error::Invalid(format!(
+            "{} is larger than {max} bytes; sp did not write that (remove it)",
+            path.display()
+        )));
+    }
+    let mut out = Vec::new();
+    file.take(max)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::io_path("read", path, e))?;
+    Ok(Some(out))
 }
 
 /// A TOML parse error as one line — where and what, never the offending source line, which

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    toml_error, validate_domain, validate_env_key, validate_name, ContainerSpec, ImageRef,
-    RESERVED_ENV,
+    check_entry, toml_error, validate_domain, validate_env_key, validate_name, ContainerSpec,
+    ImageRef, SecretEnv, RESERVED_ENV,
 };
 use crate::error::{Error, Result};
 
@@ -111,6 +111,10 @@ pub struct SiteSpec {
     pub jobs: Vec<Job>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Env values kept out of this file, in `secrets/env` beside it ([`SecretEnv`]); read by
+    /// [`SiteSpec::load`], never written into `site.toml`.
+    #[serde(skip)]
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// How the site's files are captured by `sp backup`.
@@ -215,15 +219,34 @@ impl SiteSpec {
                 )));
             }
         }
+        for (k, v) in &self.secret_env {
+            check_entry(k, v).map_err(|e| Error::Invalid(format!("{}: {e}", self.name)))?;
+            if self.env.contains_key(k) {
+                return Err(Error::Invalid(format!(
+                    "{}: env {k} is set both in site.toml and in secrets/env; `sp site env {} unset {k}` and set it again",
+                    self.name, self.name
+                )));
+            }
+        }
         Ok(())
     }
 
-    /// Reads and validates a spec file.
+    /// Every env entry of the spec, secret ones included, by key.
+    pub fn all_env(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.env.iter().chain(self.secret_env.iter())
+    }
+
+    /// Reads and validates a spec file, with the secret env values beside it (`secrets/env`).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io_path("read", path, e))?;
-        let spec: SiteSpec = toml::from_str(&text).map_err(|e| {
+        let mut spec: SiteSpec = toml::from_str(&text).map_err(|e| {
             Error::Invalid(format!("{}: {}", path.display(), toml_error(&text, &e)))
         })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let paths = super::SitePaths {
+            root: dir.to_path_buf(),
+        };
+        spec.secret_env = SecretEnv::load(&paths.secret_env())?.0;
         spec.validate()?;
         Ok(spec)
     }
@@ -290,6 +313,7 @@ mod tests {
                 command: vec!["x".into()],
             }],
             env: [("A".to_string(), "1".to_string())].into(),
+            secret_env: BTreeMap::new(),
         };
         let back: SiteSpec = toml::from_str(&spec.to_toml()).unwrap();
         assert_eq!(back, spec);

@@ -28,6 +28,10 @@ pub struct DeployState {
     /// The user stopped the site; `sp apply` leaves it stopped.
     #[serde(default)]
     pub stopped: bool,
+    /// The spec's image reference (as written in site.toml) when it was last deployed; `sp
+    /// apply` rolls the spec's image out when site.toml names another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// RFC 3339 time of the last successful deploy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed_at: Option<String>,
@@ -36,12 +40,38 @@ pub struct DeployState {
 impl DeployState {
     pub fn load(path: &Path) -> Result<Self> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| {
-                Error::Invalid(format!("{}: {}", path.display(), toml_error(&text, &e)))
-            }),
+            Ok(text) => {
+                let state: DeployState = toml::from_str(&text).map_err(|e| {
+                    Error::Invalid(format!("{}: {}", path.display(), toml_error(&text, &e)))
+                })?;
+                state.check().map_err(|why| {
+                    Error::Invalid(format!(
+                        "{}: {why}; sp did not write that (fix or remove the file)",
+                        path.display()
+                    ))
+                })?;
+                Ok(state)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DeployState::default()),
             Err(e) => Err(Error::io_path("read", path, e)),
         }
+    }
+
+    /// What a snapshot could put here that sp must not act on: image ids that are not digests
+    /// (they name image archive files), references that do not parse.
+    fn check(&self) -> std::result::Result<(), String> {
+        for id in [&self.current_id, &self.previous_id].into_iter().flatten() {
+            if !super::history::is_image_id(id) {
+                return Err(format!("image id {id:?} is not a sha256 digest"));
+            }
+        }
+        for r in [&self.current, &self.previous, &self.image]
+            .into_iter()
+            .flatten()
+        {
+            super::ImageRef::parse(r).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     pub fn to_toml(&self) -> String {
