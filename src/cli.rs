@@ -243,7 +243,7 @@ pub enum SiteCommand {
     /// Pull, run the release command, start the new container, wait for health, retire the old.
     Deploy(crate::ops::deploy::DeployOpts),
     /// Redeploy an earlier image: the deploy before the current one, or --to a history entry or digest.
-    Rollback(crate::ops::deploy::RollbackOpts),
+    Rollback(crate::ops::rollback::RollbackOpts),
     /// Every deploy of the site: time, actor, image, digest, result, duration (the last 50).
     History { name: String },
     /// Start the site's container.

@@ -256,14 +256,14 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
             emit_action(cli, io, &ops::deploy::deploy(ctx, opts).await?)?;
         }
         SiteCommand::Rollback(opts) => {
-            let report = ops::deploy::rollback(ctx, opts).await?;
+            let report = ops::rollback::rollback(ctx, opts).await?;
             if report.dry_run {
                 emit(cli, io, &report)?
             } else {
                 emit_action(cli, io, &report)?
             }
         }
-        SiteCommand::History { name } => emit(cli, io, &ops::deploy::history(ctx, name)?)?,
+        SiteCommand::History { name } => emit(cli, io, &ops::history::history(ctx, name)?)?,
         SiteCommand::Start { name } => emit_action(
             cli,
             io,
@@ -284,6 +284,7 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
             use std::io::IsTerminal;
             let term = ops::control::Terminal {
                 stdin_is_tty: std::io::stdin().is_terminal(),
+                stdout_is_tty: std::io::stdout().is_terminal(),
                 stdin: Box::new(std::io::stdin()),
             };
             let code = ops::control::exec(ctx, opts, term, io.out, io.err).await?;

@@ -218,7 +218,7 @@ pub struct ExecOpts {
     /// Attach stdin (the default when stdin is not a terminal).
     #[arg(long, short)]
     pub interactive: bool,
-    /// Give the command a terminal (the default, with -i, when stdin is one).
+    /// Give the command a terminal (the default, with -i, when stdin and stdout are terminals).
     #[arg(long, short)]
     pub tty: bool,
     pub name: String,
@@ -231,13 +231,17 @@ pub struct ExecOpts {
 pub struct Terminal {
     /// Whether stdin is a terminal.
     pub stdin_is_tty: bool,
+    /// Whether stdout is a terminal (output redirected to a file gets no TTY by default: a
+    /// TTY would turn its newlines into CRLF and mix stderr in).
+    pub stdout_is_tty: bool,
     /// The process's stdin (handed to the command with -i).
     pub stdin: Box<dyn std::io::Read + Send>,
 }
 
 /// `sp site exec [-i] [-t] NAME -- CMD...`: runs CMD in the running container as the site's
-/// uid and returns its exit code. Without -i or -t: both when stdin is a terminal, -i alone
-/// when it is not. With -t on a terminal, the terminal is in raw mode while CMD runs.
+/// uid and returns its exit code. Without -i or -t: both when stdin (and stdout) is a
+/// terminal, -i alone when not. With -t on a terminal, the terminal is in raw mode while CMD
+/// runs. A signal (^C without a TTY) ends the session at once; the command may run on.
 pub async fn exec(
     ctx: &Ctx,
     opts: &ExecOpts,
@@ -253,7 +257,7 @@ pub async fn exec(
         ));
     }
     let (interactive, tty) = match (opts.interactive, opts.tty) {
-        (false, false) => (true, term.stdin_is_tty),
+        (false, false) => (true, term.stdin_is_tty && term.stdout_is_tty),
         chosen => chosen,
     };
     let engine = ctx.engine().await?;
