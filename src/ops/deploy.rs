@@ -158,7 +158,7 @@ async fn run_release(
 /// Why a roll-out happens, as its history entry says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Why {
-    /// add, deploy, rollback, env, apply, restore.
+    /// add, deploy, rollback, env, apply (a restore starts its sites as apply does).
     pub reason: &'static str,
     /// For a rollback: the history entry it goes back to.
     pub rollback_to: Option<u64>,

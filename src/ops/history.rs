@@ -21,7 +21,7 @@ impl std::fmt::Display for HistoryReport {
         }
         writeln!(
             f,
-            "{:>4}  {:<20}  {:<8}  {:<10}  {:<6}  {:>6}  {:<12}  IMAGE",
+            "{:>4}  {:<20}  {:<6}  {:<10}  {:<11}  {:>6}  {:<12}  IMAGE",
             "N", "TIME", "RESULT", "ACTOR", "WHY", "SECS", "DIGEST"
         )?;
         let mut first = true;
@@ -37,7 +37,7 @@ impl std::fmt::Display for HistoryReport {
             };
             write!(
                 f,
-                "{:>4}  {:<20}  {:<8}  {:<10}  {:<6}  {:>6.1}  {:<12}  {}",
+                "{:>4}  {:<20}  {:<6}  {:<10}  {:<11}  {:>6.1}  {:<12}  {}",
                 r.n,
                 r.time,
                 match r.result {

@@ -264,14 +264,17 @@ impl std::fmt::Display for SiteDetail {
                 let hex = r.digest().trim_start_matches("sha256:");
                 write!(
                     f,
-                    "\n  {:>3}  {}  {:<6}  {:<8}  {}  {}",
+                    "\n  {:>3}  {}  {:<6}  {:<11}  {}  {}",
                     r.n,
                     r.time,
                     match r.result {
                         crate::site::history::Outcome::Ok => "ok",
                         crate::site::history::Outcome::Failed => "FAILED",
                     },
-                    r.reason,
+                    match r.rollback_to {
+                        Some(n) => format!("{}→{n}", r.reason),
+                        None => r.reason.clone(),
+                    },
                     &hex[..hex.len().min(12)],
                     r.actor
                 )?;
@@ -287,7 +290,9 @@ pub async fn show(ctx: &Ctx, name: &str, reveal: bool) -> Result<SiteDetail> {
     let engine = ctx.engine().await?;
     let info = SiteInfo::gather(ctx, &engine, &spec).await?;
     let paths = ctx.paths(name);
-    let mut deploys = crate::site::history::load(&paths.history())?;
+    // A damaged history (a snapshot's) does not keep the rest from showing; `sp site history`
+    // names the problem.
+    let mut deploys = crate::site::history::load(&paths.history()).unwrap_or_default();
     let skip = deploys.len().saturating_sub(SHOWN_DEPLOYS);
     deploys.drain(..skip);
     let shown = |p: std::path::PathBuf| p.display().to_string();

@@ -36,7 +36,7 @@ pub struct DeployRecord {
     pub time: String,
     /// SUDO_USER, else the user name (or uid) that ran sp.
     pub actor: String,
-    /// What rolled it out: add, deploy, rollback, env, apply, restore.
+    /// What rolled it out: add, deploy, rollback, env, apply (also a restore starting a site).
     pub reason: String,
     /// The image reference the spec named.
     pub image: String,

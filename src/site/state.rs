@@ -81,3 +81,34 @@ impl DeployState {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_would_name_other_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("deploy.toml");
+        let good = format!(
+            "current = \"reg.test/a@sha256:{0}\"\ncurrent_id = \"sha256:{0}\"\nimage = \"reg.test/a:v1\"\n",
+            "a".repeat(64)
+        );
+        std::fs::write(&p, &good).unwrap();
+        let st = DeployState::load(&p).unwrap();
+        assert_eq!(st.image.as_deref(), Some("reg.test/a:v1"));
+        for bad in [
+            "current_id = \"sha256:../../../etc/shadow\"\n",
+            "previous_id = \"/etc/shadow\"\n",
+            "current = \"not a ref\"\n",
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            let e = DeployState::load(&p).unwrap_err().to_string();
+            assert!(e.contains("sp did not write that"), "{e}");
+        }
+        assert_eq!(
+            DeployState::load(&dir.path().join("none")).unwrap(),
+            DeployState::default()
+        );
+    }
+}
