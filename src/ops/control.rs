@@ -83,6 +83,7 @@ pub async fn control(ctx: &Ctx, site: &str, action: Action) -> Result<ControlRep
 /// Options of `sp site logs`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogsOpts {
+    /// The site.
     pub name: String,
     /// Keep printing new output.
     #[arg(long, short, conflicts_with = "previous")]
@@ -221,6 +222,7 @@ pub struct ExecOpts {
     /// Give the command a terminal (the default, with -i, when stdin and stdout are terminals).
     #[arg(long, short)]
     pub tty: bool,
+    /// The site.
     pub name: String,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]

@@ -232,6 +232,7 @@ fn record_history(ctx: &Ctx, site: &str, record: DeployRecord) -> Result<u64> {
 /// Options of `sp site deploy`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeployOpts {
+    /// The site.
     #[arg(value_name = "NAME")]
     pub site: String,
     /// Deploy this image instead of the spec's (recorded in the spec on success).

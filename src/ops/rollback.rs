@@ -12,6 +12,7 @@ use super::{provision, Ctx};
 /// Options of `sp site rollback`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RollbackOpts {
+    /// The site.
     #[arg(value_name = "NAME")]
     pub site: String,
     /// A history entry number (`sp site history NAME`) or an image digest (sha256:…, or at

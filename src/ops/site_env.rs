@@ -55,6 +55,7 @@ pub enum EnvAction {
 /// Options of `sp site env`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EnvOpts {
+    /// The site.
     pub name: String,
     #[command(subcommand)]
     pub action: Option<EnvAction>,
