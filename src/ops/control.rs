@@ -181,10 +181,22 @@ pub fn previous_lines(bytes: &[u8], since: Option<i64>, tail: Option<u32>) -> Ve
     lines[skip..].concat()
 }
 
-/// Keeps the last [`PREVIOUS_LOG_BYTES`] of a container's output (with timestamps) in the
-/// site's `previous.log` (0600) before the container goes, for `logs --previous`. Best
-/// effort: a failure is a note, never a failed deploy.
-pub async fn keep_previous_logs(ctx: &Ctx, engine: &Engine, site: &str, id: &str) {
+/// Keeps the last [`PREVIOUS_LOG_BYTES`] of the output (with timestamps) of the container a
+/// roll-out retires — of `old`, the one serving (else the first), never `new` — in the site's
+/// `previous.log` (0600), for `logs --previous`. Best effort: a failure is a note, never a
+/// failed deploy.
+pub async fn keep_previous_logs(
+    ctx: &Ctx,
+    engine: &Engine,
+    site: &str,
+    old: &[ContainerInfo],
+    new: &str,
+) {
+    let retired: Vec<&ContainerInfo> = old.iter().filter(|c| c.id != new).collect();
+    let Some(c) = retired.iter().find(|c| c.running()).or(retired.first()) else {
+        return;
+    };
+    let id = c.id.as_str();
     let query = LogQuery {
         timestamps: true,
         ..Default::default()

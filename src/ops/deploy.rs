@@ -92,8 +92,8 @@ pub async fn rollout(
         let _ = engine.remove(&id).await;
         return Err(e);
     }
+    super::control::keep_previous_logs(ctx, engine, site, &old, &id).await;
     for c in old.iter().filter(|c| c.id != id) {
-        super::control::keep_previous_logs(ctx, engine, site, &c.id).await;
         engine
             .remove(&c.id)
             .await
