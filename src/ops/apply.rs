@@ -96,7 +96,7 @@ pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
 }
 
 /// How apply's roll-outs appear in the history.
-const WHY: Why = Why::because("apply");
+const WHY: Why<'static> = Why::because("apply");
 
 /// Converges one site's container: first deploy, the spec's image when it changed (pulled,
 /// release command run), a missing or drifted container recreated, a stopped one started.

@@ -157,18 +157,22 @@ async fn run_release(
 
 /// Why a roll-out happens, as its history entry says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Why {
+pub struct Why<'a> {
     /// add, deploy, rollback, env, apply (a restore starts its sites as apply does).
     pub reason: &'static str,
     /// For a rollback: the history entry it goes back to.
     pub rollback_to: Option<u64>,
+    /// The image reference to record, when it is not the spec's (a rollback's target was
+    /// deployed as another reference than the spec names now).
+    pub image: Option<&'a str>,
 }
 
-impl Why {
-    pub const fn because(reason: &'static str) -> Why {
+impl Why<'static> {
+    pub const fn because(reason: &'static str) -> Why<'static> {
         Why {
             reason,
             rollback_to: None,
+            image: None,
         }
     }
 }
@@ -182,7 +186,7 @@ pub async fn rollout_recorded(
     pinned: &str,
     known_id: Option<&str>,
     release: Release,
-    why: Why,
+    why: Why<'_>,
 ) -> Result<Rollout> {
     let started = std::time::Instant::now();
     let result = rollout(ctx, engine, spec, pinned, known_id, release).await;
@@ -195,7 +199,7 @@ pub async fn rollout_recorded(
         time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         actor: history::actor(),
         reason: why.reason.to_string(),
-        image: spec.image.clone(),
+        image: why.image.unwrap_or(&spec.image).to_string(),
         pinned: pinned.to_string(),
         image_id,
         result: if result.is_ok() {

@@ -33,6 +33,8 @@ pub struct RollbackPlan {
     pub from: Option<String>,
     /// What the rollback rolls out, pinned by digest.
     pub to: String,
+    /// The image reference it was deployed as.
+    pub image: String,
     /// The history entry it goes back to.
     pub entry: Option<u64>,
     #[serde(skip)]
@@ -89,24 +91,28 @@ fn plan_rollback(ctx: &Ctx, spec: &SiteSpec, to: Option<&str>) -> Result<Rollbac
         return Ok(RollbackPlan {
             site: site.to_string(),
             from: state.current,
+            image: previous
+                .split_once('@')
+                .map(|(repo, _)| repo.to_string())
+                .unwrap_or_else(|| spec.image.clone()),
             to: previous,
             entry: None,
             image_id: state.previous_id,
         });
     }
-    let (to, entry, image_id) = match history::target(site, &entries, state.current.as_deref(), to)?
-    {
-        Target::Entry(r) => (r.pinned, Some(r.n), r.image_id),
-        Target::Digest(d) => (
-            crate::site::ImageRef::parse(&spec.image)?.pinned(&d),
-            None,
-            None,
-        ),
-    };
+    let (to, entry, image_id, image) =
+        match history::target(site, &entries, state.current.as_deref(), to)? {
+            Target::Entry(r) => (r.pinned, Some(r.n), r.image_id, r.image),
+            Target::Digest(d) => {
+                let repo = crate::site::ImageRef::parse(&spec.image)?;
+                (repo.pinned(&d), None, None, repo.repository())
+            }
+        };
     Ok(RollbackPlan {
         site: site.to_string(),
         from: state.current,
         to,
+        image,
         entry,
         image_id,
     })
@@ -143,6 +149,7 @@ pub async fn rollback(ctx: &Ctx, opts: &RollbackOpts) -> Result<RollbackReport> 
     let why = Why {
         reason: "rollback",
         rollback_to: plan.entry,
+        image: Some(&plan.image),
     };
     let r = rollout_recorded(
         ctx,

@@ -372,6 +372,16 @@ fn history_rollback_to_and_previous_logs() {
         text.contains("FAILED") && text.contains("rollback→1"),
         "{text}"
     );
+    // A rollback's entry names the image it went back to, not the spec's.
+    let rb = h["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["rollback_to"] == 1)
+        .unwrap()
+        .clone();
+    assert_eq!(rb["image"], rig.image("v1"), "{rb}");
+    assert_eq!(rb["pinned"], d[0]["pinned"]);
 
     // --since: everything of the last hour, nothing from the future.
     say(&host, &s, "recent");
