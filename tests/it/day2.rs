@@ -282,6 +282,15 @@ fn apply_rolls_out_an_edited_image() {
     assert_eq!(host.get(&s, "/").as_deref(), Some("site v1\n"));
 }
 
+/// Deletes a pushed test image's tag from the registry when dropped (the test passed or not).
+struct RegistryTag<'a>(&'a Host, String);
+
+impl Drop for RegistryTag<'_> {
+    fn drop(&mut self) {
+        self.0.delete_tag_from_registry(&self.1);
+    }
+}
+
 /// Writes a line into the site's container output (its PID 1's stdout, as the site's uid).
 fn say(host: &Host, site: &str, line: &str) {
     let out = host.exec_sh(site, &format!("echo {line} > /proc/1/fd/1"));
@@ -295,6 +304,7 @@ fn history_rollback_to_and_previous_logs() {
     host.login();
     let s = host.site_name("hi");
     let third = host.private_image("v2", "third");
+    let _tag = RegistryTag(&host, third.clone());
     add(&host, &s, &rig.image("v1"));
     let (code, err) = host.sp_fail(&["site", "logs", &s, "--previous"]);
     assert_eq!(code, 3, "{err}");
