@@ -201,27 +201,51 @@ pub async fn keep_previous_logs(
         timestamps: true,
         ..Default::default()
     };
-    let mut kept: std::collections::VecDeque<bytes::Bytes> = Default::default();
-    let mut size = 0usize;
+    let mut kept = LogTail::new(PREVIOUS_LOG_BYTES);
     let mut stream = Box::pin(engine.logs_with(id, &query));
     while let Some(chunk) = stream.next().await {
         let Ok(chunk) = chunk else { break };
-        let b = chunk.into_bytes();
-        size += b.len();
-        kept.push_back(b);
-        while size > PREVIOUS_LOG_BYTES && kept.len() > 1 {
-            size -= kept.pop_front().map(|b| b.len()).unwrap_or(0);
-        }
+        kept.push(chunk.into_bytes());
     }
-    let mut all: Vec<u8> = kept.iter().flat_map(|b| b.iter().copied()).collect();
-    if all.len() > PREVIOUS_LOG_BYTES {
-        all.drain(..all.len() - PREVIOUS_LOG_BYTES);
-    }
+    let all = kept.finish();
     let path = ctx.paths(site).previous_log();
     if let Err(e) = crate::fsutil::write_private(&path, &all) {
         ctx.note(&format!(
             "{site}: could not keep the old container's output: {e}"
         ));
+    }
+}
+
+/// The last `max` bytes of a stream of log lines, kept whole lines (Docker frames) at a time.
+struct LogTail {
+    max: usize,
+    size: usize,
+    kept: std::collections::VecDeque<bytes::Bytes>,
+}
+
+impl LogTail {
+    fn new(max: usize) -> LogTail {
+        LogTail {
+            max,
+            size: 0,
+            kept: Default::default(),
+        }
+    }
+
+    fn push(&mut self, b: bytes::Bytes) {
+        self.size += b.len();
+        self.kept.push_back(b);
+        while self.size > self.max && self.kept.len() > 1 {
+            self.size -= self.kept.pop_front().map(|b| b.len()).unwrap_or(0);
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        let mut all: Vec<u8> = self.kept.iter().flat_map(|b| b.iter().copied()).collect();
+        if all.len() > self.max {
+            all.drain(..all.len() - self.max);
+        }
+        all
     }
 }
 
@@ -371,6 +395,23 @@ mod tests {
         for bad in ["", "yesterday", "5x", "-1h"] {
             assert!(parse_since(bad, now).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_kept_output_is_bounded_and_ends_with_the_last_line() {
+        let mut t = LogTail::new(1000);
+        for i in 0..500 {
+            t.push(bytes::Bytes::from(format!(
+                "2026-12-01T09:00:00Z line {i}\n"
+            )));
+        }
+        let out = t.finish();
+        assert!(out.len() <= 1000 && out.len() > 900, "{}", out.len());
+        assert!(out.starts_with(b"2026-"));
+        assert!(out.ends_with(b"line 499\n"));
+        let mut t = LogTail::new(10);
+        t.push(bytes::Bytes::from_static(b"a very long single line\n"));
+        assert_eq!(t.finish(), b"ngle line\n");
     }
 
     #[test]
