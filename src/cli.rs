@@ -245,40 +245,33 @@ pub enum SiteCommand {
     Add(SiteAddArgs),
     /// List sites.
     List,
-    /// Show one site.
-    Show { name: String },
-    /// Pull, run the release command, start the new container, wait for health, retire the old.
-    Deploy {
+    /// Show one site: the whole effective spec (image, digest, domains, env, memory, health,
+    /// jobs, uid, paths) and its last deploys; secret env values masked unless --reveal.
+    Show {
         name: String,
-        /// Deploy this image instead of the spec's (recorded in the spec on success).
-        #[arg(long, value_name = "REF")]
-        image: Option<String>,
+        /// Show secret env values.
+        #[arg(long)]
+        reveal: bool,
     },
-    /// Redeploy the previous image digest.
-    Rollback { name: String },
+    /// A site's env: list (default), set KEY=VALUE..., set --stdin [KEY] (secrets), unset KEY...;
+    /// a change rolls out like a deploy.
+    Env(crate::ops::site_env::EnvOpts),
+    /// Pull, run the release command, start the new container, wait for health, retire the old.
+    Deploy(crate::ops::deploy::DeployOpts),
+    /// Redeploy an earlier image: the deploy before the current one, or --to a history entry or digest.
+    Rollback(crate::ops::rollback::RollbackOpts),
+    /// Every deploy of the site: time, actor, image, digest, result, duration (the last 50).
+    History { name: String },
     /// Start the site's container.
     Start { name: String },
     /// Stop the site's container (sp apply leaves it stopped).
     Stop { name: String },
     /// Restart the site's container.
     Restart { name: String },
-    /// Print the container's output.
-    Logs {
-        name: String,
-        /// Keep printing new output.
-        #[arg(long, short)]
-        follow: bool,
-        /// Only the last N lines.
-        #[arg(long, value_name = "N")]
-        tail: Option<u32>,
-    },
-    /// Run a command in the running container as the site's user.
-    Exec {
-        name: String,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true)]
-        cmd: Vec<String>,
-    },
+    /// Print the container's output (--previous: the container the last deploy replaced).
+    Logs(crate::ops::control::LogsOpts),
+    /// Run a command in the running container as the site's user; -i attaches stdin, -t a terminal.
+    Exec(crate::ops::control::ExecOpts),
     /// Run one of the site's [[jobs]] now, in a one-off container of its image.
     Job { name: String, job: String },
     /// Remove the container (after a final snapshot); --purge also deletes the database, user and files.

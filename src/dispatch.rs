@@ -238,17 +238,39 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
             emit_action(cli, io, &ops::site_add::run(ctx, &opts).await?)?;
         }
         SiteCommand::List => emit(cli, io, &ops::site_info::list(ctx).await?)?,
-        SiteCommand::Show { name } => emit(cli, io, &ops::site_info::show(ctx, name).await?)?,
-        SiteCommand::Deploy { name, image } => {
-            let opts = ops::deploy::DeployOpts {
-                site: name.clone(),
-                image: image.clone(),
-            };
-            emit_action(cli, io, &ops::deploy::deploy(ctx, &opts).await?)?;
+        SiteCommand::Show { name, reveal } => {
+            emit(cli, io, &ops::site_info::show(ctx, name, *reveal).await?)?
         }
-        SiteCommand::Rollback { name } => {
-            emit_action(cli, io, &ops::deploy::rollback(ctx, name).await?)?
+        SiteCommand::Env(opts) => {
+            let from_stdin = matches!(
+                opts.action,
+                Some(ops::site_env::EnvAction::Set { stdin: true, .. })
+            );
+            let mut text = String::new();
+            if from_stdin {
+                io.stdin
+                    .read_to_string(&mut text)
+                    .map_err(|e| Error::io("read env values from stdin", e))?;
+            }
+            let input = from_stdin.then_some(text.as_str());
+            let report = ops::site_env::run(ctx, opts, input).await?;
+            match report {
+                ops::site_env::EnvReport::List(_) => emit(cli, io, &report)?,
+                ops::site_env::EnvReport::Change(_) => emit_action(cli, io, &report)?,
+            }
         }
+        SiteCommand::Deploy(opts) => {
+            emit_action(cli, io, &ops::deploy::deploy(ctx, opts).await?)?;
+        }
+        SiteCommand::Rollback(opts) => {
+            let report = ops::rollback::rollback(ctx, opts).await?;
+            if report.dry_run {
+                emit(cli, io, &report)?
+            } else {
+                emit_action(cli, io, &report)?
+            }
+        }
+        SiteCommand::History { name } => emit(cli, io, &ops::history::history(ctx, name)?)?,
         SiteCommand::Start { name } => emit_action(
             cli,
             io,
@@ -264,11 +286,15 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
             io,
             &ops::control::control(ctx, name, Action::Restart).await?,
         )?,
-        SiteCommand::Logs { name, follow, tail } => {
-            ops::control::logs(ctx, name, *follow, *tail, io.out).await?
-        }
-        SiteCommand::Exec { name, cmd } => {
-            let code = ops::control::exec(ctx, name, cmd, io.out, io.err).await?;
+        SiteCommand::Logs(opts) => ops::control::logs(ctx, opts, io.out).await?,
+        SiteCommand::Exec(opts) => {
+            use std::io::IsTerminal;
+            let term = ops::control::Terminal {
+                stdin_is_tty: std::io::stdin().is_terminal(),
+                stdout_is_tty: std::io::stdout().is_terminal(),
+                stdin: Box::new(std::io::stdin()),
+            };
+            let code = ops::control::exec(ctx, opts, term, io.out, io.err).await?;
             return Ok(exit_code_of(code));
         }
         SiteCommand::Job { name, job } => {

@@ -5,8 +5,11 @@
 //! `sp.site`, `sp.role`), never by stored ids, so two sp instances on one engine never see
 //! each other's.
 
+mod exec;
 pub mod plan;
 pub mod proxy;
+
+pub use exec::ExecSession;
 
 pub use plan::{
     container_spec, network_spec, site_network, Confinement, ContainerPlan, Role, LABEL_CONFIG,
@@ -18,7 +21,6 @@ use std::collections::HashMap;
 
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -519,12 +521,33 @@ impl Engine {
         follow: bool,
         tail: Option<u32>,
     ) -> impl Stream<Item = Result<LogOutput>> + '_ {
-        let tail = tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into());
+        self.logs_with(
+            id,
+            &LogQuery {
+                follow,
+                tail,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The container's log stream as `query` asks for it.
+    pub fn logs_with(
+        &self,
+        id: &str,
+        query: &LogQuery,
+    ) -> impl Stream<Item = Result<LogOutput>> + '_ {
+        let tail = query
+            .tail
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "all".into());
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
-            .follow(follow)
+            .follow(query.follow)
             .tail(&tail)
+            .since(query.since.map(clamp_i32).unwrap_or(0))
+            .timestamps(query.timestamps)
             .build();
         let id = id.to_string();
         self.docker
@@ -563,58 +586,24 @@ impl Engine {
             None => Ok(self.status(id).await?.exit_code.unwrap_or(-1)),
         }
     }
+}
 
-    /// Runs `cmd` in a running container as `user`, streaming output; returns the exit code.
-    pub async fn exec(
-        &self,
-        id: &str,
-        cmd: &[String],
-        user: Option<&str>,
-        out: &mut (dyn std::io::Write + Send),
-        err: &mut (dyn std::io::Write + Send),
-    ) -> Result<i64> {
-        let created = self
-            .docker
-            .create_exec(
-                id,
-                CreateExecOptions {
-                    cmd: Some(cmd.to_vec()),
-                    user: user.map(str::to_string),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| Error::docker("exec", e))?;
-        match self
-            .docker
-            .start_exec(&created.id, None)
-            .await
-            .map_err(|e| Error::docker("exec", e))?
-        {
-            StartExecResults::Attached { mut output, .. } => {
-                while let Some(chunk) = output.next().await {
-                    match chunk.map_err(|e| Error::docker("exec output", e))? {
-                        LogOutput::StdErr { message } => {
-                            let _ = err.write_all(&message);
-                        }
-                        other => {
-                            let _ = out.write_all(&other.into_bytes());
-                        }
-                    }
-                }
-            }
-            StartExecResults::Detached => {}
-        }
-        let _ = out.flush();
-        let inspect = self
-            .docker
-            .inspect_exec(&created.id)
-            .await
-            .map_err(|e| Error::docker("exec", e))?;
-        Ok(inspect.exit_code.unwrap_or(-1))
-    }
+/// What a log request asks for.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Keep streaming new output.
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail: Option<u32>,
+    /// Only output after this Unix time (seconds).
+    pub since: Option<i64>,
+    /// Each line starts with Docker's RFC 3339 timestamp and a space.
+    pub timestamps: bool,
+}
+
+/// A Unix time as Docker's 32-bit `since`.
+fn clamp_i32(t: i64) -> i32 {
+    t.clamp(0, i64::from(i32::MAX)) as i32
 }
 
 /// Treats Docker's answer `status` as success: 304 (already in that state) or 404 (already gone).

@@ -3,8 +3,9 @@
 //! First every spec is checked: a uid or domain another site has (a removed one's uid too)
 //! is refused before anything changes. Then for each site: directories, owners and modes,
 //! the site's own network, database and user (with the password on file),
-//! and the container: recreated when missing or when its configuration drifted from the spec,
-//! started when it stopped by itself. A site the user stopped stays stopped. Running it twice
+//! and the container: rolled out through the deploy path (pull, release command, health check)
+//! when site.toml names another image than the one deployed, recreated when missing or when
+//! its configuration (env included) drifted from the spec, started when it stopped by itself. A site the user stopped stays stopped. Running it twice
 //! changes nothing the second time.
 
 use serde::Serialize;
@@ -13,7 +14,7 @@ use crate::engine::{Engine, Role};
 use crate::error::{Result, StepExt};
 use crate::site::SiteSpec;
 
-use super::deploy::{rollout, Release};
+use super::deploy::{rollout_recorded, Release, Why};
 use super::provision::{self, container_plan};
 use super::Ctx;
 
@@ -98,6 +99,11 @@ pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
     Ok(ApplyReport { sites })
 }
 
+/// How apply's roll-outs appear in the history.
+const WHY: Why<'static> = Why::because("apply");
+
+/// Converges one site's container: first deploy, the spec's image when it changed (pulled,
+/// release command run), a missing or drifted container recreated, a stopped one started.
 pub(crate) async fn converge_container(
     ctx: &Ctx,
     engine: &Engine,
@@ -113,11 +119,25 @@ pub(crate) async fn converge_container(
                 .await
                 .step(name, "pull")?;
             changes.push(format!("first deploy of {pinned}"));
-            let r = rollout(ctx, engine, spec, &pinned, None, Release::Run).await?;
+            let r = rollout_recorded(ctx, engine, spec, &pinned, None, Release::Run, WHY).await?;
             changes.push(format!("started {}", r.container));
             return Ok(changes);
         }
     };
+    // site.toml names another image than the one deployed from it (deploy.toml keeps the
+    // reference it was deployed as; a rollback keeps it too, so apply does not undo one).
+    let deployed_as = state.image.as_deref().unwrap_or(&spec.image);
+    if deployed_as != spec.image {
+        let pinned = provision::pull(ctx, engine, &spec.image)
+            .await
+            .step(name, "pull")?;
+        let r = rollout_recorded(ctx, engine, spec, &pinned, None, Release::Run, WHY).await?;
+        changes.push(format!(
+            "image changed from {deployed_as} to {}: started {}",
+            spec.image, r.container
+        ));
+        return Ok(changes);
+    }
     let containers = engine
         .list(&ctx.config.instance, Some(name), Some(Role::Web))
         .await?;
@@ -141,7 +161,16 @@ pub(crate) async fn converge_container(
             } else {
                 "spec changed"
             };
-            let r = rollout(ctx, engine, spec, &image, Some(&image_id), Release::Skip).await?;
+            let r = rollout_recorded(
+                ctx,
+                engine,
+                spec,
+                &image,
+                Some(&image_id),
+                Release::Skip,
+                WHY,
+            )
+            .await?;
             changes.push(format!("{why}: started {}", r.container));
         }
         Some(c) => {

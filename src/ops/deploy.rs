@@ -1,5 +1,5 @@
-//! `sp site deploy` and `sp site rollback`, and the roll-out they share with `site add` and
-//! `apply`.
+//! `sp site deploy`, and the roll-out it shares with `site add`, `site env`, `rollback` and
+//! `apply` (each recorded in the site's history: [`rollout_recorded`]).
 //!
 //! A roll-out, with no downtime:
 //! 1. makes the pinned image present (pull with the stored credential);
@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::engine::{Engine, Role};
 use crate::error::{Error, Result, StepExt};
+use crate::site::history::{self, DeployRecord, Outcome};
 use crate::site::SiteSpec;
 
 use super::provision::{self, container_name, container_plan, wait_healthy};
@@ -149,8 +150,11 @@ pub async fn rollout(
         tokio::time::sleep(drain).await;
     }
     for c in &old {
-        // Its requests have drained: a short SIGTERM grace to close up, then it goes.
+        // Its requests have drained: a short SIGTERM grace to close up.
         let _ = engine.stop_within(&c.id, OLD_STOP_SECS).await;
+    }
+    super::control::keep_previous_logs(ctx, engine, site, &old, &id).await;
+    for c in &old {
         engine
             .remove(&c.id)
             .await
@@ -163,6 +167,7 @@ pub async fn rollout(
     }
     state.current = Some(pinned.to_string());
     state.current_id = Some(image_id);
+    state.image = Some(spec.image.clone());
     state.host_port = port;
     state.stopped = false;
     state.deployed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
@@ -211,11 +216,92 @@ async fn run_release(
     Ok(())
 }
 
+/// Why a roll-out happens, as its history entry says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Why<'a> {
+    /// add, deploy, rollback, env, apply (a restore starts its sites as apply does).
+    pub reason: &'static str,
+    /// For a rollback: the history entry it goes back to.
+    pub rollback_to: Option<u64>,
+    /// The image reference to record, when it is not the spec's (a rollback's target was
+    /// deployed as another reference than the spec names now).
+    pub image: Option<&'a str>,
+}
+
+impl Why<'static> {
+    pub const fn because(reason: &'static str) -> Why<'static> {
+        Why {
+            reason,
+            rollback_to: None,
+            image: None,
+        }
+    }
+}
+
+/// [`rollout`], with its outcome appended to the site's history (`sp site history`) whichever
+/// way it ends. Every roll-out goes through here.
+pub async fn rollout_recorded(
+    ctx: &Ctx,
+    engine: &Engine,
+    spec: &SiteSpec,
+    pinned: &str,
+    known_id: Option<&str>,
+    release: Release,
+    why: Why<'_>,
+) -> Result<Rollout> {
+    let started = std::time::Instant::now();
+    let result = rollout(ctx, engine, spec, pinned, known_id, release).await;
+    let image_id = match &result {
+        Ok(_) => ctx.deploy_state(&spec.name).ok().and_then(|s| s.current_id),
+        Err(_) => known_id.map(str::to_string),
+    };
+    let record = DeployRecord {
+        n: 0,
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        actor: history::actor(),
+        reason: why.reason.to_string(),
+        image: why.image.unwrap_or(&spec.image).to_string(),
+        pinned: pinned.to_string(),
+        image_id,
+        result: if result.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        },
+        error: result.as_ref().err().map(|e| {
+            let line = crate::site::one_line(&e.to_string());
+            line.chars().take(500).collect()
+        }),
+        duration_seconds: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        rollback_to: why.rollback_to,
+    };
+    if let Err(e) = record_history(ctx, &spec.name, record) {
+        ctx.note(&format!(
+            "{}: the deploy history was not updated: {e}",
+            spec.name
+        ));
+    }
+    result
+}
+
+/// Appends one entry to a site's history file (0600).
+fn record_history(ctx: &Ctx, site: &str, record: DeployRecord) -> Result<u64> {
+    let path = ctx.paths(site).history();
+    // A damaged file (a snapshot's) starts over rather than blocking every deploy.
+    let entries = history::load(&path).unwrap_or_default();
+    let (text, n) = history::appended(entries, record);
+    crate::fsutil::write_private(&path, text.as_bytes())?;
+    Ok(n)
+}
+
 /// Options of `sp site deploy`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DeployOpts {
+    /// The site.
+    #[arg(value_name = "NAME")]
     pub site: String,
-    /// A new image reference; it becomes the spec's image when the deploy succeeds.
+    /// Deploy this image instead of the spec's (recorded in the spec on success).
+    #[arg(long, value_name = "REF")]
     pub image: Option<String>,
 }
 
@@ -232,32 +318,21 @@ pub async fn deploy(ctx: &Ctx, opts: &DeployOpts) -> Result<Rollout> {
     let pinned = provision::pull(ctx, &engine, &image)
         .await
         .step(&spec.name, "pull")?;
-    let report = rollout(ctx, &engine, &spec, &pinned, None, Release::Run).await?;
-    if opts.image.is_some() && spec.image != image {
-        spec.image = image;
-        provision::write_spec(&ctx.paths(&spec.name), &spec).step(&spec.name, "record")?;
-    }
-    Ok(report)
-}
-
-/// `sp site rollback NAME`: redeploys the previous digest.
-pub async fn rollback(ctx: &Ctx, site: &str) -> Result<Rollout> {
-    let spec = ctx.site(site)?;
-    let _lock = ctx.lock(&format!("site rollback {site}"))?;
-    let state = ctx.deploy_state(site)?;
-    let Some(previous) = state.previous.clone() else {
-        return Err(Error::NotFound(format!(
-            "{site}: no previous deploy to roll back to"
-        )));
-    };
-    let engine = ctx.engine().await?;
-    rollout(
+    let changed = spec.image != image;
+    // The history and deploy state name the image this deploy rolls out.
+    spec.image = image;
+    let report = rollout_recorded(
         ctx,
         &engine,
         &spec,
-        &previous,
-        state.previous_id.as_deref(),
-        Release::Skip,
+        &pinned,
+        None,
+        Release::Run,
+        Why::because("deploy"),
     )
-    .await
+    .await?;
+    if changed {
+        provision::write_spec(&ctx.paths(&spec.name), &spec).step(&spec.name, "record")?;
+    }
+    Ok(report)
 }

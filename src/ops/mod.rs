@@ -4,7 +4,8 @@
 //!
 //! Start here to find any behaviour:
 //! - `sp init` → [`init`], `sp doctor` → [`doctor`], `sp registry login` → [`registry_login`]
-//! - `sp site add` → [`site_add`]; `list`/`show` → [`site_info`]; `deploy`/`rollback` → [`deploy`]
+//! - `sp site add` → [`site_add`]; `list`/`show` → [`site_info`]; `deploy` → [`deploy`];
+//!   `rollback` → [`rollback`]; `history` → [`history`]; `env` → [`site_env`]
 //! - `start`/`stop`/`restart`/`logs`/`exec` → [`control`]; `remove` → [`site_remove`]
 //! - `sp apply` → [`apply`]; building blocks shared by add, apply and deploy → [`provision`]
 //! - `sp backup` → [`backup`]; `sp snapshots`, `sp snapshot pin` → [`snapshots`];
@@ -18,6 +19,7 @@ pub mod control;
 pub mod deploy;
 pub mod doctor;
 pub mod drill;
+pub mod history;
 pub mod init;
 pub mod job;
 pub mod key;
@@ -26,8 +28,10 @@ pub mod proxy;
 pub mod prune;
 pub mod registry_login;
 pub mod restore;
+pub mod rollback;
 pub mod schedule;
 pub mod site_add;
+pub mod site_env;
 pub mod site_info;
 pub mod site_remove;
 pub mod snapshots;

@@ -450,7 +450,7 @@ pub fn site_env(ctx: &Ctx, spec: &SiteSpec) -> BTreeMap<String, String> {
             format!("mysql://{n}@{host}:{port}/{n}"),
         );
     }
-    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(spec.all_env().map(|(k, v)| (k.clone(), v.clone())));
     env
 }
 

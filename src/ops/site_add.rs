@@ -20,7 +20,7 @@ use crate::site::{
     SiteSpec,
 };
 
-use super::deploy::{rollout, Release, Rollout};
+use super::deploy::{rollout_recorded, Release, Rollout, Why};
 use super::{provision, Ctx};
 
 /// Options of `sp site add`.
@@ -97,6 +97,7 @@ fn spec_from(opts: &SiteAddOpts) -> Result<SiteSpec> {
         container: Default::default(),
         jobs: Vec::new(),
         env,
+        secret_env: BTreeMap::new(),
     };
     Ok(spec)
 }
@@ -170,7 +171,16 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
                 .await
                 .step(&name, "database")?;
         }
-        rollout(ctx, &engine, &spec, &pinned, None, Release::Run).await
+        rollout_recorded(
+            ctx,
+            &engine,
+            &spec,
+            &pinned,
+            None,
+            Release::Run,
+            Why::because("add"),
+        )
+        .await
     }
     .await;
     match result {

@@ -732,3 +732,42 @@ pub fn unsigned_manifest(snap: &Path, manifest: &serde_json::Value) -> Vec<u8> {
     .expect("write sum");
     bytes
 }
+
+impl Host {
+    /// Deletes `REGISTRY/PATH:TAG` from the registry (best effort, never panics): what a test
+    /// pushed with [`Host::private_image`] and must not leave behind.
+    pub fn delete_tag_from_registry(&self, reference: &str) {
+        let Some((name, tag)) = reference.rsplit_once(':') else {
+            return;
+        };
+        let Some((_, path)) = name.split_once('/') else {
+            return;
+        };
+        let auth = format!(
+            "{}:{}",
+            self.rig.var("SP_RIG_REGISTRY_USER"),
+            self.rig.var("SP_RIG_REGISTRY_PASSWORD")
+        );
+        let base = format!("http://{}/v2/{path}/manifests", self.rig.registry());
+        let Ok(head) = Command::new("curl")
+            .args(["-sfI", "-u", &auth, "-H"])
+            .arg("Accept: application/vnd.docker.distribution.manifest.v2+json")
+            .arg(format!("{base}/{tag}"))
+            .output()
+        else {
+            return;
+        };
+        let headers = String::from_utf8_lossy(&head.stdout).to_string();
+        let digest = headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("docker-content-digest")
+                .then(|| v.trim().to_string())
+        });
+        if let Some(d) = digest {
+            let _ = Command::new("curl")
+                .args(["-sf", "-X", "DELETE", "-u", &auth])
+                .arg(format!("{base}/{d}"))
+                .output();
+        }
+    }
+}

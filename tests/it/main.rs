@@ -6,6 +6,7 @@ mod harness;
 
 mod backup;
 mod bad_input;
+mod day2;
 mod hostile_files;
 mod isolation;
 mod latest;
