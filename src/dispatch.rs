@@ -1,15 +1,25 @@
 //! Turns a parsed command line into one op call and renders its report. The binary hands
 //! in its output streams; what to print is decided here, how to print (stdout/stderr) by main.
+//!
+//! The output edge: every `--json` answer is one object that starts with `"schema"`
+//! ([`SCHEMA`]), times in it are RFC 3339 to the second, and a failure is the same kind of
+//! object on stderr ([`json_error`]). Every command that changes the host leaves one line in
+//! the audit log ([`audited`] decides which, [`run`] writes it).
 
 use std::io::{BufRead, Write};
+use std::path::Path;
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::cli::{
     Cli, Command, KeyCommand, RegistryCommand, ScheduleCommand, SiteCommand, SnapshotCommand,
 };
 use crate::error::{Error, Result};
 use crate::ops::{self, Ctx, Notifier};
+
+/// The version of every `--json` answer's shape; raised when a field changes meaning or goes.
+pub const SCHEMA: u32 = 1;
 
 /// The streams an op may write to.
 pub struct Io<'a> {
@@ -18,11 +28,52 @@ pub struct Io<'a> {
     pub stdin: &'a mut (dyn BufRead + Send),
 }
 
+/// A report as the `--json` answer: an object with `schema` first, times to the second.
+pub fn json_text<T: Serialize>(report: &T) -> Result<String> {
+    let mut v =
+        serde_json::to_value(report).map_err(|e| Error::Other(format!("encode JSON: {e}")))?;
+    whole_seconds(&mut v);
+    let mut out = Map::new();
+    out.insert("schema".into(), SCHEMA.into());
+    match v {
+        Value::Object(m) => out.extend(m),
+        other => {
+            out.insert("result".into(), other);
+        }
+    }
+    serde_json::to_string_pretty(&Value::Object(out))
+        .map_err(|e| Error::Other(format!("encode JSON: {e}")))
+}
+
+/// A failure as `--json` shows it on stderr: schema, error, what to do next, exit code.
+pub fn json_error(message: &str, hint: Option<&str>, exit_code: i32) -> String {
+    let mut m = Map::new();
+    m.insert("schema".into(), SCHEMA.into());
+    m.insert("error".into(), message.into());
+    m.insert("hint".into(), hint.into());
+    m.insert("exit_code".into(), exit_code.into());
+    Value::Object(m).to_string()
+}
+
+/// Rewrites every RFC 3339 time that carries fractions of a second to whole seconds, so no
+/// field shows nanoseconds of cron jitter.
+fn whole_seconds(v: &mut Value) {
+    match v {
+        Value::String(s) if s.len() > 20 && s.as_bytes().get(19) == Some(&b'.') => {
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+                *s = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(whole_seconds),
+        Value::Object(m) => m.values_mut().for_each(whole_seconds),
+        _ => {}
+    }
+}
+
 /// Prints a report as JSON or as text.
 fn emit<T: Serialize + std::fmt::Display>(cli: &Cli, io: &mut Io, report: &T) -> Result<()> {
     let text = if cli.json {
-        serde_json::to_string_pretty(report)
-            .map_err(|e| Error::Other(format!("encode JSON: {e}")))?
+        json_text(report)?
     } else {
         report.to_string()
     };
@@ -56,9 +107,172 @@ fn emit_unless_quiet_and<T: Serialize + std::fmt::Display>(
     emit(cli, io, report)
 }
 
+/// What an audited command acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// These sites.
+    Sites(Vec<String>),
+    /// Every site there is (recorded by name after the command).
+    AllSites,
+    /// The host itself (config, keys, credentials, schedule, snapshots).
+    Host,
+}
+
+/// The one place that says which commands change the host (and so go into the audit log),
+/// and what they act on. None: a command that only reads.
+pub fn audited(cmd: &Command) -> Option<Scope> {
+    let one = |name: &String| Some(Scope::Sites(vec![name.clone()]));
+    let these = |sites: &[String]| {
+        Some(if sites.is_empty() {
+            Scope::AllSites
+        } else {
+            Scope::Sites(sites.to_vec())
+        })
+    };
+    match cmd {
+        Command::Init(_)
+        | Command::Registry(RegistryCommand::Login { .. })
+        | Command::Snapshot(SnapshotCommand::Pin { .. } | SnapshotCommand::Unpin { .. })
+        | Command::Key(KeyCommand::Rotate | KeyCommand::Import { .. })
+        | Command::Schedule(ScheduleCommand::Install { .. }) => Some(Scope::Host),
+        Command::Prune { dry_run } => (!dry_run).then_some(Scope::Host),
+        Command::Apply { name } => match name {
+            Some(n) => one(n),
+            None => Some(Scope::AllSites),
+        },
+        Command::Backup { sites } => these(sites),
+        Command::Restore {
+            dry_run: false,
+            sites,
+            as_name,
+            ..
+        } => match as_name {
+            Some(n) => one(n),
+            None => these(sites),
+        },
+        Command::Site(sc) => match sc {
+            SiteCommand::Add(a) => one(&a.name),
+            SiteCommand::Deploy { name, .. }
+            | SiteCommand::Rollback { name }
+            | SiteCommand::Start { name }
+            | SiteCommand::Stop { name }
+            | SiteCommand::Restart { name }
+            | SiteCommand::Exec { name, .. }
+            | SiteCommand::Job { name, .. }
+            | SiteCommand::Remove { name, .. } => one(name),
+            SiteCommand::List | SiteCommand::Show { .. } | SiteCommand::Logs { .. } => None,
+        },
+        Command::Restore { dry_run: true, .. }
+        | Command::Doctor
+        | Command::Snapshots(_)
+        | Command::Verify { .. }
+        | Command::Drill { .. }
+        | Command::Key(KeyCommand::Show | KeyCommand::Export { .. })
+        | Command::Schedule(ScheduleCommand::Show)
+        | Command::Status
+        | Command::Log(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => None,
+    }
+}
+
+/// Runs the command (see [`command`]) and, for a command that changes the host, appends its
+/// audit line: `argv` is the command line as typed (secrets are removed before it is stored).
+pub async fn run(cli: Cli, argv: &[String], notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
+    let started = chrono::Utc::now();
+    let clock = std::time::Instant::now();
+    let scope = audited(&cli.command);
+    let result = command(&cli, notify, io).await;
+    if let Some(scope) = scope {
+        let (code, error) = match &result {
+            Ok(code) => (*code, None),
+            Err(e) if e.is_broken_pipe() => (0, None),
+            Err(e) => (e.exit_code(), Some(e.to_string())),
+        };
+        if let Err(e) = record(
+            &cli.config,
+            argv,
+            scope,
+            started,
+            clock.elapsed(),
+            code,
+            error,
+        ) {
+            let _ = writeln!(io.err, "sp: warning: the audit log was not written: {e}");
+        }
+    }
+    result
+}
+
+/// Appends one audit line to the log under the config's `state_dir` (none when there is no
+/// readable config: nothing was changed then).
+fn record(
+    config: &Path,
+    argv: &[String],
+    scope: Scope,
+    started: chrono::DateTime<chrono::Utc>,
+    took: std::time::Duration,
+    code: i32,
+    error: Option<String>,
+) -> Result<()> {
+    let Ok(ctx) = Ctx::load(config, Box::new(|_: &str| {})) else {
+        return Ok(());
+    };
+    let sites = match scope {
+        Scope::Sites(s) => s,
+        Scope::AllSites => ctx.site_names().unwrap_or_default(),
+        Scope::Host => Vec::new(),
+    };
+    let entry = crate::audit::Entry::new(started, argv, sites, code, took, error);
+    crate::audit::append(&ctx.config.state_dir, &entry)
+}
+
+/// What `sp man --dir` wrote.
+#[derive(Debug, Serialize)]
+struct ManReport {
+    dir: std::path::PathBuf,
+    pages: Vec<String>,
+}
+
+impl std::fmt::Display for ManReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "wrote {} man pages into {}",
+            self.pages.len(),
+            self.dir.display()
+        )
+    }
+}
+
+/// Writes sp.1 and one page per (visible) subcommand into `dir`.
+fn man_pages(dir: &Path) -> Result<ManReport> {
+    fn each(cmd: clap::Command, dir: &Path, pages: &mut Vec<String>) -> Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            each(sub, dir, pages)?;
+        }
+        let man = clap_mangen::Man::new(cmd);
+        let name = man.get_filename();
+        man.generate_to(dir)
+            .map_err(|e| Error::io_path("write man page into", dir, e))?;
+        pages.push(name);
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
+    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = Vec::new();
+    each(cmd, dir, &mut pages)?;
+    pages.sort();
+    Ok(ManReport {
+        dir: dir.to_path_buf(),
+        pages,
+    })
+}
+
 /// Runs the command; returns the process exit code for commands that decide their own
 /// (doctor, exec), 0 otherwise.
-pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
+async fn command(cli: &Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
     if let Command::Init(a) = &cli.command {
         // A password in argv is refused before anything is read or written.
         ops::init::check_url(a.mysql_url.as_deref())?;
@@ -83,28 +297,42 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             port_range: a.port_range.clone(),
         };
         let report = ops::init::run(&cli.config, &opts)?;
-        emit(&cli, io, &report)?;
+        emit(cli, io, &report)?;
         return Ok(0);
     }
     if let Command::Completions { shell } = &cli.command {
+        // Into a buffer first: clap_complete panics on a failed write (`| head -1`).
         let mut cmd = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(*shell, &mut cmd, "sp", io.out);
+        let mut buf = Vec::new();
+        clap_complete::generate(*shell, &mut cmd, "sp", &mut buf);
+        io.out
+            .write_all(&buf)
+            .map_err(|e| Error::io("write completions", e))?;
         return Ok(0);
     }
-    if let Command::Man = &cli.command {
-        let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-        man.render(io.out)
-            .map_err(|e| Error::io("write man page", e))?;
+    if let Command::Man { dir } = &cli.command {
+        match dir {
+            Some(d) => emit(cli, io, &man_pages(d)?)?,
+            None => {
+                let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+                let mut buf = Vec::new();
+                man.render(&mut buf)
+                    .map_err(|e| Error::io("render the man page", e))?;
+                io.out
+                    .write_all(&buf)
+                    .map_err(|e| Error::io("write man page", e))?;
+            }
+        }
         return Ok(0);
     }
     let ctx = Ctx::load(&cli.config, notify)?;
     match &cli.command {
-        Command::Init(_) | Command::Completions { .. } | Command::Man => {
+        Command::Init(_) | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled above")
         }
         Command::Doctor => {
             let report = ops::doctor::run(&ctx).await?;
-            emit(&cli, io, &report)?;
+            emit(cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }
         Command::Registry(RegistryCommand::Login {
@@ -123,18 +351,18 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
                 password: password.trim_end_matches(['\n', '\r']).to_string(),
                 no_verify: *no_verify,
             };
-            emit_action(&cli, io, &ops::registry_login::run(&ctx, &opts).await?)?;
+            emit_action(cli, io, &ops::registry_login::run(&ctx, &opts).await?)?;
         }
         Command::Apply { name } => {
-            emit_action(&cli, io, &ops::apply::run(&ctx, name.as_deref()).await?)?;
+            emit_action(cli, io, &ops::apply::run(&ctx, name.as_deref()).await?)?;
         }
-        Command::Site(sc) => return site(&cli, &ctx, sc, io).await,
+        Command::Site(sc) => return site(cli, &ctx, sc, io).await,
         Command::Backup { sites } => {
             let opts = ops::backup::BackupOpts {
                 sites: sites.clone(),
             };
             let report = ops::backup::run(&ctx, &opts).await?;
-            emit_unless_quiet_and(report.failed.is_empty(), &cli, io, &report)?;
+            emit_unless_quiet_and(report.failed.is_empty(), cli, io, &report)?;
             return Ok(if report.failed.is_empty() { 0 } else { 1 });
         }
         Command::Restore {
@@ -155,33 +383,33 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
                 yes: *yes,
                 keys: keys.keys.clone(),
             };
-            emit_action(&cli, io, &ops::restore::run(&ctx, &opts).await?)?;
+            emit_action(cli, io, &ops::restore::run(&ctx, &opts).await?)?;
         }
         Command::Drill { id, from, keys } => {
             let report = ops::drill::run(&ctx, id, from.as_deref(), &keys.keys).await?;
-            emit_unless_quiet_and(report.ok, &cli, io, &report)?;
+            emit_unless_quiet_and(report.ok, cli, io, &report)?;
             return Ok(if report.ok { 0 } else { 1 });
         }
-        Command::Snapshots(opts) => emit(&cli, io, &ops::snapshots::list(&ctx, opts)?)?,
+        Command::Snapshots(opts) => emit(cli, io, &ops::snapshots::list(&ctx, opts)?)?,
         Command::Snapshot(SnapshotCommand::Pin { id }) => {
-            emit_action(&cli, io, &ops::snapshots::pin(&ctx, id, true)?)?
+            emit_action(cli, io, &ops::snapshots::pin(&ctx, id, true)?)?
         }
         Command::Snapshot(SnapshotCommand::Unpin { id }) => {
-            emit_action(&cli, io, &ops::snapshots::pin(&ctx, id, false)?)?
+            emit_action(cli, io, &ops::snapshots::pin(&ctx, id, false)?)?
         }
         Command::Verify { id, from, keys } if id == "all" => {
             let report = ops::verify::all(&ctx, from.as_deref(), &keys.keys).await?;
-            emit_unless_quiet_and(report.ok(), &cli, io, &report)?;
+            emit_unless_quiet_and(report.ok(), cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }
         Command::Verify { id, from, keys } => {
             let report = ops::verify::run(&ctx, id, from.as_deref(), &keys.keys).await?;
-            emit_unless_quiet_and(report.ok(), &cli, io, &report)?;
+            emit_unless_quiet_and(report.ok(), cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }
         Command::Key(kc) => match kc {
-            KeyCommand::Show => emit(&cli, io, &ops::key::show(&ctx)?)?,
-            KeyCommand::Rotate => emit_action(&cli, io, &ops::key::rotate(&ctx)?)?,
+            KeyCommand::Show => emit(cli, io, &ops::key::show(&ctx)?)?,
+            KeyCommand::Rotate => emit_action(cli, io, &ops::key::rotate(&ctx)?)?,
             KeyCommand::Export { public } => {
                 let text = ops::key::export(&ctx, *public)?;
                 io.out
@@ -189,24 +417,29 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
                     .map_err(|e| Error::io("write the key", e))?;
             }
             KeyCommand::Import { file, replace } => {
-                emit_action(&cli, io, &ops::key::import(&ctx, file, *replace)?)?
+                emit_action(cli, io, &ops::key::import(&ctx, file, *replace)?)?
             }
         },
         Command::Prune { dry_run } => {
-            emit_action(&cli, io, &ops::prune::run(&ctx, *dry_run).await?)?
+            emit_action(cli, io, &ops::prune::run(&ctx, *dry_run).await?)?
         }
-        Command::Schedule(ScheduleCommand::Show) => emit(&cli, io, &ops::schedule::show(&ctx)?)?,
+        Command::Schedule(ScheduleCommand::Show) => emit(cli, io, &ops::schedule::show(&ctx)?)?,
         Command::Schedule(ScheduleCommand::Install {
             cron_file,
+            systemd,
             systemd_dir,
-        }) => emit_action(
-            &cli,
-            io,
-            &ops::schedule::install(&ctx, cron_file, systemd_dir.as_deref())?,
-        )?,
+        }) => {
+            let target = if *systemd {
+                ops::schedule::Target::Systemd(systemd_dir.clone())
+            } else {
+                ops::schedule::Target::Cron(cron_file.clone())
+            };
+            emit_action(cli, io, &ops::schedule::install(&ctx, &target)?)?
+        }
+        Command::Log(opts) => emit(cli, io, &ops::log::run(&ctx, opts)?)?,
         Command::Status => {
             let report = ops::status::run(&ctx)?;
-            emit_unless_quiet_and(report.ok, &cli, io, &report)?;
+            emit_unless_quiet_and(report.ok, cli, io, &report)?;
             return Ok(if report.ok { 0 } else { 1 });
         }
     }

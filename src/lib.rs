@@ -14,10 +14,12 @@
 //! - [`proxy`]: the HTTPS front door — the Caddyfile built from the sites' routes (pure).
 //! - [`cli`]: clap definitions; [`dispatch`]: command line → op → rendered report.
 //! - [`error`]: the error type and its policy. [`ui`]: the binary's terminal front-end.
+//! - [`audit`]: the audit log of every command that changes the host (`sp log`).
 //!
 //! The library never prints: ops return reports (`Display` + `Serialize`) and send progress
 //! notes through the [`ops::Notifier`] the binary supplies.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod db;

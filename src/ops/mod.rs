@@ -10,7 +10,7 @@
 //! - `sp backup` → [`backup`]; `sp snapshots`, `sp snapshot pin` → [`snapshots`];
 //!   `sp verify` → [`verify`]; `sp prune` → [`prune`]; `sp status` → [`status`]
 //! - `sp schedule show|install` → [`schedule`]; `sp site job` → [`job`]
-//! - `sp restore` → [`restore`]; `sp drill` → [`drill`]
+//! - `sp restore` → [`restore`]; `sp drill` → [`drill`]; `sp log` → [`log`]
 
 pub mod apply;
 pub mod backup;
@@ -21,6 +21,7 @@ pub mod drill;
 pub mod init;
 pub mod job;
 pub mod key;
+pub mod log;
 pub mod provision;
 pub mod prune;
 pub mod registry_login;
@@ -64,6 +65,9 @@ pub trait Reporter: Send + Sync {
     fn note(&self, msg: &str);
     /// `bytes` processed so far by the task `label`; `done` once it has finished.
     fn progress(&self, _label: &str, _bytes: u64, _done: bool) {}
+    /// The task `label` will process about `bytes` in all (so a bar can show percent and ETA);
+    /// sent before or with its first progress.
+    fn total(&self, _label: &str, _bytes: u64) {}
 }
 
 /// Closures are reporters that only take notes.
@@ -110,15 +114,20 @@ impl Ctx {
         }
     }
 
-    /// Tells the person at the terminal what is happening.
+    /// Tells the person at the terminal what is happening (once: the notifier is the one
+    /// voice for notes, whatever the log level).
     pub fn note(&self, msg: &str) {
-        tracing::info!("{msg}");
         self.notify.note(msg);
     }
 
     /// Reports the progress of a long transfer.
     pub fn progress(&self, label: &str, bytes: u64, done: bool) {
         self.notify.progress(label, bytes, done);
+    }
+
+    /// Announces how many bytes the task `label` will process (percent and ETA).
+    pub fn progress_total(&self, label: &str, bytes: u64) {
+        self.notify.total(label, bytes);
     }
 
     /// Takes the host lock for a mutating command.
