@@ -145,7 +145,7 @@ pub fn systemd_units(
     let mut out = Vec::new();
     let service = |desc: &str, cmd: &str, install: &str| {
         format!(
-            "[Unit]\nDescription=sp: {desc}\nAfter=docker.service\n\n[Service]\nType=oneshot\nEnvironment=SP_CONFIG={config}\nExecStart=/bin/sh -c {cmd}\n{install}",
+            "[Unit]\nDescription=sp: {desc}\nWants=network-online.target docker.service mariadb.service\nAfter=network-online.target docker.service mariadb.service\n\n[Service]\nType=oneshot\nEnvironment=SP_CONFIG={config}\nExecStart=/bin/sh -c {cmd}\n{install}",
             config = config.display(),
             cmd = shell_quote(cmd)
         )

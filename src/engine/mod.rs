@@ -198,8 +198,11 @@ impl Engine {
             return Err(e);
         }
         let (_, sha) = written.map_err(|e| Error::io_path("write", &tmp, e))?;
-        std::fs::write(path.with_extension("zst.sha256"), format!("{sha}\n"))
-            .map_err(|e| Error::io_path("write", path, e))?;
+        // Root only, as every other file beside the snapshots.
+        crate::fsutil::write_private(
+            &path.with_extension("zst.sha256"),
+            format!("{sha}\n").as_bytes(),
+        )?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io_path("rename", path, e))?;
         Ok(())
     }

@@ -133,6 +133,21 @@ fn backup_verify_and_recover_by_hand() {
             p.display()
         );
     }
+    // The image archives beside the snapshots (and their checksums) are root's only, too.
+    let images: Vec<std::path::PathBuf> = std::fs::read_dir(host.backup_dir().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        images
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".sha256")),
+        "{images:?}"
+    );
+    for p in &images {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} readable by others", p.display());
+    }
     assert!(sh(&format!(
         "cd {} && sha256sum -c manifest.json.sha256",
         snap.display()
