@@ -130,6 +130,36 @@ impl Ctx {
         self.notify.total(label, bytes);
     }
 
+    /// Runs `work`, reporting `done` (bytes so far) as the progress of `label` four times a
+    /// second, with `total` (0 while unknown) for percent and ETA; the line goes when it ends.
+    pub async fn with_progress<T>(
+        &self,
+        label: &str,
+        done: &std::sync::atomic::AtomicU64,
+        total: &std::sync::atomic::AtomicU64,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        use std::sync::atomic::Ordering::Relaxed;
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut announced = 0;
+        let out = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = tick.tick() => {
+                    let t = total.load(Relaxed);
+                    if t != announced {
+                        self.notify.total(label, t);
+                        announced = t;
+                    }
+                    self.notify.progress(label, done.load(Relaxed), false);
+                }
+            }
+        };
+        self.notify.progress(label, done.load(Relaxed), true);
+        out
+    }
+
     /// Takes the host lock for a mutating command.
     pub fn lock(&self, what: &str) -> Result<HostLock> {
         HostLock::acquire(

@@ -335,3 +335,51 @@ fn a_schedule_that_never_fires_is_refused_where_it_is_written() {
         "{err}"
     );
 }
+
+#[test]
+fn progress_shows_percent_and_eta_on_a_terminal_and_nothing_in_a_pipe() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let a = host.site_name("pa");
+    add_sites(&host, &[&a]);
+    // Enough data that the work outlasts a progress tick.
+    let junk: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(host.sites_dir().join(&a).join("data/junk.bin"), junk).unwrap();
+    let on_tty = |args: &str| {
+        let out = Command::new("script")
+            .args(["-qec"])
+            .arg(format!("{} {args}", env!("CARGO_BIN_EXE_sp")))
+            .arg("/dev/null")
+            .env("SP_CONFIG", &host.config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("script");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let steps = [
+        ("backup", a.clone()),
+        ("verify latest", "verify ".to_string()),
+        // A drill runs restore's code: the archive unpacked into the scratch copy.
+        ("drill latest", " files".to_string()),
+    ];
+    for (args, label) in steps {
+        let seen = on_tty(args);
+        assert!(
+            seen.contains(&label) && seen.contains("ETA") && seen.contains('%'),
+            "sp {args} on a terminal showed no bar: {seen:?}"
+        );
+    }
+    // Under cron (a pipe, no terminal): no bar, no control characters.
+    let out = host.sp(&["backup"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("ETA") && !err.contains('\u{1b}'), "{err:?}");
+}
