@@ -217,7 +217,7 @@ impl Ctx {
         let p = self.paths(name).spec();
         if !p.exists() {
             return Err(Error::NotFound(format!(
-                "no site named {name:?} (no {})",
+                "no site named {name:?} (no {}); `sp site list` shows the sites",
                 p.display()
             )));
         }

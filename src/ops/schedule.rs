@@ -278,8 +278,21 @@ pub fn check(ctx: &Ctx) -> Result<ScheduleCheck> {
         Some(r) => Target::Cron(r.location.clone()),
         None => Target::Cron(PathBuf::from(schedule::DEFAULT_CRON_FILE)),
     };
-    let jobs = jobs(ctx, 1)?;
-    let files = wanted(ctx, &jobs, &target)?;
+    // A spec that does not load (status reports it too) leaves nothing to compare with.
+    let files = match jobs(ctx, 1).and_then(|jobs| wanted(ctx, &jobs, &target)) {
+        Ok(files) => files,
+        Err(e) => {
+            return Ok(ScheduleCheck {
+                installed: record.is_some() || target.location().exists(),
+                kind: record.map(|r| r.kind),
+                location: Some(target.location().to_path_buf()),
+                matches: false,
+                problem: Some(format!(
+                    "cannot tell whether the installed schedule is the config's: {e}"
+                )),
+            })
+        }
+    };
     let mut missing = Vec::new();
     let mut differ = Vec::new();
     for (path, text) in &files {

@@ -310,7 +310,7 @@ pub fn resolve(backup_dir: &Path, id: &str, pick: Pick) -> Result<(String, PathB
             return Ok((id.to_string(), dir));
         }
         return Err(Error::NotFound(format!(
-            "no snapshot {id:?} in {}",
+            "no snapshot {id:?} in {}; `sp snapshots` lists them (another directory: --from DIR)",
             backup_dir.display()
         )));
     }
@@ -325,7 +325,7 @@ pub fn resolve(backup_dir: &Path, id: &str, pick: Pick) -> Result<(String, PathB
     match chosen {
         Some(s) => Ok((s.id.clone(), s.dir.clone())),
         None if all.is_empty() => Err(Error::NotFound(format!(
-            "no snapshots in {}",
+            "no snapshots in {}; take one with `sp backup`, or name where they are with --from DIR",
             backup_dir.display()
         ))),
         None => Err(Error::NotFound(match pick {
