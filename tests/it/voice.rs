@@ -41,6 +41,15 @@ fn json_any(host: &Host, args: &[&str]) -> serde_json::Value {
 fn every_read_command_answers_one_json_object_with_a_schema() {
     let Some(rig) = rig() else { return };
     let host = Host::new(&rig);
+    // Before `registry login`: the refused pull says what to do next, in text and in JSON.
+    let early = host.site_name("jn");
+    let (code, err) = host.sp_fail(&["site", "add", &early, "--image", &rig.image("v1")]);
+    assert_eq!(code, 1, "{err}");
+    let login = format!("sp registry login {}", rig.registry());
+    assert!(err.contains(&login), "{err}");
+    let out = host.sp(&["--json", "site", "add", &early, "--image", &rig.image("v1")]);
+    let e: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert!(e["hint"].as_str().unwrap_or("").contains(&login), "{e}");
     host.login();
     let a = host.site_name("ja");
     add_sites(&host, &[&a]);
