@@ -227,6 +227,18 @@ fn record(
     crate::audit::append(&ctx.config.state_dir, &entry)
 }
 
+/// `sp --json key export --public`.
+#[derive(Debug, Serialize)]
+struct PublicKey {
+    public_key: String,
+}
+
+impl std::fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.public_key)
+    }
+}
+
 /// What `sp man --dir` wrote.
 #[derive(Debug, Serialize)]
 struct ManReport {
@@ -410,6 +422,22 @@ async fn command(cli: &Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
         Command::Key(kc) => match kc {
             KeyCommand::Show => emit(cli, io, &ops::key::show(&ctx)?)?,
             KeyCommand::Rotate => emit_action(cli, io, &ops::key::rotate(&ctx)?)?,
+            KeyCommand::Export { public } if cli.json => {
+                // Secrets never go into JSON (it ends up in logs and CI output).
+                if !*public {
+                    return Err(Error::Invalid(
+                        "the secret key is not printed as JSON; run `sp key export` without --json (or add --public)".into(),
+                    ));
+                }
+                let key = ops::key::export(&ctx, true)?;
+                emit(
+                    cli,
+                    io,
+                    &PublicKey {
+                        public_key: key.trim().to_string(),
+                    },
+                )?
+            }
             KeyCommand::Export { public } => {
                 let text = ops::key::export(&ctx, *public)?;
                 io.out

@@ -32,7 +32,8 @@ impl Terminal {
         }
     }
 
-    /// The live line of `label`, made on first use; None when nothing is drawn.
+    /// Runs `f` on the live line of `label` (made on first use; `f` may ask to drop it);
+    /// nothing when no lines are drawn.
     fn with_bar(&self, label: &str, f: impl FnOnce(&ProgressBar, &mut bool)) {
         let Some(multi) = &self.multi else { return };
         let Ok(mut bars) = self.bars.lock() else {

@@ -214,6 +214,7 @@ pub fn install(ctx: &Ctx, target: &Target) -> Result<ScheduleReport> {
     // Everything is built (and a schedule systemd cannot spell refused) before a file changes.
     let files = wanted(ctx, &jobs, target)?;
     let previous = schedule::Installed::load(&ctx.config.state_dir).unwrap_or(None);
+    let had_record = previous.is_some();
     for (path, text) in &files {
         crate::fsutil::write_atomic(path, text.as_bytes(), 0o644)?;
     }
@@ -231,8 +232,22 @@ pub fn install(ctx: &Ctx, target: &Target) -> Result<ScheduleReport> {
         files: written.clone(),
     }
     .save(&ctx.config.state_dir)?;
+    // An install by an older sp left no record: what it wrote of the other kind would run
+    // every job a second time. It is not removed unasked, but named.
+    let other = match (had_record, target) {
+        (false, Target::Systemd(_)) => std::fs::read_to_string(schedule::DEFAULT_CRON_FILE)
+            .is_ok_and(|t| t.starts_with("# Written by `sp schedule install`"))
+            .then(|| schedule::DEFAULT_CRON_FILE.to_string()),
+        (false, Target::Cron(_)) => {
+            let timer = Path::new(schedule::DEFAULT_SYSTEMD_DIR).join("simple-paas-backup.timer");
+            timer.is_file().then(|| timer.display().to_string())
+        }
+        _ => None,
+    };
     let next_step = match target {
-        Target::Cron(_) => None,
+        Target::Cron(_) => other.map(|o| {
+            format!("an earlier install left {o} (and its siblings): remove them, or every job runs twice")
+        }),
         Target::Systemd(_) => {
             let timers: Vec<String> = written
                 .iter()
@@ -240,8 +255,11 @@ pub fn install(ctx: &Ctx, target: &Target) -> Result<ScheduleReport> {
                 .filter(|n| n.ends_with(".timer") || *n == "simple-paas-boot.service")
                 .map(String::from)
                 .collect();
+            let remove = other
+                .map(|o| format!("rm {o} && "))
+                .unwrap_or_default();
             Some(format!(
-                "systemctl daemon-reload && systemctl enable --now {}",
+                "{remove}systemctl daemon-reload && systemctl enable --now {}",
                 timers.join(" ")
             ))
         }

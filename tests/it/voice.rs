@@ -56,7 +56,8 @@ fn every_read_command_answers_one_json_object_with_a_schema() {
     host.sp_ok(&["backup"]);
     host.sp_ok(&["verify", "latest"]);
 
-    let reads: [&[&str]; 11] = [
+    let reads: [&[&str]; 12] = [
+        &["key", "export", "--public"],
         &["site", "list"],
         &["site", "show", &a],
         &["snapshots"],
@@ -87,6 +88,14 @@ fn every_read_command_answers_one_json_object_with_a_schema() {
     assert!(s["host_port"].as_u64().is_some(), "{list}");
     assert_eq!(s["container_port"], 8080, "{list}");
     assert!(s.get("name").is_none() && s.get("port").is_none(), "{list}");
+
+    // The secret key is never JSON.
+    let (code, err) = host.sp_fail(&["--json", "key", "export"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        !err.contains("sp-ed25519-secret") && err.contains("without --json"),
+        "{err}"
+    );
 
     // An error with --json is JSON on stderr too, with its exit code.
     let out = host.sp(&["--json", "site", "show", "nosuchsite"]);
