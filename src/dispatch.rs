@@ -1,73 +1,26 @@
-//! Turns a parsed command line into one op call and renders its report. The binary hands
-//! in its output streams; what to print is decided here, how to print (stdout/stderr) by main.
-//!
-//! The output edge: every `--json` answer is one object that starts with `"schema"`
-//! ([`SCHEMA`]), times in it are RFC 3339 to the second, and a failure is the same kind of
-//! object on stderr ([`json_error`]). Every command that changes the host leaves one line in
-//! the audit log ([`audited`] decides which, [`run`] writes it).
+//! Turns a parsed command line into one op call and renders its report (as JSON through
+//! [`crate::output`], the one voice of every `--json` answer). The binary hands in its output
+//! streams; what to print is decided here, how to print (stdout/stderr) by main. Every command
+//! that changes the host leaves one line in the audit log ([`audited`] decides which, [`run`]
+//! writes it).
 
 use std::io::{BufRead, Write};
 use std::path::Path;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use crate::cli::{
     Cli, Command, KeyCommand, RegistryCommand, ScheduleCommand, SiteCommand, SnapshotCommand,
 };
 use crate::error::{Error, Result};
 use crate::ops::{self, Ctx, Notifier};
-
-/// The version of every `--json` answer's shape; raised when a field changes meaning or goes.
-pub const SCHEMA: u32 = 1;
+use crate::output::{json_text, man_pages, PublicKey};
 
 /// The streams an op may write to.
 pub struct Io<'a> {
     pub out: &'a mut (dyn Write + Send),
     pub err: &'a mut (dyn Write + Send),
     pub stdin: &'a mut (dyn BufRead + Send),
-}
-
-/// A report as the `--json` answer: an object with `schema` first, times to the second.
-pub fn json_text<T: Serialize>(report: &T) -> Result<String> {
-    let mut v =
-        serde_json::to_value(report).map_err(|e| Error::Other(format!("encode JSON: {e}")))?;
-    whole_seconds(&mut v);
-    let mut out = Map::new();
-    out.insert("schema".into(), SCHEMA.into());
-    match v {
-        Value::Object(m) => out.extend(m),
-        other => {
-            out.insert("result".into(), other);
-        }
-    }
-    serde_json::to_string_pretty(&Value::Object(out))
-        .map_err(|e| Error::Other(format!("encode JSON: {e}")))
-}
-
-/// A failure as `--json` shows it on stderr: schema, error, what to do next, exit code.
-pub fn json_error(message: &str, hint: Option<&str>, exit_code: i32) -> String {
-    let mut m = Map::new();
-    m.insert("schema".into(), SCHEMA.into());
-    m.insert("error".into(), message.into());
-    m.insert("hint".into(), hint.into());
-    m.insert("exit_code".into(), exit_code.into());
-    Value::Object(m).to_string()
-}
-
-/// Rewrites every RFC 3339 time that carries fractions of a second to whole seconds, so no
-/// field shows nanoseconds of cron jitter.
-fn whole_seconds(v: &mut Value) {
-    match v {
-        Value::String(s) if s.len() > 20 && s.as_bytes().get(19) == Some(&b'.') => {
-            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-                *s = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(whole_seconds),
-        Value::Object(m) => m.values_mut().for_each(whole_seconds),
-        _ => {}
-    }
 }
 
 /// Prints a report as JSON or as text.
@@ -225,61 +178,6 @@ fn record(
     };
     let entry = crate::audit::Entry::new(started, argv, sites, code, took, error);
     crate::audit::append(&ctx.config.state_dir, &entry)
-}
-
-/// `sp --json key export --public`.
-#[derive(Debug, Serialize)]
-struct PublicKey {
-    public_key: String,
-}
-
-impl std::fmt::Display for PublicKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.public_key)
-    }
-}
-
-/// What `sp man --dir` wrote.
-#[derive(Debug, Serialize)]
-struct ManReport {
-    dir: std::path::PathBuf,
-    pages: Vec<String>,
-}
-
-impl std::fmt::Display for ManReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "wrote {} man pages into {}",
-            self.pages.len(),
-            self.dir.display()
-        )
-    }
-}
-
-/// Writes sp.1 and one page per (visible) subcommand into `dir`.
-fn man_pages(dir: &Path) -> Result<ManReport> {
-    fn each(cmd: clap::Command, dir: &Path, pages: &mut Vec<String>) -> Result<()> {
-        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
-            each(sub, dir, pages)?;
-        }
-        let man = clap_mangen::Man::new(cmd);
-        let name = man.get_filename();
-        man.generate_to(dir)
-            .map_err(|e| Error::io_path("write man page into", dir, e))?;
-        pages.push(name);
-        Ok(())
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
-    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
-    cmd.build();
-    let mut pages = Vec::new();
-    each(cmd, dir, &mut pages)?;
-    pages.sort();
-    Ok(ManReport {
-        dir: dir.to_path_buf(),
-        pages,
-    })
 }
 
 /// Runs the command; returns the process exit code for commands that decide their own
@@ -551,4 +449,41 @@ async fn site(cli: &Cli, ctx: &Ctx, sc: &SiteCommand, io: &mut Io<'_>) -> Result
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn scope(line: &str) -> Option<Scope> {
+        let cli = Cli::try_parse_from(line.split(' ')).unwrap();
+        audited(&cli.command)
+    }
+
+    #[test]
+    fn changes_are_audited_reads_and_dry_runs_are_not() {
+        let sites = |s: &[&str]| Some(Scope::Sites(s.iter().map(|x| x.to_string()).collect()));
+        assert_eq!(scope("sp site stop blog"), sites(&["blog"]));
+        assert_eq!(scope("sp site exec blog -- true"), sites(&["blog"]));
+        assert_eq!(scope("sp backup --site a --site b"), sites(&["a", "b"]));
+        assert_eq!(scope("sp restore latest --site a --as b"), sites(&["b"]));
+        assert_eq!(scope("sp apply"), Some(Scope::AllSites));
+        assert_eq!(scope("sp restore latest"), Some(Scope::AllSites));
+        assert_eq!(scope("sp prune"), Some(Scope::Host));
+        assert_eq!(scope("sp schedule install --systemd"), Some(Scope::Host));
+        for read in [
+            "sp site list",
+            "sp site show blog",
+            "sp site logs blog",
+            "sp status",
+            "sp prune --dry-run",
+            "sp restore latest --dry-run",
+            "sp verify",
+            "sp log",
+            "sp key export",
+        ] {
+            assert_eq!(scope(read), None, "{read}");
+        }
+    }
 }

@@ -149,7 +149,6 @@ impl Error {
             {
                 Some("is the MySQL/MariaDB server running? `sp doctor` tests the connection".into())
             }
-            Error::Locked(_) => Some("wait for that command to finish, then run this one again".into()),
             _ => None,
         }
     }

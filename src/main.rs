@@ -4,7 +4,8 @@ use std::io::{IsTerminal, Write};
 
 use clap::Parser;
 use sp::cli::Cli;
-use sp::dispatch::{json_error, run, Io};
+use sp::dispatch::{run, Io};
+use sp::output::json_error;
 
 /// Colour only for a person at a terminal, and never when NO_COLOR is set (no-color.org).
 fn colour(terminal: bool) -> bool {
