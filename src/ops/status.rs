@@ -82,9 +82,9 @@ impl std::fmt::Display for StatusReport {
                 }
             )?;
         }
-        match (&self.schedule.problem, &self.next_backup) {
-            (Some(p), _) => write!(f, "\nschedule: FAILED: {p}")?,
-            (None, _) => write!(
+        match &self.schedule.problem {
+            Some(p) => write!(f, "\nschedule: FAILED: {p}")?,
+            None => write!(
                 f,
                 "\nschedule: installed ({} {})",
                 self.schedule
