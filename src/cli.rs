@@ -116,14 +116,19 @@ pub enum Command {
     Schedule(ScheduleCommand),
     /// Per site: newest snapshot and its age, next backup, last failures; non-zero exit when one is too old or a backup, drill or prune failed.
     Status,
+    /// Who changed what: the audit log of every command that changes the host, oldest first.
+    Log(crate::ops::log::LogOpts),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    #[command(hide = true)]
-    Man,
+    /// Print the man page (roff), or with --dir write one page per command into DIR.
+    Man {
+        /// Write sp.1 and a page per subcommand (sp-site-add.1, ...) into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Keys of other hosts to trust, for commands that read snapshots.
@@ -181,14 +186,18 @@ pub enum SnapshotCommand {
 pub enum ScheduleCommand {
     /// Print the next runs of the backup and of every site job.
     Show,
-    /// Write the system cron entry (and optionally systemd units) that runs them.
+    /// Write the system cron file that runs them, or with --systemd a .service and .timer per
+    /// job; never both (what the other kind wrote before is removed). `sp status` checks it.
     Install {
         /// Cron file to write.
-        #[arg(long, value_name = "PATH", default_value = "/etc/cron.d/simple-paas")]
+        #[arg(long, value_name = "PATH", default_value = crate::schedule::DEFAULT_CRON_FILE, conflicts_with = "systemd")]
         cron_file: PathBuf,
-        /// Also write a .service and .timer per job into this directory.
-        #[arg(long, value_name = "DIR")]
-        systemd_dir: Option<PathBuf>,
+        /// Write systemd timers instead of the cron file.
+        #[arg(long)]
+        systemd: bool,
+        /// Directory for the systemd units (with --systemd).
+        #[arg(long, value_name = "DIR", default_value = crate::schedule::DEFAULT_SYSTEMD_DIR, requires = "systemd")]
+        systemd_dir: PathBuf,
     },
 }
 

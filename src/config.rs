@@ -387,7 +387,9 @@ impl Config {
             }
         }
         if self.mysql.user_host.is_empty() || self.mysql.user_host.contains('\'') {
-            return Err("mysql.user_host must be a MySQL host pattern like % or 172.17.%".into());
+            return Err(
+                "mysql.user_host must be a MySQL host pattern: \"%\" (see SETUP.md)".into(),
+            );
         }
         self.proxy.validate()?;
         Ok(())

@@ -96,8 +96,14 @@ impl Engine {
         ))
     }
 
-    /// Pulls `image` with the registry's stored credential and returns it pinned by digest.
-    pub async fn pull(&self, image: &ImageRef, cred: Option<&Credential>) -> Result<String> {
+    /// Pulls `image` with the registry's stored credential and returns it pinned by digest;
+    /// `progress(bytes, total)` hears the layers' download as the engine reports it.
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        cred: Option<&Credential>,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<String> {
         let tag = image
             .digest
             .clone()
@@ -113,8 +119,25 @@ impl Engine {
             ..Default::default()
         });
         let mut stream = self.docker.create_image(Some(opts), None, creds);
+        // Per layer: bytes downloaded and its size, as the engine reports them.
+        let mut layers: std::collections::HashMap<String, (u64, u64)> = Default::default();
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| Error::docker(format!("pull {image}"), e))?;
+            if let (Some(id), Some(status)) = (&info.id, &info.status) {
+                let detail = info.progress_detail.as_ref();
+                let num = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
+                let layer = layers.entry(id.clone()).or_default();
+                match status.as_str() {
+                    "Downloading" => {
+                        layer.0 = num(detail.and_then(|d| d.current)).unwrap_or(layer.0);
+                        layer.1 = num(detail.and_then(|d| d.total)).unwrap_or(layer.1);
+                    }
+                    "Download complete" | "Already exists" | "Pull complete" => layer.0 = layer.1,
+                    _ => {}
+                }
+                let (done, total) = layers.values().fold((0, 0), |(d, t), l| (d + l.0, t + l.1));
+                progress(done, total);
+            }
             if let Some(err) = info.error_detail.and_then(|d| d.message) {
                 return Err(Error::Docker {
                     context: format!("pull {image}"),
@@ -202,8 +225,11 @@ impl Engine {
             return Err(e);
         }
         let (_, sha) = written.map_err(|e| Error::io_path("write", &tmp, e))?;
-        std::fs::write(path.with_extension("zst.sha256"), format!("{sha}\n"))
-            .map_err(|e| Error::io_path("write", path, e))?;
+        // Root only, as every other file beside the snapshots.
+        crate::fsutil::write_private(
+            &path.with_extension("zst.sha256"),
+            format!("{sha}\n").as_bytes(),
+        )?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io_path("rename", path, e))?;
         Ok(())
     }

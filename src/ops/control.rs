@@ -301,8 +301,8 @@ pub async fn exec(
     let engine = ctx.engine().await?;
     let c = web_container(ctx, &engine, site).await?;
     if !c.running() {
-        return Err(Error::Conflict(format!(
-            "{site}: the container is not running (state {}); `sp site start {site}` starts it",
+        return Err(Error::NotRunning(format!(
+            "{site}: the container is not running (state {}); start it with `sp site start {site}`",
             c.state
         )));
     }

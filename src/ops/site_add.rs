@@ -43,7 +43,8 @@ pub struct SiteAddOpts {
 pub struct SiteAddReport {
     pub site: String,
     pub uid: u32,
-    pub port: u16,
+    /// The port the app listens on inside the container (the host port is in `rollout`).
+    pub container_port: u16,
     pub database: Option<String>,
     pub rollout: Rollout,
 }
@@ -191,7 +192,7 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
             Ok(SiteAddReport {
                 site: name.clone(),
                 uid: spec.uid,
-                port: spec.port,
+                container_port: spec.port,
                 database: spec.database.enabled.then(|| name.clone()),
                 rollout,
             })

@@ -11,6 +11,7 @@ use super::Ctx;
 /// One site as `list` and `show --json` report it. No secrets.
 #[derive(Debug, Clone, Serialize)]
 pub struct SiteInfo {
+    #[serde(rename = "site")]
     pub name: String,
     /// Image reference from the spec.
     pub image: String,
@@ -19,6 +20,7 @@ pub struct SiteInfo {
     /// running, stopped, exited, missing (no container), ...
     pub state: String,
     /// Host port on 127.0.0.1.
+    #[serde(rename = "host_port")]
     pub port: Option<u16>,
     pub domains: Vec<String>,
     pub uid: u32,
@@ -69,14 +71,15 @@ impl SiteInfo {
     }
 }
 
-/// The table of `sp site list`.
+/// The table of `sp site list` (`--json`: `{"sites": [...]}`).
 #[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct SiteList(pub Vec<SiteInfo>);
+pub struct SiteList {
+    pub sites: Vec<SiteInfo>,
+}
 
 impl std::fmt::Display for SiteList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_empty() {
+        if self.sites.is_empty() {
             return write!(f, "no sites");
         }
         writeln!(
@@ -84,7 +87,7 @@ impl std::fmt::Display for SiteList {
             "{:<20} {:<9} {:<6} {:<20} {:<40}",
             "NAME", "STATE", "PORT", "DIGEST", "IMAGE"
         )?;
-        for s in &self.0 {
+        for s in &self.sites {
             let digest = s
                 .digest
                 .as_deref()
@@ -167,14 +170,14 @@ impl std::fmt::Display for SiteInfo {
 pub async fn list(ctx: &Ctx) -> Result<SiteList> {
     let sites = ctx.sites()?;
     if sites.is_empty() {
-        return Ok(SiteList(Vec::new()));
+        return Ok(SiteList { sites: Vec::new() });
     }
     let engine = ctx.engine().await?;
     let mut out = Vec::new();
     for spec in &sites {
         out.push(SiteInfo::gather(ctx, &engine, spec).await?);
     }
-    Ok(SiteList(out))
+    Ok(SiteList { sites: out })
 }
 
 /// How many of the last deploys `sp site show` lists.

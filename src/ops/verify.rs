@@ -64,20 +64,26 @@ pub async fn run(
     let from = from.unwrap_or(&ctx.config.backup_dir);
     let (id, dir) = snapshot::resolve(from, id, snapshot::Pick::Host)?;
     let keyring = ctx.keyring(keys)?;
-    verify_one(id, dir, keyring).await
+    verify_one(ctx, id, dir, keyring).await
 }
 
 async fn verify_one(
+    ctx: &Ctx,
     id: String,
     dir: PathBuf,
     keyring: crate::key::Keyring,
 ) -> Result<VerifyReport> {
     let started = std::time::Instant::now();
     let snap_dir = dir.clone();
-    let (manifest, faults) = match tokio::task::spawn_blocking(move || {
-        snapshot::verify(&dir, snapshot::Depth::Full, &keyring)
-    })
-    .await
+    let checked = std::sync::Arc::new(snapshot::Checked::default());
+    let counts = checked.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        snapshot::verify_sites_counted(&dir, snapshot::Depth::Full, &[], &[], &keyring, &counts)
+    });
+    let label = format!("verify {id}");
+    let (manifest, faults) = match ctx
+        .with_progress(&label, &checked.done, &checked.total, work)
+        .await
     {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
@@ -154,7 +160,7 @@ pub async fn all(ctx: &Ctx, from: Option<&Path>, keys: &[PathBuf]) -> Result<Ver
     let (list, unreadable) = snapshot::list(from)?;
     let mut snapshots = Vec::new();
     for s in list {
-        snapshots.push(verify_one(s.id, s.dir, keyring.clone()).await?);
+        snapshots.push(verify_one(ctx, s.id, s.dir, keyring.clone()).await?);
     }
     for u in unreadable {
         let (id, problem) = u.split_once(": ").unwrap_or((u.as_str(), "unreadable"));

@@ -247,7 +247,7 @@ impl Host {
     /// The site's current host port.
     pub fn port(&self, site: &str) -> u16 {
         let v = self.json(&["site", "show", site]);
-        v["port"]
+        v["host_port"]
             .as_u64()
             .unwrap_or_else(|| panic!("{site} has no port: {v}")) as u16
     }
@@ -769,5 +769,29 @@ impl Host {
                 .arg(format!("{base}/{d}"))
                 .output();
         }
+    }
+
+    /// Installs the schedule into this host's own cron file (never /etc/cron.d), so that
+    /// `sp status` fails only for what a test does; returns the file.
+    pub fn install_schedule(&self) -> PathBuf {
+        let cron = self.dir.path().join("cron.d/simple-paas");
+        self.sp_ok(&[
+            "schedule",
+            "install",
+            "--cron-file",
+            &cron.to_string_lossy(),
+        ]);
+        cron
+    }
+
+    /// The audit log as `sp log --json` shows it (optionally for one site).
+    pub fn audit(&self, site: Option<&str>) -> Vec<serde_json::Value> {
+        let mut args = vec!["log"];
+        if let Some(s) = site {
+            args.extend(["--site", s]);
+        }
+        let v = self.json(&args);
+        assert_eq!(v["schema"], 1, "{v}");
+        v["entries"].as_array().expect("entries").clone()
     }
 }

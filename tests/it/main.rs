@@ -17,3 +17,4 @@ mod restore;
 mod secrets;
 mod site_lifecycle;
 mod tenant_db;
+mod voice;

@@ -149,7 +149,8 @@ pub(super) async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRe
     let root = paths.root.clone();
     let files = async {
         let t0 = Instant::now();
-        let staged = provision::stage_site(archive, expect, root.clone()).await?;
+        let label = format!("{name} files");
+        let staged = provision::stage_site(ctx, &label, archive, expect, root.clone()).await?;
         // The spec is checked like user input (a snapshot is hostile input even when it is
         // signed) while the files are still out of sight.
         let spec = SiteSpec::load(&staged.path().join("site.toml"))
