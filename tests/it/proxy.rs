@@ -103,8 +103,17 @@ impl ProxyHost {
         let host = Host::new(rig);
         host.login();
         let pebble = Pebble::start(rig);
-        let (http, https) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
         let text = std::fs::read_to_string(&host.config).expect("config");
+        // The last two ports of the host's own range (its sites publish none): Docker holds
+        // published ports without listening on them, so a port picked by the kernel could be
+        // one another test's host is about to publish.
+        let last: u16 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("port_range = \""))
+            .and_then(|r| r.trim_end_matches('"').split_once('-'))
+            .and_then(|(_, b)| b.parse().ok())
+            .expect("port_range in the config");
+        let (http, https) = (last - 1, last);
         let (head, _) = text.split_once("[proxy]").expect("[proxy] section");
         let proxy = format!(
             "[proxy]\nmode = \"caddy\"\nimage = \"{}\"\nlisten = \"127.0.0.1\"\n\
@@ -398,6 +407,33 @@ fn deploy_and_rollback_under_load_drop_no_request() {
     );
     assert!(ok >= 10, "only {ok} requests ran");
     assert_eq!(p.get("a.test").as_deref(), Some("site v1\n"));
+
+    // An env change rolls out the same way: plain and secret (stdin) values.
+    let load = Load::start(&p, "a.test");
+    std::thread::sleep(Duration::from_millis(500));
+    p.host.sp_ok(&["site", "env", &a, "set", "GREETING=hello"]);
+    let out = p.host.sp_in(
+        &["site", "env", &a, "set", "--stdin", "API_TOKEN"],
+        "s3cr3t-t0ken",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed: {errors:?}",
+        ok + failed
+    );
+    let seen = p.host.exec_sh(&a, "echo $GREETING $API_TOKEN");
+    assert_eq!(
+        String::from_utf8_lossy(&seen.stdout).trim(),
+        "hello s3cr3t-t0ken"
+    );
     // One web container remains.
     let ids = p.host.containers();
     assert_eq!(ids.len(), 2, "site + proxy: {ids:?}");
@@ -509,5 +545,67 @@ fn a_restored_host_serves_the_same_certificate_without_asking_the_ca() {
         st["domains"][0]["serial"].as_str(),
         Some(serial.as_str()),
         "{st}"
+    );
+}
+
+#[test]
+fn a_snapshot_whose_proxy_data_holds_a_link_is_refused() {
+    let Some(rig) = rig() else { return };
+    let p = ProxyHost::new(&rig);
+    let a = p.host.site_name("pl");
+    p.add(&a, "v1", "a.test");
+    let id = p.host.json(&["backup"])["id"]
+        .as_str()
+        .expect("snapshot id")
+        .to_string();
+    let snap = p.host.backup_dir().join(&id);
+
+    // The hostile part: Caddy's data with a link to a host directory.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("data")).unwrap();
+    std::os::unix::fs::symlink("/etc", work.path().join("data/caddy")).unwrap();
+    let tar = work.path().join("p.tar");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(work.path())
+        .args(["-cf"])
+        .arg(&tar)
+        .arg("data")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let zst = snap.join("proxy.tar.zst");
+    let out = Command::new("zstd")
+        .args(["-qf", "-o"])
+        .arg(&zst)
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::harness::resign_file(&snap, "proxy.tar.zst");
+
+    // A host without the site and without proxy data restores that snapshot.
+    p.host.sp_ok(&["site", "remove", &a, "--purge", "--yes"]);
+    for id in p.host.containers() {
+        Command::new("docker")
+            .args(["rm", "-f", &id])
+            .output()
+            .unwrap();
+    }
+    std::fs::remove_dir_all(p.host.state_dir().join("proxy")).unwrap();
+    let (code, err) = p.host.sp_fail(&["restore", &id]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("proxy.tar.zst") && err.contains("symlink"),
+        "{err}"
+    );
+    assert!(!p.host.state_dir().join("proxy/data").exists());
+    assert!(
+        !p.host.sites_dir().join(&a).exists(),
+        "no site was restored"
     );
 }

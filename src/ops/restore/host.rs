@@ -69,6 +69,15 @@ pub(super) async fn restore_proxy(
                 snapshot::PROXY_ARCHIVE
             ))
         })?;
+        // Caddy's data never holds a link; one here would point sp's certificate reader
+        // (and Caddy) somewhere the snapshot chose.
+        if let Some(link) = first_link(staged.path()) {
+            return Err(Error::Other(format!(
+                "{}: refused: it holds a symlink ({}), which Caddy's data never does; nothing of the proxy was restored",
+                snapshot::PROXY_ARCHIVE,
+                link.strip_prefix(staged.path()).unwrap_or(&link).display()
+            )));
+        }
         staged
             .commit(&root)
             .map_err(|e| Error::io_path("put the proxy's data in place at", &root, e))
@@ -76,6 +85,23 @@ pub(super) async fn restore_proxy(
     .await
     .map_err(|e| Error::Other(format!("unpack task: {e}")))??;
     Ok(true)
+}
+
+/// The first symlink under `dir` (never following one), if any.
+fn first_link(dir: &Path) -> Option<std::path::PathBuf> {
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let t = e.file_type().ok()?;
+            if t.is_symlink() {
+                return Some(e.path());
+            }
+            if t.is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    None
 }
 
 /// Plans the host config (local keys win) for a whole-host restore, and the registry
@@ -162,6 +188,17 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_anywhere_in_the_proxy_data_is_found() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("data/caddy/certificates/ca");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("a.crt"), "x").unwrap();
+        assert_eq!(first_link(d.path()), None);
+        std::os::unix::fs::symlink("/etc", deep.join("a.test")).unwrap();
+        assert_eq!(first_link(d.path()), Some(deep.join("a.test")));
+    }
 
     #[test]
     fn local_config_wins_in_the_merge() {
