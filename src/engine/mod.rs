@@ -403,16 +403,7 @@ impl Engine {
         if let Some(r) = role {
             labels.push(format!("{LABEL_ROLE}={}", r.as_str()));
         }
-        let filters = HashMap::from([("label".to_string(), labels)]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| Error::docker("list containers", e))?;
+        let list = self.labelled(labels).await?;
         Ok(list
             .into_iter()
             .map(|c| {
@@ -439,6 +430,22 @@ impl Engine {
                 }
             })
             .collect())
+    }
+
+    /// Every container (running or not) that carries all of `labels` (`KEY=VALUE`).
+    async fn labelled(
+        &self,
+        labels: Vec<String>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>> {
+        let filters = HashMap::from([("label".to_string(), labels)]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| Error::docker("list containers", e))
     }
 
     async fn inspect(&self, id: &str) -> Result<bollard::models::ContainerInspectResponse> {

@@ -1,10 +1,8 @@
 //! What the proxy needs of the engine: its own network, its container, joining the sites'
 //! networks, and running `caddy` inside it.
 
-use std::collections::HashMap;
-
 use bollard::models::{ContainerCreateBody, NetworkConnectRequest, NetworkDisconnectRequest};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
 
 use super::{short, Engine, LABEL_CONFIG, LABEL_IMAGE, LABEL_INSTANCE, LABEL_ROLE};
 use crate::error::{Error, Result};
@@ -59,17 +57,7 @@ impl Engine {
             format!("{LABEL_INSTANCE}={instance}"),
             format!("{LABEL_ROLE}={}", crate::proxy::container::ROLE),
         ];
-        let filters = HashMap::from([("label".to_string(), labels)]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| Error::docker("list containers", e))?;
-        let Some(c) = list.into_iter().next() else {
+        let Some(c) = self.labelled(labels).await?.into_iter().next() else {
             return Ok(None);
         };
         let labels = c.labels.unwrap_or_default();

@@ -262,6 +262,23 @@ impl Load {
     }
 }
 
+/// Runs `change` while [`Load`] requests `https://DOMAIN/` (from half a second before to half
+/// a second after) and asserts that no request failed.
+fn without_a_failed_request(p: &ProxyHost, domain: &str, change: impl FnOnce()) {
+    let load = Load::start(p, domain);
+    std::thread::sleep(Duration::from_millis(500));
+    change();
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed: {errors:?}",
+        ok + failed
+    );
+    assert!(ok >= 10, "only {ok} requests ran");
+}
+
 /// Host ports a site's containers publish (docker CLI).
 fn published_ports(host: &Host, site: &str) -> String {
     let out = Command::new("docker")
@@ -379,56 +396,29 @@ fn deploy_and_rollback_under_load_drop_no_request() {
     p.add(&a, "v1", "a.test");
     assert_eq!(p.get("a.test").as_deref(), Some("site v1\n"));
 
-    let load = Load::start(&p, "a.test");
-    std::thread::sleep(Duration::from_millis(500));
-    p.host
-        .sp_ok(&["site", "deploy", &a, "--image", &rig.image("v2")]);
-    std::thread::sleep(Duration::from_millis(500));
-    let (ok, failed, errors) = load.finish();
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed: {errors:?}",
-        ok + failed
-    );
-    assert!(ok >= 10, "only {ok} requests ran");
+    without_a_failed_request(&p, "a.test", || {
+        p.host
+            .sp_ok(&["site", "deploy", &a, "--image", &rig.image("v2")]);
+    });
     assert_eq!(p.get("a.test").as_deref(), Some("site v2\n"));
-
-    let load = Load::start(&p, "a.test");
-    std::thread::sleep(Duration::from_millis(500));
-    p.host.sp_ok(&["site", "rollback", &a]);
-    std::thread::sleep(Duration::from_millis(500));
-    let (ok, failed, errors) = load.finish();
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed: {errors:?}",
-        ok + failed
-    );
-    assert!(ok >= 10, "only {ok} requests ran");
+    without_a_failed_request(&p, "a.test", || {
+        p.host.sp_ok(&["site", "rollback", &a]);
+    });
     assert_eq!(p.get("a.test").as_deref(), Some("site v1\n"));
 
     // An env change rolls out the same way: plain and secret (stdin) values.
-    let load = Load::start(&p, "a.test");
-    std::thread::sleep(Duration::from_millis(500));
-    p.host.sp_ok(&["site", "env", &a, "set", "GREETING=hello"]);
-    let out = p.host.sp_in(
-        &["site", "env", &a, "set", "--stdin", "API_TOKEN"],
-        "s3cr3t-t0ken",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let (ok, failed, errors) = load.finish();
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed: {errors:?}",
-        ok + failed
-    );
+    without_a_failed_request(&p, "a.test", || {
+        p.host.sp_ok(&["site", "env", &a, "set", "GREETING=hello"]);
+        let out = p.host.sp_in(
+            &["site", "env", &a, "set", "--stdin", "API_TOKEN"],
+            "s3cr3t-t0ken",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
     let seen = p.host.exec_sh(&a, "echo $GREETING $API_TOKEN");
     assert_eq!(
         String::from_utf8_lossy(&seen.stdout).trim(),
