@@ -83,7 +83,7 @@ pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
                     .step(&spec.name, "database")?,
             );
         }
-        changes.extend(converge_container(ctx, &engine, spec).await?);
+        changes.extend(converge_container(ctx, &engine, spec, WHY).await?);
         sites.push(SiteChanges {
             site: spec.name.clone(),
             changes,
@@ -104,10 +104,12 @@ const WHY: Why<'static> = Why::because("apply");
 
 /// Converges one site's container: first deploy, the spec's image when it changed (pulled,
 /// release command run), a missing or drifted container recreated, a stopped one started.
+/// `why` names the command in the site's history (apply, restore).
 pub(crate) async fn converge_container(
     ctx: &Ctx,
     engine: &Engine,
     spec: &SiteSpec,
+    why: Why<'static>,
 ) -> Result<Vec<String>> {
     let name = spec.name.as_str();
     let state = ctx.deploy_state(name)?;
@@ -119,7 +121,7 @@ pub(crate) async fn converge_container(
                 .await
                 .step(name, "pull")?;
             changes.push(format!("first deploy of {pinned}"));
-            let r = rollout_recorded(ctx, engine, spec, &pinned, None, Release::Run, WHY).await?;
+            let r = rollout_recorded(ctx, engine, spec, &pinned, None, Release::Run, why).await?;
             changes.push(format!("started {}", r.container));
             return Ok(changes);
         }
@@ -131,7 +133,7 @@ pub(crate) async fn converge_container(
         let pinned = provision::pull(ctx, engine, &spec.image)
             .await
             .step(name, "pull")?;
-        let r = rollout_recorded(ctx, engine, spec, &pinned, None, Release::Run, WHY).await?;
+        let r = rollout_recorded(ctx, engine, spec, &pinned, None, Release::Run, why).await?;
         changes.push(format!(
             "image changed from {deployed_as} to {}: started {}",
             spec.image, r.container
@@ -156,7 +158,7 @@ pub(crate) async fn converge_container(
     let good = containers.iter().find(|c| c.config == want);
     match good {
         None => {
-            let why = if containers.is_empty() {
+            let drift = if containers.is_empty() {
                 "container was missing"
             } else {
                 "spec changed"
@@ -168,10 +170,10 @@ pub(crate) async fn converge_container(
                 &image,
                 Some(&image_id),
                 Release::Skip,
-                WHY,
+                why,
             )
             .await?;
-            changes.push(format!("{why}: started {}", r.container));
+            changes.push(format!("{drift}: started {}", r.container));
         }
         Some(c) => {
             for other in containers.iter().filter(|o| o.id != c.id) {

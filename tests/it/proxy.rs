@@ -530,6 +530,15 @@ fn a_restored_host_serves_the_same_certificate_without_asking_the_ca() {
     // At once, the same certificate: Caddy had it in the restored data.
     assert_eq!(p.get("a.test").as_deref(), Some("site v1\n"));
     assert_eq!(p.served_serial("a.test"), serial);
+    // The site's history tells what started it.
+    let h = p.host.json(&["site", "history", &a]);
+    let reasons: Vec<&str> = h["deploys"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{h}"))
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["add", "restore"], "{h}");
     let st = p.host.json(&["proxy", "status"]);
     assert_eq!(
         st["domains"][0]["serial"].as_str(),

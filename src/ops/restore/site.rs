@@ -10,6 +10,7 @@ use crate::error::{Error, Result, StepExt};
 use crate::site::{DeployState, SitePaths, SiteSpec};
 use crate::snapshot::{self, SiteEntry};
 
+use super::super::deploy::Why;
 use super::super::{apply, provision, Ctx};
 use super::{Phase, SiteRestore};
 
@@ -252,7 +253,7 @@ pub(super) async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRe
     }
     if !state.stopped {
         let t0 = Instant::now();
-        apply::converge_container(ctx, engine, &spec).await?;
+        apply::converge_container(ctx, engine, &spec, Why::because("restore")).await?;
         phases.push(Phase {
             name: "start".into(),
             seconds: t0.elapsed().as_secs_f64(),
