@@ -41,8 +41,11 @@ pub fn json_error(message: &str, hint: Option<&str>, exit_code: i32) -> String {
     Value::Object(m).to_string()
 }
 
+/// Fields that hold a site's own values (its env), shown as they are.
+const VERBATIM: &[&str] = &["env", "value"];
+
 /// Rewrites every RFC 3339 time that carries fractions of a second to whole seconds, so no
-/// field shows nanoseconds of cron jitter.
+/// field shows nanoseconds of cron jitter — except in a site's own values ([`VERBATIM`]).
 fn whole_seconds(v: &mut Value) {
     match v {
         Value::String(s) if s.len() > 20 && s.as_bytes().get(19) == Some(&b'.') => {
@@ -51,7 +54,10 @@ fn whole_seconds(v: &mut Value) {
             }
         }
         Value::Array(a) => a.iter_mut().for_each(whole_seconds),
-        Value::Object(m) => m.values_mut().for_each(whole_seconds),
+        Value::Object(m) => m
+            .iter_mut()
+            .filter(|(k, _)| !VERBATIM.contains(&k.as_str()))
+            .for_each(|(_, v)| whole_seconds(v)),
         _ => {}
     }
 }
@@ -138,6 +144,17 @@ mod tests {
         assert_eq!(v["at"], "2026-12-02T03:17:00Z");
         assert_eq!(v["nested"][0], "2026-12-02T03:17:00+01:00");
         assert_eq!(v["note"], "2026-12-02T03:17:00.x is no time");
+        // A site's own values stay as they are.
+        let v: Value = serde_json::from_str(
+            &json_text(&serde_json::json!({
+                "env": {"T": "2026-01-01T00:00:00.5Z"},
+                "entries": [{"key": "T", "value": "2026-01-01T00:00:00.5Z"}]
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["env"]["T"], "2026-01-01T00:00:00.5Z");
+        assert_eq!(v["entries"][0]["value"], "2026-01-01T00:00:00.5Z");
         // Not an object (a bare list): wrapped, still with the schema.
         let v: Value = serde_json::from_str(&json_text(&vec![1, 2]).unwrap()).unwrap();
         assert_eq!(v["result"], serde_json::json!([1, 2]));

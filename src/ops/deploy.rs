@@ -287,8 +287,22 @@ pub async fn rollout_recorded(
 /// Appends one entry to a site's history file (0600).
 fn record_history(ctx: &Ctx, site: &str, record: DeployRecord) -> Result<u64> {
     let path = ctx.paths(site).history();
-    // A damaged file (a snapshot's) starts over rather than blocking every deploy.
-    let entries = history::load(&path).unwrap_or_default();
+    // A damaged file (a snapshot's) is set aside, named, and the history starts over rather
+    // than blocking every deploy (so `--to N` always means what `sp site history` shows).
+    let entries = match history::load(&path) {
+        Ok(e) => e,
+        Err(e) => {
+            let aside = path.with_extension("jsonl.damaged");
+            let _ = std::fs::remove_file(&aside);
+            std::fs::rename(&path, &aside)
+                .map_err(|io| Error::io_path("set aside the damaged history", &path, io))?;
+            ctx.note(&format!(
+                "{site}: the deploy history could not be read ({e}); kept as {} and started over",
+                aside.display()
+            ));
+            Vec::new()
+        }
+    };
     let (text, n) = history::appended(entries, record);
     crate::fsutil::write_private(&path, text.as_bytes())?;
     Ok(n)

@@ -14,7 +14,6 @@
 //!    one keeps serving, and the command fails with Caddy's reason. The accepted file becomes
 //!    the one the container starts with.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,9 +69,32 @@ pub struct ImageState {
 }
 
 impl ImageState {
+    /// The recorded pin, if there is one sp can trust (it may come from a snapshot): see
+    /// [`ImageState::is_pin_of`].
     pub fn load(paths: &ProxyPaths) -> Option<ImageState> {
-        let text = std::fs::read_to_string(paths.image_state()).ok()?;
-        serde_json::from_str(&text).ok()
+        let path = paths.image_state();
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        if !meta.is_file() || meta.len() > 64 << 10 {
+            return None;
+        }
+        let st: ImageState = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        st.is_pin_of(&st.image).then_some(st)
+    }
+
+    /// Whether this is a pin of `image`: an image id, and a reference to `image`'s own
+    /// repository pinned by digest — so a recorded (or restored) file can never make the
+    /// proxy run another image than `proxy.image` names.
+    pub fn is_pin_of(&self, image: &str) -> bool {
+        let (Ok(want), Ok(got)) = (
+            crate::site::ImageRef::parse(image),
+            crate::site::ImageRef::parse(&self.pinned),
+        ) else {
+            return false;
+        };
+        crate::site::history::is_image_id(&self.id)
+            && got.digest.is_some()
+            && got.registry == want.registry
+            && got.path == want.path
     }
 }
 
@@ -155,7 +177,13 @@ pub async fn converge(
     }
     let global = global(ctx)?;
     if let Some(root) = &ctx.config.proxy.acme_ca_root {
-        let bytes = std::fs::read(root).map_err(|e| Error::io_path("read", root, e))?;
+        let bytes = read_admin_file("proxy.acme_ca_root", root)?;
+        if cert::parse_pem(&bytes).is_none() {
+            return Err(Error::Invalid(format!(
+                "proxy.acme_ca_root {}: not a PEM certificate",
+                root.display()
+            )));
+        }
         crate::fsutil::write_atomic(&paths.etc().join("acme-ca-root.pem"), &bytes, 0o644)?;
     }
     let caddyfile = paths.etc().join("Caddyfile");
@@ -223,14 +251,25 @@ pub async fn converge(
     }
     let mut global = global;
     if let Some(extra) = &ctx.config.proxy.extra {
-        global.extra =
-            Some(std::fs::read_to_string(extra).map_err(|e| Error::io_path("read", extra, e))?);
+        let bytes = read_admin_file("proxy.extra", extra)?;
+        global.extra = Some(String::from_utf8(bytes).map_err(|_| {
+            Error::Invalid(format!("proxy.extra {}: not UTF-8 text", extra.display()))
+        })?);
     }
     let text = proxy::caddyfile(&global, &routes)?;
 
-    // 5. Load it, and give Caddy a moment to get certificates for new domains.
+    // 5. Load it, and give Caddy a moment to get certificates for domains it routes now for
+    // the first time.
+    let before = std::fs::read_to_string(paths.etc().join("Caddyfile"))
+        .map(|t| proxy::routed_domains(&t))
+        .unwrap_or_default();
     load(engine, &container.id, &paths, &text).await?;
-    await_certificates(ctx, &paths, &shown).await;
+    let new: Vec<&str> = shown
+        .iter()
+        .map(|r| r.domain.as_str())
+        .filter(|d| !before.contains(*d))
+        .collect();
+    await_certificates(ctx, &paths, &new).await;
     Ok(ProxyReport {
         container: name,
         image: image.pinned,
@@ -242,16 +281,16 @@ pub async fn converge(
 /// How long a converge waits for Caddy to obtain a new domain's first certificate.
 const CERT_WAIT: Duration = Duration::from_secs(30);
 
-/// Waits until Caddy holds a certificate for every routed domain (at most [`CERT_WAIT`]), so
-/// a command that adds a domain returns when HTTPS answers on it; a domain still without one
-/// is a note, not a failure (Caddy keeps asking its CA).
-async fn await_certificates(ctx: &Ctx, paths: &ProxyPaths, routes: &[DomainRoute]) {
+/// Waits until Caddy holds a certificate for each of `domains` (at most [`CERT_WAIT`]), so a
+/// command that adds a domain returns when HTTPS answers on it; a domain still without one is
+/// a note, not a failure (Caddy keeps asking its CA).
+async fn await_certificates(ctx: &Ctx, paths: &ProxyPaths, domains: &[&str]) {
     let deadline = std::time::Instant::now() + CERT_WAIT;
     let data = paths.data();
     loop {
-        let missing: Vec<&str> = routes
+        let missing: Vec<&str> = domains
             .iter()
-            .map(|r| r.domain.as_str())
+            .copied()
             .filter(|d| cert::find(&data, d).is_none())
             .collect();
         if missing.is_empty() {
@@ -269,35 +308,59 @@ async fn await_certificates(ctx: &Ctx, paths: &ProxyPaths, routes: &[DomainRoute
     }
 }
 
+/// The most sp reads of a file the config names for the proxy.
+const ADMIN_FILE_MAX: u64 = 256 << 10;
+
+/// Reads a file the config names for the proxy (`what`): a regular file, not a link, of at
+/// most [`ADMIN_FILE_MAX`] — anything else is refused without a word of its content.
+fn read_admin_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io_path("read", path, e))?;
+    if !meta.is_file() || meta.len() > ADMIN_FILE_MAX {
+        return Err(Error::Invalid(format!(
+            "{what} {}: must be a regular file (not a link) of at most {} KiB",
+            path.display(),
+            ADMIN_FILE_MAX >> 10
+        )));
+    }
+    std::fs::read(path).map_err(|e| Error::io_path("read", path, e))
+}
+
 /// The global options from `[proxy]`.
 fn global(ctx: &Ctx) -> Result<proxy::Global> {
     Ok(proxy::Global::from_config(&ctx.config.proxy))
 }
 
 /// Every site with domains → its upstream on its network: the `switch` container for the
-/// site being deployed, else its running web container. Sites with no container yet get no
-/// route (yet).
+/// site being deployed, else its current web container (running, of the image deploy.toml
+/// names, before any other). Sites with no container yet get no route (yet); a spec that does
+/// not load keeps no route and is named in a note, and the other sites' routes go on.
 async fn routes(
     ctx: &Ctx,
     engine: &Engine,
     switch: Option<Switch<'_>>,
 ) -> Result<(Vec<Route>, Vec<DomainRoute>)> {
-    let specs = ctx.sites()?;
     let containers = engine
         .list(&ctx.config.instance, None, Some(Role::Web))
         .await?;
-    let mut current: BTreeMap<&str, &str> = BTreeMap::new();
-    for c in &containers {
-        if c.running() || !current.contains_key(c.site.as_str()) {
-            current.insert(&c.site, &c.name);
-        }
-    }
     let mut routes = Vec::new();
     let mut shown = Vec::new();
-    for spec in specs.iter().filter(|s| !s.domains.is_empty()) {
+    for name in ctx.site_names()? {
+        let spec = match ctx.site(&name) {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.note(&format!("proxy: {name} gets no route: {e}"));
+                continue;
+            }
+        };
+        if spec.domains.is_empty() {
+            continue;
+        }
         let target = match switch {
-            Some(s) if s.site == spec.name => Some(s.container),
-            _ => current.get(spec.name.as_str()).copied(),
+            Some(s) if s.site == spec.name => Some(s.container.to_string()),
+            _ => {
+                let current = ctx.deploy_state(&name).ok().and_then(|s| s.current_id);
+                current_container(&containers, &name, current.as_deref())
+            }
         };
         let Some(target) = target else { continue };
         let upstream = format!("{target}:{}", spec.port);
@@ -315,6 +378,21 @@ async fn routes(
         });
     }
     Ok((routes, shown))
+}
+
+/// The container a site's route goes to: running and of the deployed image id, else running,
+/// else any (a stopped site's, which answers 502 until it starts).
+fn current_container(
+    containers: &[crate::engine::ContainerInfo],
+    site: &str,
+    image_id: Option<&str>,
+) -> Option<String> {
+    let mine: Vec<_> = containers.iter().filter(|c| c.site == site).collect();
+    mine.iter()
+        .find(|c| c.running() && image_id.is_some_and(|i| c.image == i))
+        .or_else(|| mine.iter().find(|c| c.running()))
+        .or(mine.first())
+        .map(|c| c.name.clone())
 }
 
 /// Pins the proxy image once: the recorded pin while `proxy.image` is unchanged (its image
@@ -500,6 +578,56 @@ pub async fn status(ctx: &Ctx) -> Result<StatusReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_route_goes_to_the_deployed_running_container() {
+        let c = |name: &str, site: &str, image: &str, state: &str| crate::engine::ContainerInfo {
+            id: name.into(),
+            name: name.into(),
+            site: site.into(),
+            role: "web".into(),
+            config: String::new(),
+            image: image.into(),
+            state: state.into(),
+            host_port: None,
+        };
+        let list = [
+            c("stray", "a", "sha256:new", "running"),
+            c("serving", "a", "sha256:cur", "running"),
+            c("old", "a", "sha256:cur", "exited"),
+            c("other", "b", "sha256:cur", "running"),
+        ];
+        assert_eq!(
+            current_container(&list, "a", Some("sha256:cur")).as_deref(),
+            Some("serving")
+        );
+        assert_eq!(
+            current_container(&list, "a", None).as_deref(),
+            Some("stray")
+        );
+        assert_eq!(
+            current_container(&list[2..3], "a", Some("sha256:cur")).as_deref(),
+            Some("old")
+        );
+        assert_eq!(current_container(&list, "c", None), None);
+    }
+
+    #[test]
+    fn a_pin_must_be_of_the_configured_repository() {
+        let id = format!("sha256:{}", "a".repeat(64));
+        let pin = |pinned: &str, id: &str| ImageState {
+            image: "caddy:2".into(),
+            pinned: pinned.into(),
+            id: id.into(),
+        };
+        let digest = format!("sha256:{}", "b".repeat(64));
+        assert!(pin(&format!("caddy@{digest}"), &id).is_pin_of("caddy:2"));
+        // Another repository, another registry, no digest, an id that is a name.
+        assert!(!pin(&format!("evil/caddy@{digest}"), &id).is_pin_of("caddy:2"));
+        assert!(!pin(&format!("reg.example.com/caddy@{digest}"), &id).is_pin_of("caddy:2"));
+        assert!(!pin("caddy:2", &id).is_pin_of("caddy:2"));
+        assert!(!pin(&format!("caddy@{digest}"), "some-site-image:v1").is_pin_of("caddy:2"));
+    }
 
     #[test]
     fn caddys_reason_is_its_last_error_line() {

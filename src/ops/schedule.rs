@@ -223,6 +223,17 @@ pub fn install(ctx: &Ctx, target: &Target) -> Result<ScheduleReport> {
     for old in previous.map(|p| p.files).unwrap_or_default() {
         if !written.contains(&old) && old.is_file() {
             std::fs::remove_file(&old).map_err(|e| Error::io_path("remove", &old, e))?;
+            // A unit `systemctl enable` linked: its links go with it.
+            if let (Some(dir), Some(name)) = (old.parent(), old.file_name()) {
+                for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                    let link = e.path().join(name);
+                    if e.file_name().to_string_lossy().ends_with(".wants")
+                        && std::fs::symlink_metadata(&link).is_ok_and(|m| m.is_symlink())
+                    {
+                        let _ = std::fs::remove_file(&link);
+                    }
+                }
+            }
             removed.push(old);
         }
     }
@@ -270,6 +281,16 @@ pub fn install(ctx: &Ctx, target: &Target) -> Result<ScheduleReport> {
         written,
         removed,
         next_step,
+    })
+}
+
+/// Whether `unit` in `dir` is enabled: linked from one of the `*.wants/` directories there.
+fn enabled(dir: &Path, unit: &str) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name().to_string_lossy().ends_with(".wants")
+                && std::fs::symlink_metadata(e.path().join(unit)).is_ok()
+        })
     })
 }
 
@@ -334,6 +355,17 @@ pub fn check(ctx: &Ctx) -> Result<ScheduleCheck> {
         ),
     };
     let installed = missing.len() < files.len();
+    // Units on disk run nothing until enabled (`systemctl enable` links them into a
+    // `*.wants/` directory beside them).
+    let not_enabled: Vec<String> = match &target {
+        Target::Systemd(dir) => files
+            .iter()
+            .filter_map(|(p, _)| p.file_name()?.to_str().map(str::to_string))
+            .filter(|n| n.ends_with(".timer") || n == "simple-paas-boot.service")
+            .filter(|n| !enabled(dir, n))
+            .collect(),
+        Target::Cron(_) => Vec::new(),
+    };
     let problem = if !installed {
         Some(format!(
             "the schedule is not installed (no {}): nothing runs the backups; run `{again}`",
@@ -345,6 +377,12 @@ pub fn check(ctx: &Ctx) -> Result<ScheduleCheck> {
         Some(format!(
             "the installed schedule is not the config's ({}); run `{again}`",
             what.join(", ")
+        ))
+    } else if !not_enabled.is_empty() {
+        Some(format!(
+            "the systemd units are installed but not enabled ({}): nothing runs the backups; run `systemctl daemon-reload && systemctl enable --now {}`",
+            not_enabled.join(", "),
+            not_enabled.join(" ")
         ))
     } else {
         None

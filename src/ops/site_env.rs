@@ -217,18 +217,21 @@ pub fn parse_edit(action: &EnvAction, stdin: Option<&str>) -> Result<EnvEdit> {
             }
             match pairs.as_slice() {
                 [] => {
-                    for line in text.lines() {
+                    for (i, line) in text.lines().enumerate() {
                         let line = line.trim_end_matches('\r');
                         if line.trim().is_empty() || line.starts_with('#') {
                             continue;
                         }
-                        // Never echo the line: it holds a secret.
-                        let Some((k, v)) = line.split_once('=') else {
-                            return Err(Error::Invalid(
-                                "env set --stdin: every line must be KEY=VALUE (or give one KEY to read its whole value)".into(),
-                            ));
+                        // Never echo any of the line, not even what stands before a '=': it
+                        // may be part of a secret given without its KEY.
+                        let bad = || {
+                            Error::Invalid(format!(
+                                "env set --stdin: line {} of stdin is not KEY=VALUE with a valid KEY (letters, digits, '_'; not one sp sets) — or give one KEY to read the whole input as its value",
+                                i + 1
+                            ))
                         };
-                        crate::site::check_entry(k, v)?;
+                        let (k, v) = line.split_once('=').ok_or_else(bad)?;
+                        crate::site::check_entry(k, v).map_err(|_| bad())?;
                         edit.secret.insert(k.to_string(), v.to_string());
                     }
                     if edit.secret.is_empty() {
@@ -343,9 +346,9 @@ pub async fn run(ctx: &Ctx, opts: &EnvOpts, stdin: Option<&str>) -> Result<EnvRe
                 Why::because("env"),
             )
             .await
-            .map_err(|e| {
-                Error::Other(format!(
-                    "{e} — the env was not changed and the old container keeps serving"
+            .inspect_err(|_| {
+                ctx.note(&format!(
+                    "{site}: the env was not changed and the old container keeps serving"
                 ))
             })?;
             report.rollout = Some(r);

@@ -41,6 +41,9 @@ pub fn parse_pem(text: &[u8]) -> Option<CertInfo> {
 /// several issuers have one), or None.
 pub fn find(data_dir: &Path, domain: &str) -> Option<CertInfo> {
     let base = data_dir.join("caddy/certificates");
+    // Caddy keeps `*.example.com` as `wildcard_.example.com`.
+    let stored = domain.replacen('*', "wildcard_", 1);
+    let domain = stored.as_str();
     let mut best: Option<CertInfo> = None;
     for issuer in std::fs::read_dir(base).ok()?.flatten() {
         let file = issuer.path().join(domain).join(format!("{domain}.crt"));
@@ -101,5 +104,11 @@ Q5DC9Rqppl2FAiBxv4uophGeG/DoadxZAjp6XtxV7Hxp5iDxCRaGqeLoDA==
         std::fs::create_dir_all(&other).unwrap();
         std::os::unix::fs::symlink(dir.join("a.test.crt"), other.join("b.test.crt")).unwrap();
         assert_eq!(find(d.path(), "b.test"), None);
+        let wild = d
+            .path()
+            .join("caddy/certificates/ca-example-dir/wildcard_.w.test");
+        std::fs::create_dir_all(&wild).unwrap();
+        std::fs::write(wild.join("wildcard_.w.test.crt"), PEM).unwrap();
+        assert_eq!(find(d.path(), "*.w.test").unwrap().serial, "1234abcd");
     }
 }

@@ -190,6 +190,21 @@ pub fn caddyfile(global: &Global, routes: &[Route]) -> Result<String> {
     Ok(out)
 }
 
+/// The domains a Caddyfile written by [`caddyfile`] routes (its site blocks' addresses).
+pub fn routed_domains(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("# site ") {
+            continue;
+        }
+        if let Some(head) = lines.next().and_then(|l| l.strip_suffix(" {")) {
+            out.extend(head.split(", ").map(str::to_string));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +272,29 @@ mod tests {
              \treverse_proxy sp-default-shop-web:3000\n\
              }\n"
         );
+    }
+
+    #[test]
+    fn the_routed_domains_are_read_back() {
+        let routes = [
+            route(
+                "blog",
+                &["blog.example.com", "www.blog.example.com"],
+                "b:8080",
+            ),
+            route("shop", &["shop.example.com"], "s:3000"),
+        ];
+        let text = caddyfile(&pebble(), &routes).unwrap();
+        let got: Vec<String> = routed_domains(&text).into_iter().collect();
+        assert_eq!(
+            got,
+            [
+                "blog.example.com",
+                "shop.example.com",
+                "www.blog.example.com"
+            ]
+        );
+        assert!(routed_domains("").is_empty());
     }
 
     #[test]

@@ -54,9 +54,12 @@ const SP_PATHS: &[&str] = &[
     "data",
     "secrets",
     "secrets/db_password",
+    "secrets/env",
     "tmp",
     "site.toml",
     "deploy.toml",
+    "history.jsonl",
+    "previous.log",
 ];
 
 /// Checks a whole archive's members in order: each one alone ([`check_entry`]), and against

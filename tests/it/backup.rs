@@ -533,6 +533,30 @@ fn schedule_status_jobs_and_hooks() {
     assert!(units.join("simple-paas-backup.timer").exists());
     assert!(units.join("simple-paas-boot.service").exists());
     assert!(!cron.exists(), "--systemd left the cron file in place");
+    // Units on disk run nothing until enabled: status says so, then no more once they are
+    // linked as `systemctl enable` links them.
+    let problem = || {
+        let out = host.sp(&["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        v["schedule"]["problem"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(problem().contains("not enabled"), "{}", problem());
+    for e in std::fs::read_dir(&units).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let wants = if name.ends_with(".timer") {
+            "timers.target.wants"
+        } else if name == "simple-paas-boot.service" {
+            "multi-user.target.wants"
+        } else {
+            continue;
+        };
+        std::fs::create_dir_all(units.join(wants)).unwrap();
+        std::os::unix::fs::symlink(e.path(), units.join(wants).join(&name)).unwrap();
+    }
+    assert!(!problem().contains("not enabled"), "{}", problem());
     host.sp_ok(&[
         "schedule",
         "install",
@@ -541,6 +565,10 @@ fn schedule_status_jobs_and_hooks() {
     ]);
     assert!(cron.exists());
     assert!(!units.join("simple-paas-backup.timer").exists());
+    assert!(
+        std::fs::symlink_metadata(units.join("timers.target.wants/simple-paas-backup.timer"))
+            .is_err()
+    );
     // An invalid schedule in a site's spec is refused with a clear error.
     host.spec_append(
         &a,

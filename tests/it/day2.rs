@@ -139,6 +139,17 @@ fn env_set_and_secrets_reach_the_container_and_stay_hidden() {
     );
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("S3CRET-leak"));
+    // A secret piped without its KEY, holding a '=': no part of it is echoed or logged.
+    let out = host.sp_in(
+        &["--json", "site", "env", &s, "set", "--stdin"],
+        "django-insecure-k9#2=xyz\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("django-insecure"), "{err}");
+    assert!(err.contains("line 1"), "{err}");
+    let audit = std::fs::read_to_string(host.state_dir().join("audit.log")).unwrap();
+    assert!(!audit.contains("django-insecure"), "{audit}");
     assert_eq!(std::fs::read(&spec_path).unwrap(), spec_before);
     assert_eq!(std::fs::read(&secrets).unwrap(), secrets_before);
     assert_eq!(
