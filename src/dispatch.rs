@@ -134,8 +134,8 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
                 sites: sites.clone(),
             };
             let report = ops::backup::run(&ctx, &opts).await?;
-            emit_unless_quiet_and(report.failed.is_empty(), &cli, io, &report)?;
-            return Ok(if report.failed.is_empty() { 0 } else { 1 });
+            emit_unless_quiet_and(report.ok(), &cli, io, &report)?;
+            return Ok(if report.ok() { 0 } else { 1 });
         }
         Command::Restore {
             id,

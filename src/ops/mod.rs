@@ -121,6 +121,11 @@ impl Ctx {
         self.notify.progress(label, bytes, done);
     }
 
+    /// The reporter, for worker threads that outlive a borrow of the context (uploads).
+    pub fn reporter(&self) -> std::sync::Arc<Notifier> {
+        self.notify.clone()
+    }
+
     /// Takes the host lock for a mutating command.
     pub fn lock(&self, what: &str) -> Result<HostLock> {
         HostLock::acquire(

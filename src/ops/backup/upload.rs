@@ -1,0 +1,221 @@
+//! Copies a snapshot to every `[[destination]]` while the backup goes on: one worker thread
+//! per destination takes each file as soon as it is complete (the host archive, then each
+//! site's archive and dump), encrypts it as it streams up (see [`crate::store::offsite`]),
+//! and once the local snapshot is in place uploads the image archives, the manifest and —
+//! last — the signed index. A destination that fails keeps failing for this snapshot (its
+//! partial upload is never listed); the next backup uploads what is missing: every local
+//! snapshot newer than the destination's newest.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::crypt::Recipients;
+use crate::error::{Error, Result};
+use crate::store::{offsite, Destination};
+
+use super::super::{Ctx, Notifier};
+
+/// What one destination got.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadReport {
+    pub destination: String,
+    pub ok: bool,
+    /// Bytes stored (ciphertext), this snapshot and any caught up.
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Earlier snapshots uploaded because the destination lacked them.
+    pub caught_up: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl std::fmt::Display for UploadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.error {
+            None => {
+                write!(
+                    f,
+                    "uploaded to {}: {} in {:.1}s",
+                    self.destination,
+                    super::human_bytes(self.bytes),
+                    self.seconds
+                )?;
+                if !self.caught_up.is_empty() {
+                    write!(f, " (and the missing {})", self.caught_up.join(", "))?;
+                }
+                Ok(())
+            }
+            Some(e) => write!(
+                f,
+                "FAILED upload to {}: {e} — the local snapshot is kept; the next `sp backup` uploads what is missing",
+                self.destination
+            ),
+        }
+    }
+}
+
+enum Job {
+    /// A finished file of the snapshot, already open.
+    File(String, std::fs::File),
+    /// The snapshot is in place at this folder: upload the rest and the index.
+    Finish(PathBuf),
+}
+
+struct Worker {
+    name: String,
+    tx: mpsc::Sender<Job>,
+    handle: std::thread::JoinHandle<UploadReport>,
+}
+
+/// Uploads to every destination, file by file as the backup hands them over.
+pub struct Uploader {
+    workers: Vec<Worker>,
+}
+
+struct Setup {
+    id: String,
+    rcpt: Recipients,
+    state_dir: PathBuf,
+    backup_dir: PathBuf,
+    notify: Arc<Notifier>,
+}
+
+impl Uploader {
+    /// Opens every destination (none configured: `None`). Call from the runtime.
+    pub fn start(ctx: &Ctx, id: &str) -> Result<Option<Uploader>> {
+        if ctx.config.destinations.is_empty() {
+            return Ok(None);
+        }
+        let rcpt = Recipients::parse(&ctx.config.encryption.recipients).map_err(Error::Invalid)?;
+        let mut workers = Vec::new();
+        for d in &ctx.config.destinations {
+            let dest = Destination::open(d, &ctx.config.retention)?;
+            let (tx, rx) = mpsc::channel();
+            let setup = Setup {
+                id: id.to_string(),
+                rcpt: rcpt.clone(),
+                state_dir: ctx.config.state_dir.clone(),
+                backup_dir: ctx.config.backup_dir.clone(),
+                notify: ctx.reporter(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("upload-{}", d.name))
+                .spawn(move || work(dest, setup, rx))
+                .map_err(|e| Error::io("start an upload thread", e))?;
+            workers.push(Worker {
+                name: d.name.clone(),
+                tx,
+                handle,
+            });
+        }
+        Ok(Some(Uploader { workers }))
+    }
+
+    /// Hands a finished file (`path` relative to the snapshot folder `dir`) to every worker.
+    pub fn send(&self, dir: &std::path::Path, path: &str) {
+        for w in &self.workers {
+            // A worker that is gone has failed; its report says why.
+            if let Ok(f) = std::fs::File::open(dir.join(path)) {
+                let _ = w.tx.send(Job::File(path.to_string(), f));
+            }
+        }
+    }
+
+    /// The snapshot is complete at `dir`: waits for every destination to finish.
+    pub async fn finish(self, dir: PathBuf) -> Vec<UploadReport> {
+        let mut out = Vec::new();
+        for w in self.workers {
+            let _ = w.tx.send(Job::Finish(dir.clone()));
+            drop(w.tx);
+            let name = w.name.clone();
+            let r = tokio::task::spawn_blocking(move || w.handle.join()).await;
+            out.push(match r {
+                Ok(Ok(r)) => r,
+                _ => UploadReport {
+                    destination: name,
+                    ok: false,
+                    bytes: 0,
+                    seconds: 0.0,
+                    caught_up: Vec::new(),
+                    error: Some("the upload thread failed".into()),
+                },
+            });
+        }
+        out
+    }
+}
+
+fn work(dest: Destination, s: Setup, rx: mpsc::Receiver<Job>) -> UploadReport {
+    let started = Instant::now();
+    let notify = s.notify.clone();
+    let progress = move |label: &str, bytes: u64, done: bool| notify.progress(label, bytes, done);
+    let store = dest.store.as_ref();
+    let mut done = Vec::new();
+    let mut failed: Option<Error> = None;
+    let mut result: Result<(u64, Vec<String>)> = Err(Error::Other(
+        "the backup stopped before its snapshot was complete".into(),
+    ));
+    for job in rx {
+        match job {
+            Job::File(path, file) => {
+                if failed.is_none() {
+                    match offsite::put_file(store, &s.rcpt, &s.id, &path, file, &progress) {
+                        Ok(f) => done.push(f),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            }
+            Job::Finish(dir) => {
+                result = match failed.take() {
+                    Some(e) => Err(e),
+                    None => finish(&dest, &s, dir, std::mem::take(&mut done), &progress),
+                };
+                break;
+            }
+        }
+    }
+    let (bytes, caught_up, error) = match result {
+        Ok((b, c)) => (b, c, None),
+        Err(e) => (0, Vec::new(), Some(e.to_string())),
+    };
+    UploadReport {
+        destination: dest.name.clone(),
+        ok: error.is_none(),
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        caught_up,
+        error,
+    }
+}
+
+fn finish(
+    dest: &Destination,
+    s: &Setup,
+    dir: PathBuf,
+    done: Vec<offsite::StoredFile>,
+    progress: offsite::Progress,
+) -> Result<(u64, Vec<String>)> {
+    let store = dest.store.as_ref();
+    let key = crate::key::HostKey::load(&s.state_dir)?
+        .ok_or_else(|| Error::Other("no snapshot key to sign the upload with".into()))?;
+    let images = s.backup_dir.join("images");
+    // What the destination held before: the next backup catches up from its newest.
+    let before = offsite::ids(store)?;
+    let index = offsite::finish(store, &s.rcpt, &key, &dir, &images, done, progress)?;
+    let mut bytes: u64 = index.files.iter().map(|f| f.stored_size).sum();
+    let mut caught_up = Vec::new();
+    if let Some(newest) = before.last() {
+        let (local, _) = crate::snapshot::list(&s.backup_dir)?;
+        for l in local {
+            if l.id > *newest && l.id != s.id && !before.contains(&l.id) {
+                let i = offsite::finish(store, &s.rcpt, &key, &l.dir, &images, Vec::new(), progress)?;
+                bytes += i.files.iter().map(|f| f.stored_size).sum::<u64>();
+                caught_up.push(l.id);
+            }
+        }
+    }
+    Ok((bytes, caught_up))
+}
