@@ -58,11 +58,13 @@ pub enum Command {
         /// Snapshot id, `latest` (the newest full snapshot) or `all` (every one, a line each).
         #[arg(default_value = "latest")]
         id: String,
-        /// Directory holding the snapshots (default: backup_dir).
-        #[arg(long, value_name = "DIR")]
+        /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
+        #[arg(long, value_name = "NAME|URL|DIR")]
         from: Option<PathBuf>,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        identity: IdentityArgs,
     },
     /// Delete snapshots the [retention] policy does not keep (never pinned ones, never the newest verified).
     Prune {
@@ -81,9 +83,11 @@ pub enum Command {
         /// Restore the one --site under this new name, database and user (a clone).
         #[arg(long = "as", value_name = "NEWNAME")]
         as_name: Option<String>,
-        /// Directory holding the snapshots (default: backup_dir).
-        #[arg(long, value_name = "DIR")]
+        /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
+        #[arg(long, value_name = "NAME|URL|DIR")]
         from: Option<PathBuf>,
+        #[command(flatten)]
+        identity: IdentityArgs,
         /// Replace sites, databases and containers that exist (their state is snapshotted first).
         #[arg(long, short)]
         yes: bool,
@@ -98,11 +102,13 @@ pub enum Command {
         /// Snapshot id, or `latest`.
         #[arg(default_value = "latest")]
         id: String,
-        /// Directory holding the snapshots (default: backup_dir).
-        #[arg(long, value_name = "DIR")]
+        /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
+        #[arg(long, value_name = "NAME|URL|DIR")]
         from: Option<PathBuf>,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        identity: IdentityArgs,
     },
     /// The key that signs every snapshot (verify, restore and drill refuse unsigned ones).
     #[command(subcommand)]
@@ -120,6 +126,14 @@ pub enum Command {
     /// Print the man page (roff).
     #[command(hide = true)]
     Man,
+}
+
+/// The age identity that decrypts off-host snapshots.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// age identity file (from `sp key generate`) that decrypts snapshots from --from NAME|URL.
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 /// Keys of other hosts to trust, for commands that read snapshots.
@@ -142,6 +156,13 @@ pub enum KeyCommand {
         /// Only the public key: enough to verify and restore, not to sign.
         #[arg(long)]
         public: bool,
+    },
+    /// Write a new age identity (0600) for encrypting off-host snapshots and print its
+    /// recipient (for [encryption] recipients); keep the identity off this host.
+    Generate {
+        /// Where to write the identity; an existing file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
     },
     /// Make the secret key in FILE (from `sp key export` on the old host) this host's key.
     Import {

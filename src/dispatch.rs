@@ -86,6 +86,11 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
         emit(&cli, io, &report)?;
         return Ok(0);
     }
+    if let Command::Key(KeyCommand::Generate { output }) = &cli.command {
+        // Needs no config: made wherever the identity is to be kept.
+        emit_action(&cli, io, &ops::key::generate(output)?)?;
+        return Ok(0);
+    }
     if let Command::Completions { shell } = &cli.command {
         let mut cmd = <Cli as clap::CommandFactory>::command();
         clap_complete::generate(*shell, &mut cmd, "sp", io.out);
@@ -142,6 +147,7 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             sites,
             as_name,
             from,
+            identity,
             yes,
             dry_run,
             keys,
@@ -154,11 +160,24 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
                 from: from.clone(),
                 yes: *yes,
                 keys: keys.keys.clone(),
+                identity: identity.identity.clone(),
             };
             emit_action(&cli, io, &ops::restore::run(&ctx, &opts).await?)?;
         }
-        Command::Drill { id, from, keys } => {
-            let report = ops::drill::run(&ctx, id, from.as_deref(), &keys.keys).await?;
+        Command::Drill {
+            id,
+            from,
+            keys,
+            identity,
+        } => {
+            let report = ops::drill::run(
+                &ctx,
+                id,
+                from.as_deref(),
+                &keys.keys,
+                identity.identity.as_deref(),
+            )
+            .await?;
             emit_unless_quiet_and(report.ok, &cli, io, &report)?;
             return Ok(if report.ok { 0 } else { 1 });
         }
@@ -169,13 +188,36 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
         Command::Snapshot(SnapshotCommand::Unpin { id }) => {
             emit_action(&cli, io, &ops::snapshots::pin(&ctx, id, false)?)?
         }
-        Command::Verify { id, from, keys } if id == "all" => {
-            let report = ops::verify::all(&ctx, from.as_deref(), &keys.keys).await?;
+        Command::Verify {
+            id,
+            from,
+            keys,
+            identity,
+        } if id == "all" => {
+            let report = ops::verify::all(
+                &ctx,
+                from.as_deref(),
+                &keys.keys,
+                identity.identity.as_deref(),
+            )
+            .await?;
             emit_unless_quiet_and(report.ok(), &cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }
-        Command::Verify { id, from, keys } => {
-            let report = ops::verify::run(&ctx, id, from.as_deref(), &keys.keys).await?;
+        Command::Verify {
+            id,
+            from,
+            keys,
+            identity,
+        } => {
+            let report = ops::verify::run(
+                &ctx,
+                id,
+                from.as_deref(),
+                &keys.keys,
+                identity.identity.as_deref(),
+            )
+            .await?;
             emit_unless_quiet_and(report.ok(), &cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }
@@ -191,6 +233,7 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             KeyCommand::Import { file, replace } => {
                 emit_action(&cli, io, &ops::key::import(&ctx, file, *replace)?)?
             }
+            KeyCommand::Generate { output } => emit_action(&cli, io, &ops::key::generate(output)?)?,
         },
         Command::Prune { dry_run } => {
             emit_action(&cli, io, &ops::prune::run(&ctx, *dry_run).await?)?

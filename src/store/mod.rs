@@ -138,6 +138,58 @@ impl Destination {
     }
 }
 
+/// Where a command reads snapshots from (`--from NAME|URL|DIR`).
+pub enum Source {
+    /// A directory of snapshots in the local layout (`backup_dir`, or a copy of one).
+    Local(std::path::PathBuf),
+    /// A destination (by name, or an `s3://` URL with credentials from the environment).
+    Remote(Destination),
+}
+
+impl Source {
+    /// `None`: `backup_dir`. A configured destination's name (or URL): that destination.
+    /// An `s3://` URL: that bucket, credentials from `AWS_*`. Anything else: a directory.
+    /// Call from the runtime.
+    pub fn resolve(cfg: &crate::config::Config, from: Option<&std::path::Path>) -> Result<Source> {
+        let Some(from) = from else {
+            return Ok(Source::Local(cfg.backup_dir.clone()));
+        };
+        let text = from.to_string_lossy();
+        if let Some(d) = cfg
+            .destinations
+            .iter()
+            .find(|d| d.name == text || d.url == text)
+        {
+            return Ok(Source::Remote(Destination::open(d, &cfg.retention)?));
+        }
+        if text.contains("://") {
+            Url::parse(&text).map_err(Error::Invalid)?;
+            let d = DestinationConfig {
+                name: text.to_string(),
+                url: text.to_string(),
+                endpoint: std::env::var("AWS_ENDPOINT_URL").ok(),
+                path_style: std::env::var("AWS_ENDPOINT_URL").is_ok(),
+                ..Default::default()
+            };
+            return Ok(Source::Remote(Destination::open(&d, &cfg.retention)?));
+        }
+        // A bare word that is no directory was meant as a destination's name.
+        if !text.contains('/') && !from.exists() {
+            let names: Vec<&str> = cfg.destinations.iter().map(|d| d.name.as_str()).collect();
+            return Err(Error::NotFound(format!(
+                "--from {text}: no such directory, and no [[destination]] of that name (configured: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            )));
+        }
+        Ok(Source::Local(from.to_path_buf()))
+    }
+}
+
+/// Runs blocking store work from async code without stalling the runtime.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -390,10 +390,12 @@ pub fn authenticate(
     let (bytes, index) = read_index(store, id)?;
     let sig = match store.stat(&format!("{id}/{INDEX_SIG}"))? {
         Some(_) => get_bytes(store, &format!("{id}/{INDEX_SIG}"), 4096)?,
-        None => return Err(Error::Unauthentic(format!(
+        None => {
+            return Err(Error::Unauthentic(format!(
             "snapshot {id} on {} has no {INDEX_SIG}: sp did not write it; nothing from it is used",
             store.describe()
-        ))),
+        )))
+        }
     };
     keyring
         .check(&bytes, &String::from_utf8_lossy(&sig))
@@ -675,6 +677,42 @@ pub fn fetch(
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result.map(|_| dir)
+}
+
+/// Resolves an id or `latest` (see [`snapshot::Pick`]) to a snapshot of `store`.
+pub fn resolve(store: &dyn Store, id: &str, pick: snapshot::Pick) -> Result<String> {
+    if id != "latest" {
+        check_path(id).map_err(|_| Error::Invalid(format!("invalid snapshot id {id:?}")))?;
+        if store.stat(&format!("{id}/{INDEX}"))?.is_some() {
+            return Ok(id.to_string());
+        }
+        return Err(Error::NotFound(format!(
+            "no snapshot {id:?} on {} (`sp snapshots --from` lists them)",
+            store.describe()
+        )));
+    }
+    let (all, _) = list(store)?;
+    all.iter()
+        .rev()
+        .find(|s| match pick {
+            snapshot::Pick::Host => s.kind == Kind::Full,
+            snapshot::Pick::Sites(names) => {
+                s.kind != Kind::PreRestore && names.iter().all(|n| s.sites.contains(n))
+            }
+            snapshot::Pick::Any => true,
+        })
+        .map(|s| s.id.clone())
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "no {} snapshot on {} (`sp snapshots --from` lists them)",
+                match pick {
+                    snapshot::Pick::Sites(n) => format!("matching ({})", n.join(", ")),
+                    snapshot::Pick::Host => "full".into(),
+                    snapshot::Pick::Any => "complete".into(),
+                },
+                store.describe()
+            ))
+        })
 }
 
 /// Deletes snapshot `id` from `store`: its index first, so it stops being a snapshot at once.

@@ -67,7 +67,11 @@ impl BackupReport {
     fn upload_errors(&self) -> Vec<String> {
         self.uploads
             .iter()
-            .filter_map(|u| u.error.as_ref().map(|e| format!("upload to {}: {e}", u.destination)))
+            .filter_map(|u| {
+                u.error
+                    .as_ref()
+                    .map(|e| format!("upload to {}: {e}", u.destination))
+            })
             .collect()
     }
 }

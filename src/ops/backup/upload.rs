@@ -211,7 +211,8 @@ fn finish(
         let (local, _) = crate::snapshot::list(&s.backup_dir)?;
         for l in local {
             if l.id > *newest && l.id != s.id && !before.contains(&l.id) {
-                let i = offsite::finish(store, &s.rcpt, &key, &l.dir, &images, Vec::new(), progress)?;
+                let i =
+                    offsite::finish(store, &s.rcpt, &key, &l.dir, &images, Vec::new(), progress)?;
                 bytes += i.files.iter().map(|f| f.stored_size).sum::<u64>();
                 caught_up.push(l.id);
             }
