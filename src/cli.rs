@@ -71,6 +71,9 @@ pub enum Command {
         /// Show what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Prune only this [[destination]] (a name or an s3:// URL), by its own policy.
+        #[arg(long, value_name = "NAME|URL")]
+        from: Option<PathBuf>,
     },
     /// Rebuild sites from a snapshot: files, database + user, image by digest, container.
     Restore {

@@ -235,9 +235,11 @@ pub async fn run(cli: Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             }
             KeyCommand::Generate { output } => emit_action(&cli, io, &ops::key::generate(output)?)?,
         },
-        Command::Prune { dry_run } => {
-            emit_action(&cli, io, &ops::prune::run(&ctx, *dry_run).await?)?
-        }
+        Command::Prune { dry_run, from } => emit_action(
+            &cli,
+            io,
+            &ops::prune::run(&ctx, *dry_run, from.as_deref()).await?,
+        )?,
         Command::Schedule(ScheduleCommand::Show) => emit(&cli, io, &ops::schedule::show(&ctx)?)?,
         Command::Schedule(ScheduleCommand::Install {
             cron_file,
