@@ -10,6 +10,7 @@ mod hostile_files;
 mod isolation;
 mod latest;
 mod lock;
+mod offsite;
 mod partial;
 mod restore;
 mod secrets;

@@ -14,7 +14,7 @@ pub(crate) struct Seen {
     file: Option<String>,
     checksum: String,
     image_id: String,
-    digest: String,
+    pub(crate) digest: String,
 }
 
 pub(crate) fn seen(host: &Host, site: &str) -> Seen {
