@@ -667,6 +667,12 @@ pub fn fetch(
                 Some(&part),
             )
             .map_err(|p| Error::Other(format!("{}: {}: {p}", store.describe(), i.object)))?;
+            // The sum file beside it, as `sp backup` writes it (the restore checks it).
+            crate::fsutil::write_atomic(
+                &images.join(format!("{hex}.tar.zst.sha256")),
+                format!("{}\n", i.sha256).as_bytes(),
+                0o600,
+            )?;
             std::fs::rename(&part, &target).map_err(|e| Error::io_path("rename", &target, e))?;
             progress(&label, i.size, true);
         }
