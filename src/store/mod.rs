@@ -94,6 +94,11 @@ impl Url {
                 prefix,
             });
         }
+        if text.starts_with("sftp://") {
+            return Err(format!(
+                "{text:?}: sftp:// destinations are not supported yet; use s3://BUCKET/PREFIX or an absolute directory (e.g. an sshfs mount)"
+            ));
+        }
         if text.contains("://") {
             return Err(format!(
                 "{text:?}: use an absolute directory or s3://BUCKET/PREFIX"

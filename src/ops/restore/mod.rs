@@ -493,11 +493,21 @@ mod tests {
             from: Some("/mnt/my backups".into()),
             yes: true,
             keys: vec!["/root/old.pub".into()],
+            identity: None,
             dry_run: false,
         };
         assert_eq!(
             resume_command(&opts, "20261201T031700Z"),
             "sp restore 20261201T031700Z --site blog --as copy --from '/mnt/my backups' --key /root/old.pub --yes"
+        );
+        let opts = RestoreOpts {
+            from: Some("offsite".into()),
+            identity: Some("/root/id.age".into()),
+            ..opts
+        };
+        assert_eq!(
+            resume_command(&opts, "20261201T031700Z"),
+            "sp restore 20261201T031700Z --site blog --as copy --from offsite --key /root/old.pub --identity /root/id.age --yes"
         );
     }
 }
