@@ -802,6 +802,40 @@ mod tests {
     }
 
     #[test]
+    fn destinations_and_encryption() {
+        let (_, public) = crate::crypt::generate();
+        let text = format!(
+            "[[destination]]\nname = \"offsite\"\nurl = \"s3://my-bucket/sp/h1\"\nendpoint = \"http://127.0.0.1:9000\"\npath_style = true\naccess_key_id = \"AK\"\nsecret_access_key = \"TOPSECRET\"\n[destination.retention]\nkeep_daily = 30\n[[destination]]\nname = \"usb\"\nurl = \"/mnt/usb\"\n[encryption]\nrecipients = [\"{public}\"]\n"
+        );
+        let c = Config::parse(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(c.destinations.len(), 2);
+        assert_eq!(c.destinations[0].retention.as_ref().unwrap().keep_daily, 30);
+        assert!(c.destinations[1].retention.is_none());
+        assert_eq!(
+            c.destinations[0].secret().unwrap().as_deref(),
+            Some("TOPSECRET")
+        );
+        // The secret is never written out (JSON or TOML).
+        assert!(!serde_json::to_string(&c).unwrap().contains("TOPSECRET"));
+        assert!(!toml::to_string(&c).unwrap().contains("TOPSECRET"));
+        for bad in [
+            "[[destination]]\nname = \"a\"\nurl = \"relative\"",
+            "[[destination]]\nname = \"a b\"\nurl = \"/x\"",
+            "[[destination]]\nname = \"a\"\nurl = \"sftp://u@h:22/x\"",
+            "[[destination]]\nname = \"a\"\nurl = \"/x\"\nendpoint = \"http://h\"",
+            "[[destination]]\nname = \"a\"\nurl = \"s3://bkt\"\nendpoint = \"h:9000\"",
+            "[[destination]]\nname = \"a\"\nurl = \"s3://bkt\"\nsecret_access_key = \"x\"\nsecret_access_key_file = \"/f\"",
+            "[[destination]]\nname = \"a\"\nurl = \"s3://bkt\"\nsecret_access_key_file = \"rel\"",
+            "[[destination]]\nname = \"a\"\nurl = \"/x\"\n[[destination]]\nname = \"a\"\nurl = \"/y\"",
+            "[[destination]]\nname = \"a\"\nurl = \"/x\"\nbogus = 1",
+            "[encryption]\nrecipients = [\"age1notakey\"]",
+            "[encryption]\nlocal = true",
+        ] {
+            assert!(Config::parse(bad, Path::new("t.toml")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/config.example.toml");
         Config::load(&path).unwrap();
