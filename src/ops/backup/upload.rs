@@ -73,6 +73,8 @@ struct Worker {
 /// Uploads to every destination, file by file as the backup hands them over.
 pub struct Uploader {
     workers: Vec<Worker>,
+    /// Destinations that could not even be opened (bad credentials file, …).
+    failed: Vec<UploadReport>,
 }
 
 struct Setup {
@@ -91,8 +93,23 @@ impl Uploader {
         }
         let rcpt = Recipients::parse(&ctx.config.encryption.recipients).map_err(Error::Invalid)?;
         let mut workers = Vec::new();
+        let mut failed = Vec::new();
         for d in &ctx.config.destinations {
-            let dest = Destination::open(d, &ctx.config.retention)?;
+            // One that cannot be opened fails its upload, not the local snapshot.
+            let dest = match Destination::open(d, &ctx.config.retention) {
+                Ok(dest) => dest,
+                Err(e) => {
+                    failed.push(UploadReport {
+                        destination: d.name.clone(),
+                        ok: false,
+                        bytes: 0,
+                        seconds: 0.0,
+                        caught_up: Vec::new(),
+                        error: Some(e.to_string()),
+                    });
+                    continue;
+                }
+            };
             let (tx, rx) = mpsc::channel();
             let setup = Setup {
                 id: id.to_string(),
@@ -111,7 +128,7 @@ impl Uploader {
                 handle,
             });
         }
-        Ok(Some(Uploader { workers }))
+        Ok(Some(Uploader { workers, failed }))
     }
 
     /// Hands a finished file (`path` relative to the snapshot folder `dir`) to every worker.
@@ -126,7 +143,7 @@ impl Uploader {
 
     /// The snapshot is complete at `dir`: waits for every destination to finish.
     pub async fn finish(self, dir: PathBuf) -> Vec<UploadReport> {
-        let mut out = Vec::new();
+        let mut out = self.failed;
         for w in self.workers {
             let _ = w.tx.send(Job::Finish(dir.clone()));
             drop(w.tx);
