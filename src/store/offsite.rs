@@ -409,6 +409,13 @@ pub fn authenticate(
     }
     let m: Manifest = serde_json::from_slice(&mbytes)
         .map_err(|e| Error::Other(format!("snapshot {id}: not a valid manifest: {e}")))?;
+    if m.id != id {
+        // A signed snapshot replayed under another name.
+        return Err(Error::Unauthentic(format!(
+            "snapshot {id}: its manifest is snapshot {:?}'s; nothing from it is used",
+            m.id
+        )));
+    }
     for f in &index.files {
         check_path(&f.path)?;
         check_path(&f.object)?;
@@ -918,6 +925,56 @@ mod tests {
         assert!(
             err.to_string().contains("not a plain relative path"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_replayed_snapshot_or_a_longer_object_is_refused() {
+        let key = HostKey::generate();
+        let ring = Keyring {
+            keys: vec![key.public()],
+        };
+        let (_t, dir) = snapshot_dir(&key);
+        let (_i, id, rcpt) = identity();
+        let store = MemStore::new();
+        let none = |_: &str, _: u64, _: bool| {};
+        finish(
+            &store,
+            &rcpt,
+            &key,
+            &dir,
+            Path::new("/x"),
+            Vec::new(),
+            &none,
+        )
+        .unwrap();
+        // The same signed snapshot copied under a newer name is not that snapshot.
+        for (k, v) in store.objects() {
+            store.put(&k.replace("20261201T000000Z", "20261202T000000Z"), v);
+        }
+        let err = authenticate(&store, "20261202T000000Z", &ring).unwrap_err();
+        assert!(err.to_string().contains("names snapshot"), "{err}");
+        // An object that goes on past its recorded size is a fault, and never fetched.
+        let obj = "20261201T000000Z/host.tar.zst.age";
+        let mut b = store.objects()[obj].clone();
+        b.extend_from_slice(&[0u8; 4096]);
+        store.put(obj, b);
+        let v = verify(&store, "20261201T000000Z", &ring, Some(&id)).unwrap();
+        assert_eq!(v.faults.len(), 1, "{:?}", v.faults);
+        assert!(v.faults[0].problem.contains("size"), "{:?}", v.faults);
+        let out = tempfile::tempdir().unwrap();
+        assert!(fetch(
+            &store,
+            "20261201T000000Z",
+            &ring,
+            Some(&id),
+            out.path(),
+            &none
+        )
+        .is_err());
+        assert!(
+            std::fs::read_dir(out.path()).unwrap().next().is_none(),
+            "nothing left behind"
         );
     }
 
