@@ -259,8 +259,7 @@ JSON
 }
 
 # moto's S3 server (in memory; any access key works) on 127.0.0.1:$S3_PORT, from a venv.
-# Tests that must stop an S3 server midway start their own with $SP_RIG_MOTO on a port of
-# their own; this one is shared.
+# It is shared: a test that needs the server gone midway cuts a forwarder of its own instead.
 start_moto() {
   local venv="$RIG_DIR/moto-venv" run="$RIG_DIR/run"
   mkdir -p "$run"
@@ -279,7 +278,7 @@ start_moto() {
     echo $! > "$run/moto.pid"
   fi
   for _ in $(seq 1 80); do
-    curl -sf -o /dev/null "http://127.0.0.1:$S3_PORT/moto-api/data.json" && return
+    curl -sf -o /dev/null "http://127.0.0.1:$S3_PORT/" && return
     sleep 0.25
   done
   die "moto did not answer on 127.0.0.1:$S3_PORT (see $RIG_DIR/moto.log)"
@@ -288,7 +287,6 @@ start_moto() {
 s3_env() {
   cat <<ENV
 SP_RIG_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
-SP_RIG_MOTO=$RIG_DIR/moto-venv/bin/moto_server
 ENV
 }
 
@@ -297,7 +295,7 @@ s3_only() {
   [ -f "$RIG_DIR/rig.env" ] || die "no $RIG_DIR/rig.env: run \`rig.sh up\` first"
   start_moto
   local tmp; tmp=$(mktemp "$RIG_DIR/.rig.env.XXXXXX")
-  { grep -v -e '^SP_RIG_S3_' -e '^SP_RIG_MOTO=' "$RIG_DIR/rig.env"; s3_env; } > "$tmp"
+  { grep -v -e '^SP_RIG_S3_' "$RIG_DIR/rig.env"; s3_env; } > "$tmp"
   chmod 600 "$tmp"
   mv "$tmp" "$RIG_DIR/rig.env"
   log "ready: $RIG_DIR/rig.env (S3 on 127.0.0.1:$S3_PORT)"
