@@ -178,7 +178,8 @@ impl Store for RemoteStore {
                 path,
                 opendal::options::WriteOptions {
                     chunk: Some(PART),
-                    concurrent: 2,
+                    // One part in flight: memory stays near two parts per upload.
+                    concurrent: 1,
                     ..Default::default()
                 },
             )

@@ -175,6 +175,14 @@ async fn write_snapshot(
     let mut failed = tolerate.clone().unwrap_or_default();
     for spec in specs {
         let t0 = Instant::now();
+        // Each destination uploads the site's archive and dump while they are written.
+        let mut follows = Vec::new();
+        if let Some(u) = uploader {
+            follows.push(u.follow(tmp, &format!("sites/{}.tar.zst", spec.name))?);
+            if spec.database.enabled {
+                follows.push(u.follow(tmp, &format!("sites/{}.sql.zst", spec.name))?);
+            }
+        }
         let taken = backup_site(
             ctx,
             spec,
@@ -219,11 +227,8 @@ async fn write_snapshot(
             report.seconds
         ));
         sites.push(report);
-        if let Some(u) = uploader {
-            // Uploaded while the next site is taken.
-            for f in &site_files {
-                u.send(tmp, &f.path);
-            }
+        for f in follows {
+            f.done();
         }
         files.extend(site_files);
         entries.push(entry);

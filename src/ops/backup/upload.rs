@@ -1,12 +1,15 @@
 //! Copies a snapshot to every `[[destination]]` while the backup goes on: one worker thread
-//! per destination takes each file as soon as it is complete (the host archive, then each
-//! site's archive and dump), encrypts it as it streams up (see [`crate::store::offsite`]),
+//! per destination streams each file up *while it is being written* (each site's archive and
+//! dump are followed as they grow, see [`Followed`]; the small host archive once written),
+//! encrypting it on the way (see [`crate::store::offsite`]),
 //! and once the local snapshot is in place uploads the image archives, the manifest and —
 //! last — the signed index. A destination that fails keeps failing for this snapshot (its
 //! partial upload is never listed); the next backup uploads what is missing: every local
 //! snapshot newer than the destination's newest.
 
+use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,6 +63,8 @@ impl std::fmt::Display for UploadReport {
 enum Job {
     /// A finished file of the snapshot, already open.
     File(String, std::fs::File),
+    /// A file still being written, read as it grows.
+    Follow(String, FollowReader),
     /// The snapshot is in place at this folder: upload the rest and the index.
     Finish(PathBuf),
 }
@@ -141,6 +146,31 @@ impl Uploader {
         }
     }
 
+    /// Creates `path` in `dir` (as the backup will write it: 0600) and hands it to every
+    /// worker to upload as it grows; say [`Followed::done`] once it is complete. Dropped
+    /// without it (the site was left out), the partial uploads are abandoned, never committed.
+    pub fn follow(&self, dir: &std::path::Path, path: &str) -> Result<Followed> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let state = Arc::new(AtomicU8::new(WRITING));
+        let p = dir.join(path);
+        for w in &self.workers {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&p)
+                .map_err(|e| Error::io_path("create", &p, e))?;
+            let r = FollowReader {
+                file,
+                state: state.clone(),
+            };
+            let _ = w.tx.send(Job::Follow(path.to_string(), r));
+        }
+        Ok(Followed { state })
+    }
+
     /// The snapshot is complete at `dir`: waits for every destination to finish.
     pub async fn finish(self, dir: PathBuf) -> Vec<UploadReport> {
         let mut out = self.failed;
@@ -183,6 +213,18 @@ fn work(dest: Destination, s: Setup, rx: mpsc::Receiver<Job>) -> UploadReport {
                         Ok(f) => done.push(f),
                         Err(e) => failed = Some(e),
                     }
+                }
+            }
+            Job::Follow(path, mut reader) => {
+                if failed.is_some() {
+                    continue;
+                }
+                let state = reader.state.clone();
+                match offsite::put_file(store, &s.rcpt, &s.id, &path, &mut reader, &progress) {
+                    Ok(f) => done.push(f),
+                    // A left-out site: its upload was never committed, and is not needed.
+                    Err(_) if state.load(Ordering::SeqCst) == ABANDONED => {}
+                    Err(e) => failed = Some(e),
                 }
             }
             Job::Finish(dir) => {
@@ -236,4 +278,93 @@ fn finish(
         }
     }
     Ok((bytes, caught_up))
+}
+
+const WRITING: u8 = 0;
+const DONE: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// A file of the snapshot being uploaded while it is written (see [`Uploader::follow`]).
+pub struct Followed {
+    state: Arc<AtomicU8>,
+}
+
+impl Followed {
+    /// The file is complete (closed and fsynced): the uploads read it to its end.
+    pub fn done(self) {
+        self.state.store(DONE, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        let _ = self
+            .state
+            .compare_exchange(WRITING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// Reads a file as it grows: at its current end it waits for more until the writer says done.
+struct FollowReader {
+    file: std::fs::File,
+    state: Arc<AtomicU8>,
+}
+
+impl Read for FollowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            // The state is read first: when it says done, everything was written before.
+            let state = self.state.load(Ordering::SeqCst);
+            let n = self.file.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            match state {
+                DONE => return Ok(0),
+                ABANDONED => return Err(std::io::Error::other("the file was abandoned")),
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_follower_reads_everything_written_before_done() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        let mut w = std::fs::File::create(&p).unwrap();
+        let state = Arc::new(AtomicU8::new(WRITING));
+        let mut r = FollowReader {
+            file: std::fs::File::open(&p).unwrap(),
+            state: state.clone(),
+        };
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).map(|_| out)
+        });
+        for i in 0..50u8 {
+            w.write_all(&[i; 1000]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let f = Followed { state };
+        f.done();
+        let got = reader.join().unwrap().unwrap();
+        assert_eq!(got.len(), 50_000);
+        assert_eq!(got[49_999], 49);
+
+        // Abandoned (dropped without done): the reader fails instead of waiting forever.
+        let state = Arc::new(AtomicU8::new(WRITING));
+        let mut r = FollowReader {
+            file: std::fs::File::open(&p).unwrap(),
+            state: state.clone(),
+        };
+        drop(Followed { state });
+        let mut out = Vec::new();
+        assert!(r.read_to_end(&mut out).is_err());
+    }
 }

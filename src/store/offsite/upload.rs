@@ -125,7 +125,7 @@ pub fn put_file(
     rcpt: &Recipients,
     id: &str,
     path: &str,
-    file: std::fs::File,
+    file: impl Read,
     progress: Progress,
 ) -> Result<StoredFile> {
     check_path(path)?;
@@ -163,6 +163,13 @@ pub fn finish(
     let m: Manifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| Error::Other(format!("{}: not a valid manifest: {e}", dir.display())))?;
     let id = m.id.as_str();
+    // Only what the manifest names, as it names it (a file followed while it was written and
+    // then left out, or rewritten, is uploaded again or not at all).
+    done.retain(|d| {
+        m.files
+            .iter()
+            .any(|f| f.path == d.path && f.size == d.size && f.sha256 == d.sha256)
+    });
     for f in &m.files {
         if done.iter().any(|d| d.path == f.path) {
             continue;
