@@ -10,8 +10,8 @@
 //!    with its step: the snapshot is then `partial`, `sp backup` exits 1, the failure hook is
 //!    called and `sp status` names it (see [`run`]).
 //!
-//! 6. with `[[destination]]`s, each file is uploaded (encrypted) as soon as it is complete,
-//!    while the next site is taken; the index last, once the local snapshot is in place
+//! 6. with `[[destination]]`s, each site's archive and dump are uploaded (encrypted) while
+//!    they are written; the index last, once the local snapshot is in place
 //!    ([`upload`]). A failed upload keeps the local snapshot and fails the backup like a
 //!    left-out site (exit 1, status, failure hook); the next backup uploads what is missing.
 //!
