@@ -96,6 +96,10 @@ struct RemoteUpload {
 
 impl Write for RemoteUpload {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        // opendal's writer panics on an empty write ("frozen buffer must be valid").
+        if b.is_empty() {
+            return Ok(0);
+        }
         match &mut self.w {
             Some(w) => w.write(b),
             None => Err(std::io::Error::other("upload already committed")),
