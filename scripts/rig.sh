@@ -19,7 +19,7 @@ RIG_DIR=${SP_RIG_DIR:-/var/lib/sp-rig}
 MYSQL_PORT=${SP_RIG_MYSQL_PORT:-13306}
 REGISTRY_ADDR=${SP_RIG_REGISTRY_ADDR:-127.0.0.1:5000}
 IMAGE_REPO="$REGISTRY_ADDR/sp-test/site"
-CADDY_IMAGE=${SP_RIG_CADDY_IMAGE:-sp-test/caddy:2.6}
+CADDY_IMAGE=${SP_RIG_CADDY_IMAGE:-$REGISTRY_ADDR/sp-test/caddy:2.6}
 PEBBLE_PORT=${SP_RIG_PEBBLE_PORT:-14000}
 PEBBLE_MGMT_PORT=${SP_RIG_PEBBLE_MGMT_PORT:-15000}
 S3_PORT=${SP_RIG_S3_PORT:-19000}
@@ -185,7 +185,12 @@ build_images() {
 # names and the loader, and the CA bundle, laid out like the official image (config in /config,
 # certificates in /data, the Caddyfile at /etc/caddy/Caddyfile). Built once; never pulled.
 build_caddy_image() {
-  if docker image inspect "$CADDY_IMAGE" >/dev/null 2>&1; then return; fi
+  if ! docker image inspect "$CADDY_IMAGE" >/dev/null 2>&1; then make_caddy_image; fi
+  # Pushed like a site image: sp pins the proxy image by digest.
+  DOCKER_CONFIG="$RIG_DIR/docker-config" docker push -q "$CADDY_IMAGE" >/dev/null
+}
+
+make_caddy_image() {
   local root lib
   root=$(mktemp -d)
   mkdir -p "$root/usr/bin" "$root/etc/ssl/certs" "$root/etc/caddy" "$root/config" "$root/data" "$root/tmp"

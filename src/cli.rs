@@ -116,19 +116,28 @@ pub enum Command {
     /// The key that signs every snapshot (verify, restore and drill refuse unsigned ones).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The HTTPS front door: Caddy in a container, routes from the site specs, certificates
+    /// from the ACME CA (`[proxy]` in the config).
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     /// Backup schedule and site jobs.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
     /// Per site: newest snapshot and its age, next backup, last failures; non-zero exit when one is too old or a backup, drill or prune failed.
     Status,
+    /// Who changed what: the audit log of every command that changes the host, oldest first.
+    Log(crate::ops::log::LogOpts),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    #[command(hide = true)]
-    Man,
+    /// Print the man page (roff), or with --dir write one page per command into DIR.
+    Man {
+        /// Write sp.1 and a page per subcommand (sp-site-add.1, ...) into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// The age identity that decrypts off-host snapshots.
@@ -178,6 +187,18 @@ pub enum KeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Start the proxy (pulling and pinning its image the first time), join every site's
+    /// network and load the routes; run it again any time, it changes only what differs.
+    Up,
+    /// Each domain: its site, its upstream container, and its certificate's issuer and expiry.
+    Status,
+    /// Regenerate the routes from the specs and load them; a config Caddy rejects changes
+    /// nothing and the command fails with Caddy's reason.
+    Reload,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Keep this snapshot whatever the retention policy says.
     Pin { id: String },
@@ -189,14 +210,18 @@ pub enum SnapshotCommand {
 pub enum ScheduleCommand {
     /// Print the next runs of the backup and of every site job.
     Show,
-    /// Write the system cron entry (and optionally systemd units) that runs them.
+    /// Write the system cron file that runs them, or with --systemd a .service and .timer per
+    /// job; never both (what the other kind wrote before is removed). `sp status` checks it.
     Install {
         /// Cron file to write.
-        #[arg(long, value_name = "PATH", default_value = "/etc/cron.d/simple-paas")]
+        #[arg(long, value_name = "PATH", default_value = crate::schedule::DEFAULT_CRON_FILE, conflicts_with = "systemd")]
         cron_file: PathBuf,
-        /// Also write a .service and .timer per job into this directory.
-        #[arg(long, value_name = "DIR")]
-        systemd_dir: Option<PathBuf>,
+        /// Write systemd timers instead of the cron file.
+        #[arg(long)]
+        systemd: bool,
+        /// Directory for the systemd units (with --systemd).
+        #[arg(long, value_name = "DIR", default_value = crate::schedule::DEFAULT_SYSTEMD_DIR, requires = "systemd")]
+        systemd_dir: PathBuf,
     },
 }
 
@@ -253,40 +278,33 @@ pub enum SiteCommand {
     Add(SiteAddArgs),
     /// List sites.
     List,
-    /// Show one site.
-    Show { name: String },
-    /// Pull, run the release command, start the new container, wait for health, retire the old.
-    Deploy {
+    /// Show one site: the whole effective spec (image, digest, domains, env, memory, health,
+    /// jobs, uid, paths) and its last deploys; secret env values masked unless --reveal.
+    Show {
         name: String,
-        /// Deploy this image instead of the spec's (recorded in the spec on success).
-        #[arg(long, value_name = "REF")]
-        image: Option<String>,
+        /// Show secret env values.
+        #[arg(long)]
+        reveal: bool,
     },
-    /// Redeploy the previous image digest.
-    Rollback { name: String },
+    /// A site's env: list (default), set KEY=VALUE..., set --stdin [KEY] (secrets), unset KEY...;
+    /// a change rolls out like a deploy.
+    Env(crate::ops::site_env::EnvOpts),
+    /// Pull, run the release command, start the new container, wait for health, retire the old.
+    Deploy(crate::ops::deploy::DeployOpts),
+    /// Redeploy an earlier image: the deploy before the current one, or --to a history entry or digest.
+    Rollback(crate::ops::rollback::RollbackOpts),
+    /// Every deploy of the site: time, actor, image, digest, result, duration (the last 50).
+    History { name: String },
     /// Start the site's container.
     Start { name: String },
     /// Stop the site's container (sp apply leaves it stopped).
     Stop { name: String },
     /// Restart the site's container.
     Restart { name: String },
-    /// Print the container's output.
-    Logs {
-        name: String,
-        /// Keep printing new output.
-        #[arg(long, short)]
-        follow: bool,
-        /// Only the last N lines.
-        #[arg(long, value_name = "N")]
-        tail: Option<u32>,
-    },
-    /// Run a command in the running container as the site's user.
-    Exec {
-        name: String,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true)]
-        cmd: Vec<String>,
-    },
+    /// Print the container's output (--previous: the container the last deploy replaced).
+    Logs(crate::ops::control::LogsOpts),
+    /// Run a command in the running container as the site's user; -i attaches stdin, -t a terminal.
+    Exec(crate::ops::control::ExecOpts),
     /// Run one of the site's [[jobs]] now, in a one-off container of its image.
     Job { name: String, job: String },
     /// Remove the container (after a final snapshot); --purge also deletes the database, user and files.

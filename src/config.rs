@@ -196,7 +196,7 @@ pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
-    /// `caddy` or `none` (the default, until the proxy is wired into the site commands).
+    /// `caddy` (the default) or `none`.
     pub mode: ProxyMode,
     /// The Caddy image the proxy container runs.
     pub image: String,
@@ -210,22 +210,47 @@ pub struct ProxyConfig {
     /// A CA certificate (PEM) to trust for the ACME server's own TLS, e.g. a test CA's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acme_ca_root: Option<PathBuf>,
+    /// Host port plain HTTP is published on (redirects to HTTPS, ACME HTTP challenges).
+    pub http_port: u16,
+    /// Host port HTTPS is published on.
+    pub https_port: u16,
+    /// How long an old container keeps running after its route moved to the new one, so
+    /// requests it is still answering finish ("5s").
+    pub drain: String,
+    /// A Caddyfile fragment of the host's admin, appended to the generated config as is
+    /// (global snippets, extra sites). sp validates the whole config with Caddy before use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
-            mode: ProxyMode::None,
+            mode: ProxyMode::Caddy,
             image: "caddy:2".into(),
             listen: "0.0.0.0".into(),
             email: None,
             acme_ca: LETS_ENCRYPT.into(),
             acme_ca_root: None,
+            http_port: 80,
+            https_port: 443,
+            drain: "5s".into(),
+            extra: None,
         }
     }
 }
 
 impl ProxyConfig {
+    /// Whether sp runs the proxy.
+    pub fn enabled(&self) -> bool {
+        self.mode == ProxyMode::Caddy
+    }
+
+    /// `drain` as a duration.
+    pub fn drain_time(&self) -> std::result::Result<std::time::Duration, String> {
+        parse_duration(&self.drain).map_err(|e| format!("proxy.drain: {e}"))
+    }
+
     fn validate(&self) -> std::result::Result<(), String> {
         crate::site::ImageRef::parse(&self.image).map_err(|e| format!("proxy.image: {e}"))?;
         self.listen.parse::<std::net::IpAddr>().map_err(|_| {
@@ -258,10 +283,19 @@ impl ProxyConfig {
             if !p.is_absolute() {
                 return Err("proxy.acme_ca_root must be an absolute path".into());
             }
-            if p.to_string_lossy().contains([':', ',']) {
-                return Err("proxy.acme_ca_root may not contain ':' or ',' (it is bind-mounted into the proxy container)".into());
+        }
+        if let Some(p) = &self.extra {
+            if !p.is_absolute() {
+                return Err("proxy.extra must be an absolute path".into());
             }
         }
+        if self.http_port == 0 || self.https_port == 0 || self.http_port == self.https_port {
+            return Err(format!(
+                "proxy.http_port {} and proxy.https_port {}: use two different ports 1-65535 (80 and 443 on a real host)",
+                self.http_port, self.https_port
+            ));
+        }
+        self.drain_time()?;
         Ok(())
     }
 }
@@ -497,7 +531,9 @@ impl Config {
             }
         }
         if self.mysql.user_host.is_empty() || self.mysql.user_host.contains('\'') {
-            return Err("mysql.user_host must be a MySQL host pattern like % or 172.17.%".into());
+            return Err(
+                "mysql.user_host must be a MySQL host pattern: \"%\" (see SETUP.md)".into(),
+            );
         }
         self.proxy.validate()?;
         let mut names = std::collections::HashSet::new();
@@ -618,8 +654,8 @@ keep_yearly = {ky}
 
 [proxy]
 # The HTTPS front door. "caddy": sp runs Caddy as a container in front of every site, with
-# certificates from the ACME CA below; "none": the host brings its own (sites stay on their
-# 127.0.0.1 ports). Routes and certificates are not wired in yet: keep "none" for now.
+# certificates from the ACME CA below, and sites publish no host port; "none": the host
+# brings its own (sites publish a 127.0.0.1 port each).
 mode = "{proxy_mode}"
 # The Caddy image of the proxy container.
 image = "{proxy_image}"
@@ -632,7 +668,21 @@ listen = "{proxy_listen}"
 acme_ca = "{proxy_acme_ca}"
 # A CA certificate (PEM) to trust for the ACME server's own TLS, e.g. a private or test CA's.
 {proxy_acme_ca_root}
+# Host ports of plain HTTP (redirects to HTTPS) and HTTPS.
+http_port = {proxy_http_port}
+https_port = {proxy_https_port}
+# How long an old container keeps answering after a deploy moved its route to the new one.
+drain = "{proxy_drain}"
+# A Caddyfile fragment of your own, appended to the generated config (validated with it).
+{proxy_extra}
 "#,
+            proxy_http_port = c.proxy.http_port,
+            proxy_https_port = c.proxy.https_port,
+            proxy_drain = c.proxy.drain,
+            proxy_extra = match &c.proxy.extra {
+                Some(p) => format!("extra = {}", toml_string(&p.display().to_string())),
+                None => "# extra = \"/etc/simple-paas/Caddyfile.extra\"".into(),
+            },
             proxy_mode = match c.proxy.mode {
                 ProxyMode::Caddy => "caddy",
                 ProxyMode::None => "none",
@@ -770,9 +820,13 @@ mod tests {
     }
 
     #[test]
-    fn the_proxy_is_off_by_default_and_configurable() {
+    fn the_proxy_is_caddy_by_default_and_configurable() {
         let d = Config::default().proxy;
-        assert_eq!(d.mode, ProxyMode::None);
+        assert_eq!(d.mode, ProxyMode::Caddy);
+        assert_eq!(
+            (d.http_port, d.https_port, d.drain.as_str()),
+            (80, 443, "5s")
+        );
         assert_eq!(d.image, "caddy:2");
         assert_eq!(d.listen, "0.0.0.0");
         assert_eq!(d.email, None);
@@ -781,7 +835,8 @@ mod tests {
         let text =
             "[proxy]\nmode = \"caddy\"\nimage = \"sp-test/caddy:2.6\"\nlisten = \"127.0.0.1\"\n\
                     email = \"ops@example.com\"\nacme_ca = \"https://172.17.0.1:14000/dir\"\n\
-                    acme_ca_root = \"/var/lib/sp-rig/pebble/ca.pem\"\n";
+                    acme_ca_root = \"/var/lib/sp-rig/pebble/ca.pem\"\n\
+                    http_port = 18080\nhttps_port = 18443\ndrain = \"1s\"\nextra = \"/etc/x.caddy\"\n";
         let cfg = Config::parse(text, Path::new("t.toml")).unwrap();
         assert_eq!(
             cfg.proxy,
@@ -792,6 +847,10 @@ mod tests {
                 email: Some("ops@example.com".into()),
                 acme_ca: "https://172.17.0.1:14000/dir".into(),
                 acme_ca_root: Some("/var/lib/sp-rig/pebble/ca.pem".into()),
+                http_port: 18080,
+                https_port: 18443,
+                drain: "1s".into(),
+                extra: Some("/etc/x.caddy".into()),
             }
         );
         // What `sp init` writes for a config like that reads back the same.
@@ -860,7 +919,10 @@ mod tests {
             "[proxy]\nacme_ca = \"https://\"",
             "[proxy]\nacme_ca = \"https://ca.example.com/dir {\"",
             "[proxy]\nacme_ca_root = \"ca.pem\"",
-            "[proxy]\nacme_ca_root = \"/etc/a:b.pem\"",
+            "[proxy]\nhttp_port = 443",
+            "[proxy]\nhttps_port = 0",
+            "[proxy]\ndrain = \"soon\"",
+            "[proxy]\nextra = \"Caddyfile\"",
             "[proxy]\nemail = \"nobody\"",
             "[proxy]\nemail = \"a@b.com\\n}\"",
             "[proxy]\nimage = \"Not An Image\"",

@@ -13,12 +13,15 @@
 //!   [`store`]: where snapshots go off the host (S3, directories), [`crypt`]: age encryption.
 //!   [`firewall`]: sp's nftables table that keeps the sites' networks apart.
 //! - [`proxy`]: the HTTPS front door — the Caddyfile built from the sites' routes (pure).
-//! - [`cli`]: clap definitions; [`dispatch`]: command line → op → rendered report.
+//! - [`cli`]: clap definitions; [`dispatch`]: command line → op → rendered report;
+//!   [`output`]: the `--json` voice (schema, whole seconds, errors as JSON) and man pages.
 //! - [`error`]: the error type and its policy. [`ui`]: the binary's terminal front-end.
+//! - [`audit`]: the audit log of every command that changes the host (`sp log`).
 //!
 //! The library never prints: ops return reports (`Display` + `Serialize`) and send progress
 //! notes through the [`ops::Notifier`] the binary supplies.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crypt;
@@ -33,6 +36,7 @@ pub mod interrupt;
 pub mod key;
 pub mod lock;
 pub mod ops;
+pub mod output;
 pub mod proxy;
 pub mod registry;
 pub mod schedule;

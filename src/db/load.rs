@@ -19,8 +19,9 @@ use crate::error::{Error, Result};
 
 type Reader = Box<dyn std::io::BufRead + Send>;
 
-fn open(path: &Path) -> std::io::Result<Reader> {
-    let dec = zstd::Decoder::new(std::fs::File::open(path)?)?;
+fn open(path: &Path, read: Arc<std::sync::atomic::AtomicU64>) -> std::io::Result<Reader> {
+    let file = crate::snapshot::archive::Counting::new(std::fs::File::open(path)?, read);
+    let dec = zstd::Decoder::new(file)?;
     Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, dec)))
 }
 
@@ -38,13 +39,27 @@ impl Db {
         workers: usize,
         definer: Option<Definer>,
     ) -> Result<()> {
+        self.load_dump_counted(account, db, path, workers, definer, Default::default())
+            .await
+    }
+
+    /// [`Db::load_dump`], adding the compressed bytes read so far to `read` (progress).
+    pub async fn load_dump_counted(
+        &self,
+        account: &Account,
+        db: &str,
+        path: &Path,
+        workers: usize,
+        definer: Option<Definer>,
+        read: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<()> {
         // The reader hands pieces over in order; schema runs here, rows go to the loaders.
         let (tx, mut pieces) = tokio::sync::mpsc::channel::<Piece>(4);
         let reader = {
             let path = path.to_path_buf();
             blocking(move || {
                 let read_err = read_err(&path);
-                let mut input = open(&path).map_err(&read_err)?;
+                let mut input = open(&path, read).map_err(&read_err)?;
                 let mut stopped = false;
                 let after = split::pieces(&mut *input, definer.as_ref(), &mut |p| {
                     tx.blocking_send(p).map_err(|_| {

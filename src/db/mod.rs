@@ -194,6 +194,22 @@ impl Db {
             .await
     }
 
+    /// The server's estimate of a database's data size (what a progress bar expects a dump
+    /// to be about).
+    pub async fn data_bytes(&self, db: &str) -> Result<u64> {
+        let mut c = self.conn().await?;
+        let n: Option<Option<u64>> = self
+            .timed(
+                "size the database",
+                c.exec_first(
+                    "SELECT CAST(SUM(DATA_LENGTH) AS UNSIGNED) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+                    (db,),
+                ),
+            )
+            .await?;
+        Ok(n.flatten().unwrap_or(0))
+    }
+
     pub async fn database_exists(&self, db: &str) -> Result<bool> {
         let mut c = self.conn().await?;
         let n: Option<i64> = self

@@ -5,18 +5,22 @@
 //! `sp.site`, `sp.role`), never by stored ids, so two sp instances on one engine never see
 //! each other's.
 
+mod exec;
 pub mod plan;
+pub mod proxy;
+
+pub use exec::ExecSession;
 
 pub use plan::{
     container_spec, network_spec, site_network, Confinement, ContainerPlan, Role, LABEL_CONFIG,
     LABEL_IMAGE, LABEL_INSTANCE, LABEL_ROLE, LABEL_SITE,
 };
+pub use proxy::ProxyContainer;
 
 use std::collections::HashMap;
 
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -92,8 +96,14 @@ impl Engine {
         ))
     }
 
-    /// Pulls `image` with the registry's stored credential and returns it pinned by digest.
-    pub async fn pull(&self, image: &ImageRef, cred: Option<&Credential>) -> Result<String> {
+    /// Pulls `image` with the registry's stored credential and returns it pinned by digest;
+    /// `progress(bytes, total)` hears the layers' download as the engine reports it.
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        cred: Option<&Credential>,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<String> {
         let tag = image
             .digest
             .clone()
@@ -109,8 +119,25 @@ impl Engine {
             ..Default::default()
         });
         let mut stream = self.docker.create_image(Some(opts), None, creds);
+        // Per layer: bytes downloaded and its size, as the engine reports them.
+        let mut layers: std::collections::HashMap<String, (u64, u64)> = Default::default();
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| Error::docker(format!("pull {image}"), e))?;
+            if let (Some(id), Some(status)) = (&info.id, &info.status) {
+                let detail = info.progress_detail.as_ref();
+                let num = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
+                let layer = layers.entry(id.clone()).or_default();
+                match status.as_str() {
+                    "Downloading" => {
+                        layer.0 = num(detail.and_then(|d| d.current)).unwrap_or(layer.0);
+                        layer.1 = num(detail.and_then(|d| d.total)).unwrap_or(layer.1);
+                    }
+                    "Download complete" | "Already exists" | "Pull complete" => layer.0 = layer.1,
+                    _ => {}
+                }
+                let (done, total) = layers.values().fold((0, 0), |(d, t), l| (d + l.0, t + l.1));
+                progress(done, total);
+            }
             if let Some(err) = info.error_detail.and_then(|d| d.message) {
                 return Err(Error::Docker {
                     context: format!("pull {image}"),
@@ -198,8 +225,11 @@ impl Engine {
             return Err(e);
         }
         let (_, sha) = written.map_err(|e| Error::io_path("write", &tmp, e))?;
-        std::fs::write(path.with_extension("zst.sha256"), format!("{sha}\n"))
-            .map_err(|e| Error::io_path("write", path, e))?;
+        // Root only, as every other file beside the snapshots.
+        crate::fsutil::write_private(
+            &path.with_extension("zst.sha256"),
+            format!("{sha}\n").as_bytes(),
+        )?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io_path("rename", path, e))?;
         Ok(())
     }
@@ -342,6 +372,8 @@ impl Engine {
                 .network_id(&n)
                 .await
                 .and_then(|id| crate::firewall::bridge_of(&id));
+            // The proxy may still be attached.
+            self.disconnect_all(&n).await?;
             self.remove_network(&n).await?;
             if let Some(b) = bridge {
                 let _ = tokio::task::spawn_blocking(move || crate::firewall::forget(&b)).await;
@@ -371,16 +403,7 @@ impl Engine {
         if let Some(r) = role {
             labels.push(format!("{LABEL_ROLE}={}", r.as_str()));
         }
-        let filters = HashMap::from([("label".to_string(), labels)]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| Error::docker("list containers", e))?;
+        let list = self.labelled(labels).await?;
         Ok(list
             .into_iter()
             .map(|c| {
@@ -407,6 +430,22 @@ impl Engine {
                 }
             })
             .collect())
+    }
+
+    /// Every container (running or not) that carries all of `labels` (`KEY=VALUE`).
+    async fn labelled(
+        &self,
+        labels: Vec<String>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>> {
+        let filters = HashMap::from([("label".to_string(), labels)]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| Error::docker("list containers", e))
     }
 
     async fn inspect(&self, id: &str) -> Result<bollard::models::ContainerInspectResponse> {
@@ -479,7 +518,12 @@ impl Engine {
 
     /// Stops a container (one that already stopped is fine).
     pub async fn stop(&self, id: &str) -> Result<()> {
-        let opts = StopContainerOptionsBuilder::default().t(10).build();
+        self.stop_within(id, 10).await
+    }
+
+    /// Stops a container: SIGTERM, and SIGKILL after `secs` seconds.
+    pub async fn stop_within(&self, id: &str, secs: i32) -> Result<()> {
+        let opts = StopContainerOptionsBuilder::default().t(secs).build();
         let r = self.docker.stop_container(id, Some(opts)).await;
         tolerate(r, 304).map_err(|e| Error::docker(format!("stop {}", short(id)), e))
     }
@@ -510,12 +554,33 @@ impl Engine {
         follow: bool,
         tail: Option<u32>,
     ) -> impl Stream<Item = Result<LogOutput>> + '_ {
-        let tail = tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into());
+        self.logs_with(
+            id,
+            &LogQuery {
+                follow,
+                tail,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The container's log stream as `query` asks for it.
+    pub fn logs_with(
+        &self,
+        id: &str,
+        query: &LogQuery,
+    ) -> impl Stream<Item = Result<LogOutput>> + '_ {
+        let tail = query
+            .tail
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "all".into());
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
-            .follow(follow)
+            .follow(query.follow)
             .tail(&tail)
+            .since(query.since.map(clamp_i32).unwrap_or(0))
+            .timestamps(query.timestamps)
             .build();
         let id = id.to_string();
         self.docker
@@ -554,58 +619,24 @@ impl Engine {
             None => Ok(self.status(id).await?.exit_code.unwrap_or(-1)),
         }
     }
+}
 
-    /// Runs `cmd` in a running container as `user`, streaming output; returns the exit code.
-    pub async fn exec(
-        &self,
-        id: &str,
-        cmd: &[String],
-        user: Option<&str>,
-        out: &mut (dyn std::io::Write + Send),
-        err: &mut (dyn std::io::Write + Send),
-    ) -> Result<i64> {
-        let created = self
-            .docker
-            .create_exec(
-                id,
-                CreateExecOptions {
-                    cmd: Some(cmd.to_vec()),
-                    user: user.map(str::to_string),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| Error::docker("exec", e))?;
-        match self
-            .docker
-            .start_exec(&created.id, None)
-            .await
-            .map_err(|e| Error::docker("exec", e))?
-        {
-            StartExecResults::Attached { mut output, .. } => {
-                while let Some(chunk) = output.next().await {
-                    match chunk.map_err(|e| Error::docker("exec output", e))? {
-                        LogOutput::StdErr { message } => {
-                            let _ = err.write_all(&message);
-                        }
-                        other => {
-                            let _ = out.write_all(&other.into_bytes());
-                        }
-                    }
-                }
-            }
-            StartExecResults::Detached => {}
-        }
-        let _ = out.flush();
-        let inspect = self
-            .docker
-            .inspect_exec(&created.id)
-            .await
-            .map_err(|e| Error::docker("exec", e))?;
-        Ok(inspect.exit_code.unwrap_or(-1))
-    }
+/// What a log request asks for.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Keep streaming new output.
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail: Option<u32>,
+    /// Only output after this Unix time (seconds).
+    pub since: Option<i64>,
+    /// Each line starts with Docker's RFC 3339 timestamp and a space.
+    pub timestamps: bool,
+}
+
+/// A Unix time as Docker's 32-bit `since`.
+fn clamp_i32(t: i64) -> i32 {
+    t.clamp(0, i64::from(i32::MAX)) as i32
 }
 
 /// Treats Docker's answer `status` as success: 304 (already in that state) or 404 (already gone).

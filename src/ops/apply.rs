@@ -3,8 +3,9 @@
 //! First every spec is checked: a uid or domain another site has (a removed one's uid too)
 //! is refused before anything changes. Then for each site: directories, owners and modes,
 //! the site's own network, database and user (with the password on file),
-//! and the container: recreated when missing or when its configuration drifted from the spec,
-//! started when it stopped by itself. A site the user stopped stays stopped. Running it twice
+//! and the container: rolled out through the deploy path (pull, release command, health check)
+//! when site.toml names another image than the one deployed, recreated when missing or when
+//! its configuration (env included) drifted from the spec, started when it stopped by itself. A site the user stopped stays stopped. Running it twice
 //! changes nothing the second time.
 
 use serde::Serialize;
@@ -13,7 +14,7 @@ use crate::engine::{Engine, Role};
 use crate::error::{Result, StepExt};
 use crate::site::SiteSpec;
 
-use super::deploy::{rollout, Release};
+use super::deploy::{rollout_recorded, Release, Why};
 use super::provision::{self, container_plan};
 use super::Ctx;
 
@@ -82,7 +83,7 @@ pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
                     .step(&spec.name, "database")?,
             );
         }
-        changes.extend(converge_container(ctx, &engine, spec).await?);
+        changes.extend(converge_container(ctx, &engine, spec, WHY).await?);
         sites.push(SiteChanges {
             site: spec.name.clone(),
             changes,
@@ -91,13 +92,24 @@ pub async fn run(ctx: &Ctx, site: Option<&str>) -> Result<ApplyReport> {
     if let Some(db) = db {
         db.close().await;
     }
+    // Routes follow the specs (a domain added or dropped needs no new container).
+    if ctx.config.proxy.enabled() {
+        super::proxy::converge(ctx, &engine, None).await?;
+    }
     Ok(ApplyReport { sites })
 }
 
+/// How apply's roll-outs appear in the history.
+const WHY: Why<'static> = Why::because("apply");
+
+/// Converges one site's container: first deploy, the spec's image when it changed (pulled,
+/// release command run), a missing or drifted container recreated, a stopped one started.
+/// `why` names the command in the site's history (apply, restore).
 pub(crate) async fn converge_container(
     ctx: &Ctx,
     engine: &Engine,
     spec: &SiteSpec,
+    why: Why<'static>,
 ) -> Result<Vec<String>> {
     let name = spec.name.as_str();
     let state = ctx.deploy_state(name)?;
@@ -109,11 +121,25 @@ pub(crate) async fn converge_container(
                 .await
                 .step(name, "pull")?;
             changes.push(format!("first deploy of {pinned}"));
-            let r = rollout(ctx, engine, spec, &pinned, None, Release::Run).await?;
+            let r = rollout_recorded(ctx, engine, spec, &pinned, None, Release::Run, why).await?;
             changes.push(format!("started {}", r.container));
             return Ok(changes);
         }
     };
+    // site.toml names another image than the one deployed from it (deploy.toml keeps the
+    // reference it was deployed as; a rollback keeps it too, so apply does not undo one).
+    let deployed_as = state.image.as_deref().unwrap_or(&spec.image);
+    if deployed_as != spec.image {
+        let pinned = provision::pull(ctx, engine, &spec.image)
+            .await
+            .step(name, "pull")?;
+        let r = rollout_recorded(ctx, engine, spec, &pinned, None, Release::Run, why).await?;
+        changes.push(format!(
+            "image changed from {deployed_as} to {}: started {}",
+            spec.image, r.container
+        ));
+        return Ok(changes);
+    }
     let containers = engine
         .list(&ctx.config.instance, Some(name), Some(Role::Web))
         .await?;
@@ -124,20 +150,30 @@ pub(crate) async fn converge_container(
             .step(name, "pull")?,
     };
     // The hash ignores the host port; any value stands in for it.
-    let plan = container_plan(ctx, spec, &image_id, &image, Role::Web, Some(0), None)?;
+    let port = provision::publishes(ctx, spec).then_some(0);
+    let plan = container_plan(ctx, spec, &image_id, &image, Role::Web, port, None)?;
     let want = plan.config_hash();
     // The site's network and its firewall entry (the kernel forgets it on a reboot).
     engine.ensure_network(&plan).await.step(name, "network")?;
     let good = containers.iter().find(|c| c.config == want);
     match good {
         None => {
-            let why = if containers.is_empty() {
+            let drift = if containers.is_empty() {
                 "container was missing"
             } else {
                 "spec changed"
             };
-            let r = rollout(ctx, engine, spec, &image, Some(&image_id), Release::Skip).await?;
-            changes.push(format!("{why}: started {}", r.container));
+            let r = rollout_recorded(
+                ctx,
+                engine,
+                spec,
+                &image,
+                Some(&image_id),
+                Release::Skip,
+                why,
+            )
+            .await?;
+            changes.push(format!("{drift}: started {}", r.container));
         }
         Some(c) => {
             for other in containers.iter().filter(|o| o.id != c.id) {

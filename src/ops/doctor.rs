@@ -102,6 +102,7 @@ pub async fn run(ctx: &Ctx) -> Result<DoctorReport> {
         crate::config::check_user_host(&ctx.config.mysql.user_host),
     );
     check("site networks", site_networks(ctx).await);
+    check("proxy", proxy(ctx).await);
     for (name, dir) in [
         ("sites_dir", &ctx.config.sites_dir),
         ("backup_dir", &ctx.config.backup_dir),
@@ -185,6 +186,41 @@ async fn site_networks(ctx: &Ctx) -> std::result::Result<String, String> {
             open.join(", ")
         ))
     }
+}
+
+/// The proxy runs (when sp runs it), and every routed domain has a certificate.
+async fn proxy(ctx: &Ctx) -> std::result::Result<String, String> {
+    if !ctx.config.proxy.enabled() {
+        return Ok("off (proxy.mode = \"none\"): the host brings its own front door".into());
+    }
+    let st = super::proxy::status(ctx).await.map_err(|e| e.to_string())?;
+    if !st.running {
+        return Err(format!(
+            "{} is not running; run `sp proxy up`",
+            st.container
+        ));
+    }
+    let missing: Vec<&str> = st
+        .domains
+        .iter()
+        .filter(|d| d.expires.is_none())
+        .map(|d| d.domain.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "no certificate yet for {} — check that DNS points here and ports {}/{} are open, then `sp proxy status`",
+            missing.join(", "),
+            st.http_port,
+            st.https_port
+        ));
+    }
+    Ok(format!(
+        "{} running on {}:{}, {} domain(s) with certificates",
+        st.container,
+        st.listen,
+        st.https_port,
+        st.domains.len()
+    ))
 }
 
 fn writable(dir: &Path) -> std::result::Result<String, String> {

@@ -20,7 +20,9 @@ pub async fn run(ctx: &Ctx, site: &str, job: &str, out: &mut (dyn Write + Send))
     };
     let state = ctx.deploy_state(site)?;
     let Some(pinned) = state.current else {
-        return Err(Error::NotFound(format!("{site} is not deployed yet")));
+        return Err(Error::NotFound(format!(
+            "{site} is not deployed yet; deploy it first: `sp site deploy {site}`"
+        )));
     };
     let engine = ctx.engine().await?;
     let id = provision::ensure_image(ctx, &engine, &pinned, state.current_id.as_deref()).await?;

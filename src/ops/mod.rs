@@ -4,13 +4,14 @@
 //!
 //! Start here to find any behaviour:
 //! - `sp init` → [`init`], `sp doctor` → [`doctor`], `sp registry login` → [`registry_login`]
-//! - `sp site add` → [`site_add`]; `list`/`show` → [`site_info`]; `deploy`/`rollback` → [`deploy`]
+//! - `sp site add` → [`site_add`]; `list`/`show` → [`site_info`]; `deploy` → [`deploy`];
+//!   `rollback` → [`rollback`]; `history` → [`history`]; `env` → [`site_env`]
 //! - `start`/`stop`/`restart`/`logs`/`exec` → [`control`]; `remove` → [`site_remove`]
 //! - `sp apply` → [`apply`]; building blocks shared by add, apply and deploy → [`provision`]
 //! - `sp backup` → [`backup`]; `sp snapshots`, `sp snapshot pin` → [`snapshots`];
 //!   `sp verify` → [`verify`]; `sp prune` → [`prune`]; `sp status` → [`status`]
 //! - `sp schedule show|install` → [`schedule`]; `sp site job` → [`job`]
-//! - `sp restore` → [`restore`]; `sp drill` → [`drill`]
+//! - `sp restore` → [`restore`]; `sp drill` → [`drill`]; `sp log` → [`log`]
 
 pub mod apply;
 pub mod backup;
@@ -18,15 +19,20 @@ pub mod control;
 pub mod deploy;
 pub mod doctor;
 pub mod drill;
+pub mod history;
 pub mod init;
 pub mod job;
 pub mod key;
+pub mod log;
 pub mod provision;
+pub mod proxy;
 pub mod prune;
 pub mod registry_login;
 pub mod restore;
+pub mod rollback;
 pub mod schedule;
 pub mod site_add;
+pub mod site_env;
 pub mod site_info;
 pub mod site_remove;
 pub mod snapshots;
@@ -64,6 +70,9 @@ pub trait Reporter: Send + Sync {
     fn note(&self, msg: &str);
     /// `bytes` processed so far by the task `label`; `done` once it has finished.
     fn progress(&self, _label: &str, _bytes: u64, _done: bool) {}
+    /// The task `label` will process about `bytes` in all (so a bar can show percent and ETA);
+    /// sent before or with its first progress.
+    fn total(&self, _label: &str, _bytes: u64) {}
 }
 
 /// Closures are reporters that only take notes.
@@ -110,9 +119,9 @@ impl Ctx {
         }
     }
 
-    /// Tells the person at the terminal what is happening.
+    /// Tells the person at the terminal what is happening (once: the notifier is the one
+    /// voice for notes, whatever the log level).
     pub fn note(&self, msg: &str) {
-        tracing::info!("{msg}");
         self.notify.note(msg);
     }
 
@@ -124,6 +133,41 @@ impl Ctx {
     /// The reporter, for worker threads that outlive a borrow of the context (uploads).
     pub fn reporter(&self) -> std::sync::Arc<Notifier> {
         self.notify.clone()
+    }
+
+    /// Announces how many bytes the task `label` will process (percent and ETA).
+    pub fn progress_total(&self, label: &str, bytes: u64) {
+        self.notify.total(label, bytes);
+    }
+
+    /// Runs `work`, reporting `done` (bytes so far) as the progress of `label` four times a
+    /// second, with `total` (0 while unknown) for percent and ETA; the line goes when it ends.
+    pub async fn with_progress<T>(
+        &self,
+        label: &str,
+        done: &std::sync::atomic::AtomicU64,
+        total: &std::sync::atomic::AtomicU64,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        use std::sync::atomic::Ordering::Relaxed;
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut announced = 0;
+        let out = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = tick.tick() => {
+                    let t = total.load(Relaxed);
+                    if t != announced {
+                        self.notify.total(label, t);
+                        announced = t;
+                    }
+                    self.notify.progress(label, done.load(Relaxed), false);
+                }
+            }
+        };
+        self.notify.progress(label, done.load(Relaxed), true);
+        out
     }
 
     /// Takes the host lock for a mutating command.
@@ -183,7 +227,7 @@ impl Ctx {
         let p = self.paths(name).spec();
         if !p.exists() {
             return Err(Error::NotFound(format!(
-                "no site named {name:?} (no {})",
+                "no site named {name:?} (no {}); `sp site list` shows the sites",
                 p.display()
             )));
         }

@@ -337,14 +337,18 @@ pub async fn load_database(ctx: &Ctx, db: &Db, name: &str, dump: &std::path::Pat
     };
     db.ensure_user(name, name, host, &account.password).await?;
     db.set_password(name, host, &account.password).await?;
-    db.load_dump(
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let total = std::sync::atomic::AtomicU64::new(std::fs::metadata(dump).map_or(0, |m| m.len()));
+    let load = db.load_dump_counted(
         &account,
         name,
         dump,
         super::restore::LOAD_CONNECTIONS,
         Some(definer),
-    )
-    .await
+        read.clone(),
+    );
+    ctx.with_progress(&format!("{name} database"), &read, &total, load)
+        .await
 }
 
 /// Pulls `image` with the stored credential for its registry; returns it pinned by digest.
@@ -352,7 +356,22 @@ pub async fn pull(ctx: &Ctx, engine: &Engine, image: &str) -> Result<String> {
     let r = ImageRef::parse(image)?;
     let creds = ctx.credentials()?;
     ctx.note(&format!("pulling {r}"));
-    engine.pull(&r, creds.get(&r.registry)).await
+    let label = format!(
+        "pull {}",
+        r.repository().rsplit('/').next().unwrap_or_default()
+    );
+    let mut announced = 0;
+    let pulled = engine
+        .pull(&r, creds.get(&r.registry), &mut |done, total| {
+            if total != announced {
+                ctx.progress_total(&label, total);
+                announced = total;
+            }
+            ctx.progress(&label, done, false);
+        })
+        .await;
+    ctx.progress(&label, 0, true);
+    pulled
 }
 
 /// Where the image archive of an image id lives (`backup_dir/images/HEX.tar.zst`).
@@ -450,8 +469,14 @@ pub fn site_env(ctx: &Ctx, spec: &SiteSpec) -> BTreeMap<String, String> {
             format!("mysql://{n}@{host}:{port}/{n}"),
         );
     }
-    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(spec.all_env().map(|(k, v)| (k.clone(), v.clone())));
     env
+}
+
+/// Whether a site's web container publishes a 127.0.0.1 host port: always without the proxy,
+/// and with it only when the spec asks (`publish = true`, for debugging).
+pub fn publishes(ctx: &Ctx, spec: &SiteSpec) -> bool {
+    !ctx.config.proxy.enabled() || spec.publish
 }
 
 /// The container plan for a site: web (published on `host_port`) or release (`cmd`).
@@ -604,6 +629,8 @@ pub async fn run_oneoff(
 /// sha256 against `expect` as it streams (see [`crate::snapshot::stage`]). Nothing is in
 /// place until the caller commits the returned tree.
 pub async fn stage_site(
+    ctx: &Ctx,
+    label: &str,
     archive: std::path::PathBuf,
     expect: Option<crate::snapshot::FileEntry>,
     target: std::path::PathBuf,
@@ -627,8 +654,11 @@ pub async fn stage_site(
             )))
         }
     };
-    let done = tokio::task::spawn_blocking(move || {
-        stage::stage(
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let total = std::sync::atomic::AtomicU64::new(expect.size);
+    let counter = read.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        stage::stage_counted(
             &archive,
             Expect {
                 size: expect.size,
@@ -636,10 +666,13 @@ pub async fn stage_site(
             },
             &parent,
             &name,
+            counter,
         )
-    })
-    .await
-    .map_err(|e| Error::Other(format!("unpack task: {e}")))?;
+    });
+    let done = ctx
+        .with_progress(label, &read, &total, work)
+        .await
+        .map_err(|e| Error::Other(format!("unpack task: {e}")))?;
     done.map_err(|e| match e {
         StageError::Refused(_) => Error::Other(format!(
             "{shown}: {e}; nothing of this site was restored — sp will not unpack this archive (inspect it by hand with `zstd -dc {shown} | tar -tv`, or restore another snapshot)"

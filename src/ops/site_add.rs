@@ -20,7 +20,7 @@ use crate::site::{
     SiteSpec,
 };
 
-use super::deploy::{rollout, Release, Rollout};
+use super::deploy::{rollout_recorded, Release, Rollout, Why};
 use super::{provision, Ctx};
 
 /// Options of `sp site add`.
@@ -43,7 +43,8 @@ pub struct SiteAddOpts {
 pub struct SiteAddReport {
     pub site: String,
     pub uid: u32,
-    pub port: u16,
+    /// The port the app listens on inside the container (the host port is in `rollout`).
+    pub container_port: u16,
     pub database: Option<String>,
     pub rollout: Rollout,
 }
@@ -81,6 +82,7 @@ fn spec_from(opts: &SiteAddOpts) -> Result<SiteSpec> {
         image: opts.image.clone(),
         uid: 0,
         port: opts.port.unwrap_or(8000),
+        publish: false,
         domains: opts.domains.clone(),
         memory: opts.memory.clone(),
         data_mount: "/data".into(),
@@ -96,6 +98,7 @@ fn spec_from(opts: &SiteAddOpts) -> Result<SiteSpec> {
         container: Default::default(),
         jobs: Vec::new(),
         env,
+        secret_env: BTreeMap::new(),
     };
     Ok(spec)
 }
@@ -169,7 +172,16 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
                 .await
                 .step(&name, "database")?;
         }
-        rollout(ctx, &engine, &spec, &pinned, None, Release::Run).await
+        rollout_recorded(
+            ctx,
+            &engine,
+            &spec,
+            &pinned,
+            None,
+            Release::Run,
+            Why::because("add"),
+        )
+        .await
     }
     .await;
     match result {
@@ -180,7 +192,7 @@ pub async fn run(ctx: &Ctx, opts: &SiteAddOpts) -> Result<SiteAddReport> {
             Ok(SiteAddReport {
                 site: name.clone(),
                 uid: spec.uid,
-                port: spec.port,
+                container_port: spec.port,
                 database: spec.database.enabled.then(|| name.clone()),
                 rollout,
             })

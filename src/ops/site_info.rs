@@ -1,4 +1,4 @@
-//! `sp site list` and `sp site show`.
+//! `sp site list` and `sp site show` (the whole effective spec and the last deploys).
 
 use serde::Serialize;
 
@@ -11,6 +11,7 @@ use super::Ctx;
 /// One site as `list` and `show --json` report it. No secrets.
 #[derive(Debug, Clone, Serialize)]
 pub struct SiteInfo {
+    #[serde(rename = "site")]
     pub name: String,
     /// Image reference from the spec.
     pub image: String,
@@ -19,6 +20,7 @@ pub struct SiteInfo {
     /// running, stopped, exited, missing (no container), ...
     pub state: String,
     /// Host port on 127.0.0.1.
+    #[serde(rename = "host_port")]
     pub port: Option<u16>,
     pub domains: Vec<String>,
     pub uid: u32,
@@ -69,14 +71,15 @@ impl SiteInfo {
     }
 }
 
-/// The table of `sp site list`.
+/// The table of `sp site list` (`--json`: `{"sites": [...]}`).
 #[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct SiteList(pub Vec<SiteInfo>);
+pub struct SiteList {
+    pub sites: Vec<SiteInfo>,
+}
 
 impl std::fmt::Display for SiteList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_empty() {
+        if self.sites.is_empty() {
             return write!(f, "no sites");
         }
         writeln!(
@@ -84,7 +87,7 @@ impl std::fmt::Display for SiteList {
             "{:<20} {:<9} {:<6} {:<20} {:<40}",
             "NAME", "STATE", "PORT", "DIGEST", "IMAGE"
         )?;
-        for s in &self.0 {
+        for s in &self.sites {
             let digest = s
                 .digest
                 .as_deref()
@@ -167,19 +170,152 @@ impl std::fmt::Display for SiteInfo {
 pub async fn list(ctx: &Ctx) -> Result<SiteList> {
     let sites = ctx.sites()?;
     if sites.is_empty() {
-        return Ok(SiteList(Vec::new()));
+        return Ok(SiteList { sites: Vec::new() });
     }
     let engine = ctx.engine().await?;
     let mut out = Vec::new();
     for spec in &sites {
         out.push(SiteInfo::gather(ctx, &engine, spec).await?);
     }
-    Ok(SiteList(out))
+    Ok(SiteList { sites: out })
 }
 
-/// `sp site show NAME`.
-pub async fn show(ctx: &Ctx, name: &str) -> Result<SiteInfo> {
+/// How many of the last deploys `sp site show` lists.
+const SHOWN_DEPLOYS: usize = 5;
+
+/// `sp site show NAME`: the site as `list` has it, plus the whole effective spec and the last
+/// deploys. Secret env values are masked unless `--reveal`.
+#[derive(Debug, Serialize)]
+pub struct SiteDetail {
+    #[serde(flatten)]
+    pub info: SiteInfo,
+    /// The spec's env (not the DATABASE_* variables sp adds).
+    pub env: Vec<super::site_env::EnvEntry>,
+    pub memory: Option<String>,
+    pub health: crate::site::Health,
+    pub release: Vec<String>,
+    pub jobs: Vec<crate::site::Job>,
+    pub data_mount: String,
+    pub container: crate::site::ContainerSpec,
+    pub backup: crate::site::BackupSpec,
+    pub paths: SitePathsInfo,
+    /// The last deploys, newest last (`sp site history` has them all).
+    pub deploys: Vec<crate::site::history::DeployRecord>,
+}
+
+/// Where the site's files are.
+#[derive(Debug, Serialize)]
+pub struct SitePathsInfo {
+    pub root: String,
+    pub spec: String,
+    pub data: String,
+    pub secret_env: String,
+    pub history: String,
+}
+
+impl std::fmt::Display for SiteDetail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let none = || "-".to_string();
+        writeln!(f, "{}", self.info)?;
+        writeln!(
+            f,
+            "memory:      {}",
+            self.memory.clone().unwrap_or_else(|| "no limit".into())
+        )?;
+        writeln!(
+            f,
+            "health:      {} (timeout {}s, grace {}s)",
+            self.health
+                .path
+                .clone()
+                .unwrap_or_else(|| "running is healthy".into()),
+            self.health.timeout_secs(),
+            self.health.grace_secs()
+        )?;
+        writeln!(
+            f,
+            "release:     {}",
+            if self.release.is_empty() {
+                none()
+            } else {
+                self.release.join(" ")
+            }
+        )?;
+        writeln!(f, "data mount:  {} -> {}", self.paths.data, self.data_mount)?;
+        writeln!(f, "spec:        {}", self.paths.spec)?;
+        if self.env.is_empty() {
+            writeln!(f, "env:         -")?;
+        } else {
+            writeln!(f, "env:")?;
+            for e in &self.env {
+                writeln!(f, "  {}", super::site_env::shown(e))?;
+            }
+        }
+        if self.jobs.is_empty() {
+            writeln!(f, "jobs:        -")?;
+        } else {
+            writeln!(f, "jobs:")?;
+            for j in &self.jobs {
+                writeln!(f, "  {}  {}  {}", j.name, j.schedule, j.command.join(" "))?;
+            }
+        }
+        if self.deploys.is_empty() {
+            write!(f, "deploys:     -")
+        } else {
+            write!(f, "deploys (sp site history {} has all):", self.info.name)?;
+            for r in &self.deploys {
+                let hex = r.digest().trim_start_matches("sha256:");
+                write!(
+                    f,
+                    "\n  {:>3}  {}  {:<6}  {:<11}  {}  {}",
+                    r.n,
+                    r.time,
+                    match r.result {
+                        crate::site::history::Outcome::Ok => "ok",
+                        crate::site::history::Outcome::Failed => "FAILED",
+                    },
+                    match r.rollback_to {
+                        Some(n) => format!("{}→{n}", r.reason),
+                        None => r.reason.clone(),
+                    },
+                    &hex[..hex.len().min(12)],
+                    r.actor
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `sp site show NAME [--reveal]`.
+pub async fn show(ctx: &Ctx, name: &str, reveal: bool) -> Result<SiteDetail> {
     let spec = ctx.site(name)?;
     let engine = ctx.engine().await?;
-    SiteInfo::gather(ctx, &engine, &spec).await
+    let info = SiteInfo::gather(ctx, &engine, &spec).await?;
+    let paths = ctx.paths(name);
+    // A damaged history (a snapshot's) does not keep the rest from showing; `sp site history`
+    // names the problem.
+    let mut deploys = crate::site::history::load(&paths.history()).unwrap_or_default();
+    let skip = deploys.len().saturating_sub(SHOWN_DEPLOYS);
+    deploys.drain(..skip);
+    let shown = |p: std::path::PathBuf| p.display().to_string();
+    Ok(SiteDetail {
+        info,
+        env: super::site_env::entries(&spec, reveal),
+        memory: spec.memory.clone(),
+        health: spec.health.clone(),
+        release: spec.release.clone(),
+        jobs: spec.jobs.clone(),
+        data_mount: spec.data_mount.clone(),
+        container: spec.container.clone(),
+        backup: spec.backup.clone(),
+        paths: SitePathsInfo {
+            root: shown(paths.root.clone()),
+            spec: shown(paths.spec()),
+            data: shown(paths.data()),
+            secret_env: shown(paths.secret_env()),
+            history: shown(paths.history()),
+        },
+        deploys,
+    })
 }

@@ -118,6 +118,13 @@ pub async fn run(
             .map_err(|e| Error::io_path("rename", &paths.spec(), e))
             .step(&name, "retire spec")?;
     }
+    if ctx.config.proxy.enabled() {
+        super::proxy::converge(ctx, &engine, None).await.map_err(|e| {
+            Error::Other(format!(
+                "{name} is removed, but the proxy still routes its domains: {e} — fix that, then run `sp proxy reload`"
+            ))
+        })?;
+    }
     Ok(RemoveReport {
         final_snapshot,
         site: name,

@@ -1,7 +1,8 @@
-//! `sp status`: per site, the newest good snapshot and its age, the next scheduled backup and
-//! the last failure; exits non-zero when a site's newest snapshot is older than
-//! `backup.max_age` (or it has none), when the last backup failed or left a site out, or when
-//! the last drill failed.
+//! `sp status`: per site, the newest good snapshot and its age, whether the schedule is
+//! installed as the config says, the next scheduled backup and the last failure; exits non-zero
+//! when a site's newest snapshot is older than `backup.max_age` (or it has none), when the last
+//! backup failed or left a site out, when the last drill failed, or when the cron file or
+//! systemd timers are missing or differ from the config.
 
 use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
@@ -29,6 +30,9 @@ pub struct SiteStatus {
 pub struct StatusReport {
     pub ok: bool,
     pub max_age: String,
+    /// The cron file or systemd timers: installed, and what the config asks for.
+    pub schedule: super::schedule::ScheduleCheck,
+    /// Only when the installed schedule will run it.
     pub next_backup: Option<DateTime<Local>>,
     pub last_backup_error: Option<String>,
     pub last_backup_failure: Option<DateTime<Utc>>,
@@ -78,8 +82,27 @@ impl std::fmt::Display for StatusReport {
                 }
             )?;
         }
+        match &self.schedule.problem {
+            Some(p) => write!(f, "\nschedule: FAILED: {p}")?,
+            None => write!(
+                f,
+                "\nschedule: installed ({} {})",
+                self.schedule
+                    .kind
+                    .map(|k| k.to_string())
+                    .unwrap_or_default(),
+                self.schedule
+                    .location
+                    .as_ref()
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default()
+            )?,
+        }
         match &self.next_backup {
             Some(t) => write!(f, "\nnext backup: {}", t.format("%Y-%m-%d %H:%M %Z"))?,
+            None if self.schedule.problem.is_some() => {
+                write!(f, "\nnext backup: none (the schedule is not in place)")?
+            }
             None => write!(f, "\nnext backup: not scheduled (backup.schedule is empty)")?,
         }
         match &self.last_drill {
@@ -138,7 +161,8 @@ pub fn run(ctx: &Ctx) -> Result<StatusReport> {
         (Some(_), None) => true,
         _ => false,
     };
-    let next_backup = if ctx.config.backup.schedule.trim().is_empty() {
+    let schedule = super::schedule::check(ctx)?;
+    let next_backup = if ctx.config.backup.schedule.trim().is_empty() || !schedule.matches {
         None
     } else {
         crate::schedule::next_runs(&ctx.config.backup.schedule, &Local::now(), 1)
@@ -156,8 +180,10 @@ pub fn run(ctx: &Ctx) -> Result<StatusReport> {
         ok: sites.iter().all(|s| s.fresh)
             && !failed_last
             && status.prune_error.is_none()
-            && last_drill.as_ref().is_none_or(|d| d.ok),
+            && last_drill.as_ref().is_none_or(|d| d.ok)
+            && schedule.matches,
         max_age: ctx.config.backup.max_age.clone(),
+        schedule,
         next_backup,
         last_backup_error: if failed_last { status.last_error } else { None },
         last_backup_failure: if failed_last {

@@ -88,7 +88,7 @@ pub async fn run(
     match Source::resolve(&ctx.config, from)? {
         Source::Local(from) => {
             let (id, dir) = snapshot::resolve(&from, id, snapshot::Pick::Host)?;
-            verify_one(id, dir, keyring).await
+            verify_one(ctx, id, dir, keyring).await
         }
         Source::Remote(d) => crate::store::blocking(|| {
             let id = offsite::resolve(d.store.as_ref(), id, snapshot::Pick::Host)?;
@@ -132,16 +132,22 @@ fn verify_remote(
 }
 
 async fn verify_one(
+    ctx: &Ctx,
     id: String,
     dir: PathBuf,
     keyring: crate::key::Keyring,
 ) -> Result<VerifyReport> {
     let started = std::time::Instant::now();
     let snap_dir = dir.clone();
-    let (manifest, faults) = match tokio::task::spawn_blocking(move || {
-        snapshot::verify(&dir, snapshot::Depth::Full, &keyring)
-    })
-    .await
+    let checked = std::sync::Arc::new(snapshot::Checked::default());
+    let counts = checked.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        snapshot::verify_sites_counted(&dir, snapshot::Depth::Full, &[], &[], &keyring, &counts)
+    });
+    let label = format!("verify {id}");
+    let (manifest, faults) = match ctx
+        .with_progress(&label, &checked.done, &checked.total, work)
+        .await
     {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
@@ -241,7 +247,7 @@ pub async fn all(
     let (list, unreadable) = snapshot::list(&from)?;
     let mut snapshots = Vec::new();
     for s in list {
-        snapshots.push(verify_one(s.id, s.dir, keyring.clone()).await?);
+        snapshots.push(verify_one(ctx, s.id, s.dir, keyring.clone()).await?);
     }
     snapshots.extend(unreadable.into_iter().map(unreadable_report));
     Ok(VerifyAllReport { snapshots })

@@ -75,12 +75,22 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Passes writes through, adding their length to a shared counter (for progress).
-pub struct Counting<W: Write> {
+pub struct Counting<W> {
     inner: W,
     counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl<W: Write> Counting<W> {
+/// Reading counts too (a restore's progress: bytes of the archive or dump read so far).
+impl<R: io::Read> io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<W> Counting<W> {
     pub fn new(inner: W, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
         Counting { inner, counter }
     }

@@ -35,6 +35,8 @@ pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_SUM: &str = "manifest.json.sha256";
 pub const MANIFEST_SIG: &str = "manifest.json.sig";
 pub const HOST_ARCHIVE: &str = "host.tar.zst";
+/// The proxy's state: Caddy's data (certificates, ACME account keys) and its pinned image.
+pub const PROXY_ARCHIVE: &str = "proxy.tar.zst";
 const PINNED: &str = ".pinned";
 const VERIFIED: &str = ".verified";
 
@@ -310,7 +312,7 @@ pub fn resolve(backup_dir: &Path, id: &str, pick: Pick) -> Result<(String, PathB
             return Ok((id.to_string(), dir));
         }
         return Err(Error::NotFound(format!(
-            "no snapshot {id:?} in {}",
+            "no snapshot {id:?} in {}; `sp snapshots` lists them (another directory: --from DIR)",
             backup_dir.display()
         )));
     }
@@ -325,7 +327,7 @@ pub fn resolve(backup_dir: &Path, id: &str, pick: Pick) -> Result<(String, PathB
     match chosen {
         Some(s) => Ok((s.id.clone(), s.dir.clone())),
         None if all.is_empty() => Err(Error::NotFound(format!(
-            "no snapshots in {}",
+            "no snapshots in {}; take one with `sp backup`, or name where they are with --from DIR",
             backup_dir.display()
         ))),
         None => Err(Error::NotFound(match pick {
@@ -415,6 +417,25 @@ pub fn verify_sites(
     whole: &[String],
     keyring: &crate::key::Keyring,
 ) -> Result<(Manifest, Vec<Fault>)> {
+    verify_sites_counted(dir, depth, only, whole, keyring, &Default::default())
+}
+
+/// Bytes checked so far and in all, for a progress line.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub total: std::sync::atomic::AtomicU64,
+}
+
+/// [`verify_sites`], counting the bytes of the files it has checked into `checked`.
+pub fn verify_sites_counted(
+    dir: &Path,
+    depth: Depth,
+    only: &[String],
+    whole: &[String],
+    keyring: &crate::key::Keyring,
+    checked: &Checked,
+) -> Result<(Manifest, Vec<Fault>)> {
     let m = authenticate(dir, keyring)?;
     let mut faults = Vec::new();
     let dumps: Vec<&str> = m
@@ -438,6 +459,14 @@ pub fn verify_sites(
         .collect();
     let wanted =
         |p: &str| !(skipped.contains(&p) || depth == Depth::BeforeRestore && archives.contains(&p));
+    checked.total.store(
+        m.files
+            .iter()
+            .filter(|f| wanted(&f.path))
+            .map(|f| f.size)
+            .sum(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     // Files are checked on all cores at once (each check is one sequential read).
     let next = std::sync::atomic::AtomicUsize::new(0);
     let found = std::sync::Mutex::new(Vec::new());
@@ -454,7 +483,7 @@ pub fn verify_sites(
                     Some("unsafe path in manifest".to_string())
                 } else {
                     let check_dump = depth == Depth::Full && dumps.contains(&f.path.as_str());
-                    verify_file(&dir.join(&f.path), f, check_dump).err()
+                    verify_file(&dir.join(&f.path), f, check_dump, &checked.done).err()
                 };
                 if let (Some(problem), Ok(mut v)) = (problem, found.lock()) {
                     v.push((
@@ -517,8 +546,14 @@ pub fn verify_sites(
     Ok((m, faults))
 }
 
-fn verify_file(path: &Path, f: &FileEntry, check_dump: bool) -> std::result::Result<(), String> {
+fn verify_file(
+    path: &Path,
+    f: &FileEntry,
+    check_dump: bool,
+    read: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::result::Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let file = archive::Counting::new(file, read.clone());
     let mut r = archive::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, file));
     let content = if f.path.ends_with(".tar.zst") {
         match unpack::scan_tar_zstd(&mut r) {

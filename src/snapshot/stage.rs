@@ -131,6 +131,17 @@ pub fn stage(
     parent: &Path,
     name: &str,
 ) -> Result<Staged, StageError> {
+    stage_counted(archive, expect, parent, name, Default::default())
+}
+
+/// [`stage`], adding the archive bytes read so far to `read` (for a progress line).
+pub fn stage_counted(
+    archive: &Path,
+    expect: Expect<'_>,
+    parent: &Path,
+    name: &str,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<Staged, StageError> {
     std::fs::create_dir_all(parent)?;
     clear_stale(parent, name);
     let dir = parent.join(format!("{PREFIX}{name}-{:08x}", rand::random::<u32>()));
@@ -148,7 +159,7 @@ pub fn stage(
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let file = std::fs::File::open(archive)?;
+    let file = super::archive::Counting::new(std::fs::File::open(archive)?, read);
     let mut hashed = HashingReader::new(file);
     let unpacked = unpack_stream(&mut hashed, &root);
     // The rest of the file counts too (and a refused member stops reading at once).

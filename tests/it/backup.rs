@@ -133,6 +133,21 @@ fn backup_verify_and_recover_by_hand() {
             p.display()
         );
     }
+    // The image archives beside the snapshots (and their checksums) are root's only, too.
+    let images: Vec<std::path::PathBuf> = std::fs::read_dir(host.backup_dir().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        images
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".sha256")),
+        "{images:?}"
+    );
+    for p in &images {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} readable by others", p.display());
+    }
     assert!(sh(&format!(
         "cd {} && sha256sum -c manifest.json.sha256",
         snap.display()
@@ -486,8 +501,6 @@ fn schedule_status_jobs_and_hooks() {
         "install",
         "--cron-file",
         &cron.to_string_lossy(),
-        "--systemd-dir",
-        &units.to_string_lossy(),
     ]);
     let text = std::fs::read_to_string(&cron).unwrap();
     let sp = env!("CARGO_BIN_EXE_sp");
@@ -508,7 +521,26 @@ fn schedule_status_jobs_and_hooks() {
         text.contains(&format!("@reboot root {sp} -q apply\n")),
         "{text}"
     );
+    // --systemd writes timers instead of the cron file, never both (or every backup runs
+    // twice); back to cron, the timers go.
+    host.sp_ok(&[
+        "schedule",
+        "install",
+        "--systemd",
+        "--systemd-dir",
+        &units.to_string_lossy(),
+    ]);
     assert!(units.join("simple-paas-backup.timer").exists());
+    assert!(units.join("simple-paas-boot.service").exists());
+    assert!(!cron.exists(), "--systemd left the cron file in place");
+    host.sp_ok(&[
+        "schedule",
+        "install",
+        "--cron-file",
+        &cron.to_string_lossy(),
+    ]);
+    assert!(cron.exists());
+    assert!(!units.join("simple-paas-backup.timer").exists());
     // An invalid schedule in a site's spec is refused with a clear error.
     host.spec_append(
         &a,
@@ -516,7 +548,10 @@ fn schedule_status_jobs_and_hooks() {
     );
     let (code, err) = host.sp_fail(&["schedule", "show"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("5 fields"), "{err}");
+    assert!(
+        err.contains("5 fields") && err.contains(&format!("{a}: job bad")),
+        "{err}"
+    );
     let spec = host.sites_dir().join(&a).join("site.toml");
     let t = std::fs::read_to_string(&spec).unwrap();
     std::fs::write(&spec, &t[..t.find("[[jobs]]\nname = \"bad\"").unwrap()]).unwrap();

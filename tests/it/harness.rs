@@ -140,6 +140,9 @@ impl Host {
             "sp init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Sites publish their own 127.0.0.1 ports; tests of the proxy turn it on
+        // ([`Host::with_proxy`]).
+        host.config_replace("mode = \"caddy\"", "mode = \"none\"");
         host
     }
 
@@ -244,7 +247,7 @@ impl Host {
     /// The site's current host port.
     pub fn port(&self, site: &str) -> u16 {
         let v = self.json(&["site", "show", site]);
-        v["port"]
+        v["host_port"]
             .as_u64()
             .unwrap_or_else(|| panic!("{site} has no port: {v}")) as u16
     }
@@ -728,4 +731,67 @@ pub fn unsigned_manifest(snap: &Path, manifest: &serde_json::Value) -> Vec<u8> {
     )
     .expect("write sum");
     bytes
+}
+
+impl Host {
+    /// Deletes `REGISTRY/PATH:TAG` from the registry (best effort, never panics): what a test
+    /// pushed with [`Host::private_image`] and must not leave behind.
+    pub fn delete_tag_from_registry(&self, reference: &str) {
+        let Some((name, tag)) = reference.rsplit_once(':') else {
+            return;
+        };
+        let Some((_, path)) = name.split_once('/') else {
+            return;
+        };
+        let auth = format!(
+            "{}:{}",
+            self.rig.var("SP_RIG_REGISTRY_USER"),
+            self.rig.var("SP_RIG_REGISTRY_PASSWORD")
+        );
+        let base = format!("http://{}/v2/{path}/manifests", self.rig.registry());
+        let Ok(head) = Command::new("curl")
+            .args(["-sfI", "-u", &auth, "-H"])
+            .arg("Accept: application/vnd.docker.distribution.manifest.v2+json")
+            .arg(format!("{base}/{tag}"))
+            .output()
+        else {
+            return;
+        };
+        let headers = String::from_utf8_lossy(&head.stdout).to_string();
+        let digest = headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("docker-content-digest")
+                .then(|| v.trim().to_string())
+        });
+        if let Some(d) = digest {
+            let _ = Command::new("curl")
+                .args(["-sf", "-X", "DELETE", "-u", &auth])
+                .arg(format!("{base}/{d}"))
+                .output();
+        }
+    }
+
+    /// Installs the schedule into this host's own cron file (never /etc/cron.d), so that
+    /// `sp status` fails only for what a test does; returns the file.
+    pub fn install_schedule(&self) -> PathBuf {
+        let cron = self.dir.path().join("cron.d/simple-paas");
+        self.sp_ok(&[
+            "schedule",
+            "install",
+            "--cron-file",
+            &cron.to_string_lossy(),
+        ]);
+        cron
+    }
+
+    /// The audit log as `sp log --json` shows it (optionally for one site).
+    pub fn audit(&self, site: Option<&str>) -> Vec<serde_json::Value> {
+        let mut args = vec!["log"];
+        if let Some(s) = site {
+            args.extend(["--site", s]);
+        }
+        let v = self.json(&args);
+        assert_eq!(v["schema"], 1, "{v}");
+        v["entries"].as_array().expect("entries").clone()
+    }
 }

@@ -6,13 +6,16 @@ mod harness;
 
 mod backup;
 mod bad_input;
+mod day2;
 mod hostile_files;
 mod isolation;
 mod latest;
 mod lock;
 mod offsite;
 mod partial;
+mod proxy;
 mod restore;
 mod secrets;
 mod site_lifecycle;
 mod tenant_db;
+mod voice;

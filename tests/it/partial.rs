@@ -70,6 +70,7 @@ fn a_broken_spec_and_a_failing_pre_command_leave_only_those_sites_out() {
     );
     let [good, broken, failing] = ["pg", "pb", "pf"].map(|p| host.site_name(p));
     crate::harness::add_sites(&host, &[&good, &broken, &failing]);
+    host.install_schedule();
     let spec = host.sites_dir().join(&broken).join("site.toml");
     let text = std::fs::read_to_string(&spec).unwrap();
     let port_line = text
@@ -226,7 +227,7 @@ fn a_dump_that_makes_no_progress_is_stopped_and_only_its_site_left_out() {
             .contains("sent nothing"),
         "{r}"
     );
-    assert_eq!(r["sites"][0]["name"], fine.as_str(), "{r}");
+    assert_eq!(r["sites"][0]["site"], fine.as_str(), "{r}");
 }
 
 fn paused(container: &str) -> bool {
@@ -312,6 +313,7 @@ fn a_failed_drill_calls_the_failure_hook_and_fails_status() {
     let Some((host, [a])) = crate::restore::host_with_sites(["dh"]) else {
         return;
     };
+    host.install_schedule();
     let (port, got) = listener();
     host.config_replace(
         "# on_failure_url = \"https://hc-ping.com/UUID/fail\"",

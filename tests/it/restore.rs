@@ -773,6 +773,7 @@ fn drill_passes_on_a_good_snapshot_and_catches_a_broken_dump() {
     let Some((host, [a])) = host_with_sites(["da"]) else {
         return;
     };
+    host.install_schedule();
     // A view made by the site's own user: its definer must follow the scratch name.
     let made = host.sql_as_site(&a, "CREATE VIEW named AS SELECT id, label FROM items");
     assert!(

@@ -74,11 +74,12 @@ fn site_lifecycle_on_the_real_rig() {
 
     // list and show agree, and carry no secret.
     let list = host.json(&["site", "list"]);
-    let names: Vec<&str> = list
+    assert_eq!(list["schema"], 1, "{list}");
+    let names: Vec<&str> = list["sites"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["name"].as_str().unwrap())
+        .map(|s| s["site"].as_str().unwrap())
         .collect();
     assert_eq!(names.len(), 2);
     assert!(names.contains(&a.as_str()) && names.contains(&b.as_str()));

@@ -126,6 +126,8 @@ fn a_snapshot_changed_without_the_hosts_key_is_refused() {
     let Some((host, [a])) = host_with_sites(["ua"]) else {
         return;
     };
+    // Installed, so only what the test does can make `sp status` fail.
+    host.install_schedule();
     let report = host.json(&["backup", "--site", &a]);
     let id = report["id"].as_str().unwrap().to_string();
     let snap = host.backup_dir().join(&id);

@@ -110,6 +110,7 @@ impl std::fmt::Display for SiteFailure {
 
 #[derive(Debug, Serialize)]
 pub struct SiteBackup {
+    #[serde(rename = "site")]
     pub name: String,
     /// Compressed bytes of the file archive and the dump.
     pub files_bytes: u64,

@@ -83,6 +83,13 @@ pub(super) async fn backup_site(
         (Some(db), true) => Some(db.tables(name).await.step(name, "database")?),
         _ => None,
     };
+    // What the progress bar expects: the tree as tar makes it, and the server's size of the data.
+    let db_bytes = match (db, &tables) {
+        (Some(db), Some(_)) => db.data_bytes(name).await.unwrap_or(0),
+        _ => 0,
+    };
+    let tree = crate::fsutil::tree_bytes(&ctx.paths(name).root, &["tmp", ".sp-restore"]);
+    ctx.progress_total(name, tree.unwrap_or(0) + db_bytes);
     let paused = match (engine, &running, spec.backup.pause) {
         (Some(engine), Some(c), true) => {
             engine.pause(&c.id).await.step(name, "pause")?;

@@ -151,6 +151,25 @@ async fn write_snapshot(
         u.send(tmp, snapshot::HOST_ARCHIVE);
     }
 
+    // The proxy's certificates and account keys, so a new host serves them without asking
+    // the CA again (its config and autosave are regenerated, not kept).
+    let proxy = crate::ops::proxy::ProxyPaths::new(ctx);
+    if proxy.data().is_dir() {
+        let out = tmp.join(snapshot::PROXY_ARCHIVE);
+        let root = proxy.root.clone();
+        let (size, sha) = (|| -> std::io::Result<(u64, String)> {
+            let enc = archive::zstd_file(&out, level, 0)?;
+            let (enc, _) = crate::snapshot::walk::write_tree(&root, &["etc", "config"], enc)?;
+            archive::finish_zstd_file(enc)
+        })()
+        .map_err(|e| Error::io("write proxy.tar.zst", e))?;
+        files.push(FileEntry {
+            path: snapshot::PROXY_ARCHIVE.into(),
+            size,
+            sha256: sha,
+        });
+    }
+
     let needs_engine = ctx.config.backup.keep_images
         || specs
             .iter()
@@ -249,6 +268,11 @@ async fn write_snapshot(
         snapshot::Kind::Partial
     };
     if let (true, Some(engine)) = (ctx.config.backup.keep_images, &engine) {
+        if let Some(st) = crate::ops::proxy::ImageState::load(&proxy) {
+            keep_image(ctx, engine, &st.id, level)
+                .await
+                .step("proxy", "image archive")?;
+        }
         for e in &entries {
             if let Some(id) = &e.image_id {
                 keep_image(ctx, engine, id, level)

@@ -27,6 +27,83 @@ impl HostPlan {
     }
 }
 
+/// Puts the snapshot's proxy state (Caddy's certificates and account keys, the pinned proxy
+/// image) in place, before any site starts and so before the proxy does, unless this host's
+/// proxy already holds data of its own (local wins, as for the config). The archive is
+/// unpacked like a site's: hashed and checked member by member into a staging directory,
+/// renamed into place only once proven. Returns whether it restored anything.
+pub(super) async fn restore_proxy(
+    ctx: &Ctx,
+    engine: &crate::engine::Engine,
+    dir: &Path,
+    files: &[snapshot::FileEntry],
+) -> Result<bool> {
+    let Some(entry) = files.iter().find(|f| f.path == snapshot::PROXY_ARCHIVE) else {
+        return Ok(false);
+    };
+    let paths = crate::ops::proxy::ProxyPaths::new(ctx);
+    let has_own = std::fs::read_dir(paths.data())
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if has_own || !ctx.config.proxy.enabled() {
+        return Ok(false);
+    }
+    // A proxy started without data would keep the empty directory mounted.
+    if let Some(c) = engine.proxy_container(&ctx.config.instance).await? {
+        engine.remove(&c.id).await?;
+    }
+    let archive = dir.join(snapshot::PROXY_ARCHIVE);
+    let (sha, size) = (entry.sha256.clone(), entry.size);
+    let parent = ctx.config.state_dir.clone();
+    let root = paths.root.clone();
+    tokio::task::spawn_blocking(move || {
+        let staged = snapshot::stage::stage(
+            &archive,
+            snapshot::stage::Expect { size, sha256: &sha },
+            &parent,
+            "proxy",
+        )
+        .map_err(|e| {
+            Error::Other(format!(
+                "{}: {e}; the proxy's certificates were not restored (restore another snapshot, or let the proxy ask its CA again)",
+                snapshot::PROXY_ARCHIVE
+            ))
+        })?;
+        // Caddy's data never holds a link; one here would point sp's certificate reader
+        // (and Caddy) somewhere the snapshot chose.
+        if let Some(link) = first_link(staged.path()) {
+            return Err(Error::Other(format!(
+                "{}: refused: it holds a symlink ({}), which Caddy's data never does; nothing of the proxy was restored",
+                snapshot::PROXY_ARCHIVE,
+                link.strip_prefix(staged.path()).unwrap_or(&link).display()
+            )));
+        }
+        staged
+            .commit(&root)
+            .map_err(|e| Error::io_path("put the proxy's data in place at", &root, e))
+    })
+    .await
+    .map_err(|e| Error::Other(format!("unpack task: {e}")))??;
+    Ok(true)
+}
+
+/// The first symlink under `dir` (never following one), if any.
+fn first_link(dir: &Path) -> Option<std::path::PathBuf> {
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let t = e.file_type().ok()?;
+            if t.is_symlink() {
+                return Some(e.path());
+            }
+            if t.is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    None
+}
+
 /// Plans the host config (local keys win) for a whole-host restore, and the registry
 /// credentials (local entries win) always. Writes nothing.
 pub(super) fn plan_host(ctx: &Ctx, dir: &Path, whole_host: bool) -> Result<HostPlan> {
@@ -111,6 +188,17 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_anywhere_in_the_proxy_data_is_found() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("data/caddy/certificates/ca");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("a.crt"), "x").unwrap();
+        assert_eq!(first_link(d.path()), None);
+        std::os::unix::fs::symlink("/etc", deep.join("a.test")).unwrap();
+        assert_eq!(first_link(d.path()), Some(deep.join("a.test")));
+    }
 
     #[test]
     fn local_config_wins_in_the_merge() {

@@ -14,13 +14,16 @@
 //!    as it unpacks into a staging directory, see [`snapshot::stage`]); a site that replaces a
 //!    live one is proven whole here;
 //! 4. what `--yes` replaces is snapshotted (`pre-restore`) and taken down; the registry
-//!    credentials are merged (pulls need them while files unpack);
+//!    credentials are merged (pulls need them while files unpack); the proxy's certificates
+//!    and account keys are put in place unless the host's proxy has data of its own, so the
+//!    proxy serves the same certificates the moment it starts;
 //! 5. per site ([`site`]), all sites at once: the files (unpacked into
 //!    `SITES_DIR/.sp-staging-NAME-*`, its `site.toml` checked like input, renamed into place
 //!    only once proven) ‖ the database (loaded as the site's own user) ‖ the image, then the
 //!    user with its original password and the container through the same code as `sp apply`.
 //!    A site whose archive is refused or damaged leaves nothing behind, and the host config
-//!    ([`host`]) is written only once some site's files are proven.
+//!    ([`host`]) is written only once some site's files are proven;
+//! 6. the proxy's routes, for every restored site.
 //!
 //! While a restore is under way each site directory carries a `.sp-restore` marker
 //! (`ID running` / `ID done`) — before its files are in place, `SITES_DIR/.sp-restore-NAME`
@@ -371,6 +374,10 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
 
     // Pulls need the credentials while the files unpack; the config waits for proven files.
     host.apply_credentials(&ctx)?;
+    // The proxy's certificates, before the first site starts the proxy.
+    if host::restore_proxy(&rctx, &engine, &dir, &manifest.files).await? {
+        ctx.note("restored the proxy's certificates and account keys");
+    }
     let config_text = host.config.take().map(|(text, _)| text);
 
     // 5. The sites' files and data, about one site per core at a time, in order (each loads
@@ -431,6 +438,10 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
             list.join("; "),
             resume_command(opts, &id)
         )));
+    }
+    // Every restored site's route (each one's start switched its own already).
+    if rctx.config.proxy.enabled() && sites.iter().any(|s| !s.skipped) {
+        super::proxy::converge(&rctx, &engine, None).await?;
     }
     Ok(RestoreReport {
         id,

@@ -10,6 +10,7 @@ use crate::error::{Error, Result, StepExt};
 use crate::site::{DeployState, SitePaths, SiteSpec};
 use crate::snapshot::{self, SiteEntry};
 
+use super::super::deploy::Why;
 use super::super::{apply, provision, Ctx};
 use super::{Phase, SiteRestore};
 
@@ -149,7 +150,8 @@ pub(super) async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRe
     let root = paths.root.clone();
     let files = async {
         let t0 = Instant::now();
-        let staged = provision::stage_site(archive, expect, root.clone()).await?;
+        let label = format!("{name} files");
+        let staged = provision::stage_site(ctx, &label, archive, expect, root.clone()).await?;
         // The spec is checked like user input (a snapshot is hostile input even when it is
         // signed) while the files are still out of sight.
         let spec = SiteSpec::load(&staged.path().join("site.toml"))
@@ -251,7 +253,7 @@ pub(super) async fn restore_site(run: &Run<'_>, t: &Target<'_>) -> Result<SiteRe
     }
     if !state.stopped {
         let t0 = Instant::now();
-        apply::converge_container(ctx, engine, &spec).await?;
+        apply::converge_container(ctx, engine, &spec, Why::because("restore")).await?;
         phases.push(Phase {
             name: "start".into(),
             seconds: t0.elapsed().as_secs_f64(),

@@ -8,16 +8,23 @@
 //!
 //! Caddy's admin API stays on the proxy container's own loopback ([`ADMIN_ADDRESS`]), so no
 //! site on a network the proxy joins can reach it; sp reloads through it from inside the
-//! container (`docker exec PROXY caddy reload --config F --adapter caddyfile`).
+//! container (`docker exec PROXY caddy reload --config F --adapter caddyfile`), which adapts
+//! and loads the new config as one step: a config Caddy rejects leaves the running one in
+//! place. The container itself is [`container`]; the certificates it holds, [`cert`].
 //!
 //! Every value written into the file is one Caddyfile token: anything that could end a token,
 //! open a block, start a comment, quote, escape or name a placeholder is refused, so no spec
 //! can inject configuration (see [`check_token`]).
 
+pub mod cert;
+pub mod container;
+
 use std::collections::BTreeMap;
 
 use crate::config::ProxyConfig;
 use crate::error::{Error, Result};
+
+pub use container::{proxy_container_spec, proxy_name, proxy_network, ProxyPlan};
 
 /// Where Caddy's admin API listens: inside the proxy container only.
 pub const ADMIN_ADDRESS: &str = "localhost:2019";
@@ -34,6 +41,8 @@ pub struct Global {
     pub acme_ca: String,
     /// Path, inside the proxy container, of a CA certificate to trust for the ACME server.
     pub acme_ca_root: Option<String>,
+    /// The host admin's own Caddyfile fragment (`proxy.extra`), appended as is.
+    pub extra: Option<String>,
 }
 
 impl Global {
@@ -46,6 +55,7 @@ impl Global {
                 .acme_ca_root
                 .as_ref()
                 .map(|_| ACME_CA_ROOT_PATH.to_string()),
+            extra: None,
         }
     }
 }
@@ -170,6 +180,13 @@ pub fn caddyfile(global: &Global, routes: &[Route]) -> Result<String> {
             r.upstream
         ));
     }
+    if let Some(extra) = &global.extra {
+        out.push_str("\n# proxy.extra: the host's own fragment, as written\n");
+        out.push_str(extra);
+        if !extra.ends_with('\n') {
+            out.push('\n');
+        }
+    }
     Ok(out)
 }
 
@@ -190,7 +207,22 @@ mod tests {
             email: Some("ops@example.com".into()),
             acme_ca: "https://172.17.0.1:14000/dir".into(),
             acme_ca_root: Some(ACME_CA_ROOT_PATH.into()),
+            extra: None,
         }
+    }
+
+    #[test]
+    fn the_hosts_own_fragment_comes_last_as_written() {
+        let mut g = pebble();
+        g.email = None;
+        g.extra = Some("(common) {\n\theader -Server\n}".into());
+        let text = caddyfile(&g, &[route("a", &["a.test"], "a:80")]).unwrap();
+        assert!(
+            text.ends_with(
+                "# site a\na.test {\n\treverse_proxy a:80\n}\n\n# proxy.extra: the host's own fragment, as written\n(common) {\n\theader -Server\n}\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
