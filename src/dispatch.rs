@@ -399,7 +399,7 @@ async fn command(cli: &Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             KeyCommand::Import { file, replace } => {
                 emit_action(cli, io, &ops::key::import(&ctx, file, *replace)?)?
             }
-            KeyCommand::Generate { output } => emit_action(&cli, io, &ops::key::generate(output)?)?,
+            KeyCommand::Generate { output } => emit_action(cli, io, &ops::key::generate(output)?)?,
         },
         Command::Proxy(pc) => match pc {
             ProxyCommand::Up | ProxyCommand::Reload => {
