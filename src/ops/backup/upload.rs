@@ -198,7 +198,12 @@ impl Uploader {
 fn work(dest: Destination, s: Setup, rx: mpsc::Receiver<Job>) -> UploadReport {
     let started = Instant::now();
     let notify = s.notify.clone();
-    let progress = move |label: &str, bytes: u64, done: bool| notify.progress(label, bytes, done);
+    let progress = move |label: &str, bytes: u64, total: u64, done: bool| {
+        if bytes == 0 {
+            notify.total(label, total);
+        }
+        notify.progress(label, bytes, done)
+    };
     let store = dest.store.as_ref();
     let mut done = Vec::new();
     let mut failed: Option<Error> = None;
@@ -209,7 +214,8 @@ fn work(dest: Destination, s: Setup, rx: mpsc::Receiver<Job>) -> UploadReport {
         match job {
             Job::File(path, file) => {
                 if failed.is_none() {
-                    match offsite::put_file(store, &s.rcpt, &s.id, &path, file, &progress) {
+                    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    match offsite::put_file(store, &s.rcpt, &s.id, &path, file, total, &progress) {
                         Ok(f) => done.push(f),
                         Err(e) => failed = Some(e),
                     }
@@ -220,7 +226,7 @@ fn work(dest: Destination, s: Setup, rx: mpsc::Receiver<Job>) -> UploadReport {
                     continue;
                 }
                 let state = reader.state.clone();
-                match offsite::put_file(store, &s.rcpt, &s.id, &path, &mut reader, &progress) {
+                match offsite::put_file(store, &s.rcpt, &s.id, &path, &mut reader, 0, &progress) {
                     Ok(f) => done.push(f),
                     // A left-out site: its upload was never committed, and is not needed.
                     Err(_) if state.load(Ordering::SeqCst) == ABANDONED => {}

@@ -58,7 +58,12 @@ pub async fn stage(
         staging: Some(staging.clone()),
     };
     let notify = ctx.reporter();
-    let progress = move |label: &str, bytes: u64, done: bool| notify.progress(label, bytes, done);
+    let progress = move |label: &str, bytes: u64, total: u64, done: bool| {
+        if bytes == 0 {
+            notify.total(label, total);
+        }
+        notify.progress(label, bytes, done)
+    };
     let fetched = crate::store::blocking(|| -> Result<String> {
         let store = dest.store.as_ref();
         let id = offsite::resolve(store, id, pick)?;

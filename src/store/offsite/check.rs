@@ -282,7 +282,7 @@ pub fn fetch(
         for f in &index.files {
             let object = format!("{id}/{}", f.object);
             let label = format!("download {object}");
-            progress(&label, 0, false);
+            progress(&label, 0, f.size, false);
             check_object(
                 store,
                 &object,
@@ -296,7 +296,7 @@ pub fn fetch(
                 Some(&tmp.join(&f.path)),
             )
             .map_err(|p| Error::Other(format!("{}: {object}: {p}", store.describe())))?;
-            progress(&label, f.size, true);
+            progress(&label, f.size, f.size, true);
         }
         let images = root.join(IMAGES);
         for i in &index.images {
@@ -329,7 +329,7 @@ pub fn fetch(
                 0o600,
             )?;
             std::fs::rename(&part, &target).map_err(|e| Error::io_path("rename", &target, e))?;
-            progress(&label, i.size, true);
+            progress(&label, i.size, i.size, true);
         }
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).map_err(|e| Error::io_path("rename into place", &dir, e))

@@ -80,8 +80,9 @@ pub struct StoredImage {
     pub stored_sha256: String,
 }
 
-/// Reports bytes moved for a label (`done` at the end); see [`crate::ops::Reporter`].
-pub type Progress<'a> = &'a (dyn Fn(&str, u64, bool) + Sync);
+/// Reports bytes moved for a label, of `total` (0: not known yet, e.g. a file still being
+/// written), `done` at the end; see [`crate::ops::Reporter`].
+pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64, bool) + Sync);
 
 pub(super) fn put_bytes(store: &dyn Store, object: &str, bytes: &[u8]) -> Result<()> {
     let mut w = store.write(object)?;

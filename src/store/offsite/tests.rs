@@ -69,7 +69,7 @@ fn upload_is_ciphertext_verifies_and_fetches_back() {
     let (_t, dir) = snapshot_dir(&key);
     let (_i, id, rcpt) = identity();
     let store = MemStore::new();
-    let none = |_: &str, _: u64, _: bool| {};
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
     let index = finish(
         &store,
         &rcpt,
@@ -124,7 +124,7 @@ fn a_changed_byte_is_named_and_an_unsigned_index_refused() {
     let (_t, dir) = snapshot_dir(&key);
     let (_i, id, rcpt) = identity();
     let store = MemStore::new();
-    let none = |_: &str, _: u64, _: bool| {};
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
     finish(
         &store,
         &rcpt,
@@ -183,7 +183,7 @@ fn a_replayed_snapshot_or_a_longer_object_is_refused() {
     let (_t, dir) = snapshot_dir(&key);
     let (_i, id, rcpt) = identity();
     let store = MemStore::new();
-    let none = |_: &str, _: u64, _: bool| {};
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
     finish(
         &store,
         &rcpt,
@@ -229,10 +229,19 @@ fn without_an_index_nothing_is_listed_and_delete_takes_everything() {
     let key = HostKey::generate();
     let (_t, dir) = snapshot_dir(&key);
     let store = MemStore::new();
-    let none = |_: &str, _: u64, _: bool| {};
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
     let rcpt = Recipients::parse(&[]).unwrap();
     let f = std::fs::File::open(dir.join("host.tar.zst")).unwrap();
-    put_file(&store, &rcpt, "20261201T000000Z", "host.tar.zst", f, &none).unwrap();
+    put_file(
+        &store,
+        &rcpt,
+        "20261201T000000Z",
+        "host.tar.zst",
+        f,
+        0,
+        &none,
+    )
+    .unwrap();
     assert!(
         ids(&store).unwrap().is_empty(),
         "a partial upload is no snapshot"

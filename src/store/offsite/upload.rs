@@ -29,9 +29,11 @@ fn put(
     rcpt: &Recipients,
     mut input: impl Read,
     object: &str,
+    total: u64,
     progress: Progress,
 ) -> Result<Put> {
     let label = format!("upload {object}");
+    progress(&label, 0, total, false);
     let up = store.write(object)?;
     let mut stored = HashingWriter::new(up);
     let (mut plain_bytes, mut plain) = (0u64, HashingWriter::new(std::io::sink()));
@@ -46,7 +48,7 @@ fn put(
             plain.write_all(&buf[..n]).map_err(io)?;
             stored.write_all(&buf[..n]).map_err(io)?;
             plain_bytes += n as u64;
-            progress(&label, plain_bytes, false);
+            progress(&label, plain_bytes, total, false);
         }
     } else {
         let mut enc = rcpt.encrypt(&mut stored)?;
@@ -58,13 +60,13 @@ fn put(
             plain.write_all(&buf[..n]).map_err(io)?;
             enc.write_all(&buf[..n]).map_err(io)?;
             plain_bytes += n as u64;
-            progress(&label, plain_bytes, false);
+            progress(&label, plain_bytes, total, false);
         }
         enc.finish().map_err(io)?;
     }
     let (up, stored_size, stored_sha256) = stored.finish();
     up.commit()?;
-    progress(&label, plain_bytes, true);
+    progress(&label, plain_bytes, total, true);
     let (_, size, sha256) = plain.finish();
     Ok(Put {
         size,
@@ -99,11 +101,13 @@ fn put_image(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io_path("open", &local, e)),
     };
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let p = put(
         store,
         rcpt,
         std::io::BufReader::new(file),
         &object,
+        total,
         progress,
     )?;
     let entry = StoredImage {
@@ -126,6 +130,7 @@ pub fn put_file(
     id: &str,
     path: &str,
     file: impl Read,
+    total: u64,
     progress: Progress,
 ) -> Result<StoredFile> {
     check_path(path)?;
@@ -135,6 +140,7 @@ pub fn put_file(
         rcpt,
         std::io::BufReader::with_capacity(1 << 20, file),
         &format!("{id}/{object}"),
+        total,
         progress,
     )?;
     Ok(StoredFile {
@@ -176,7 +182,7 @@ pub fn finish(
         }
         let p = dir.join(&f.path);
         let file = std::fs::File::open(&p).map_err(|e| Error::io_path("open", &p, e))?;
-        done.push(put_file(store, rcpt, id, &f.path, file, progress)?);
+        done.push(put_file(store, rcpt, id, &f.path, file, f.size, progress)?);
     }
     done.sort_by_key(|d| m.files.iter().position(|f| f.path == d.path));
     let mut images = Vec::new();
