@@ -2,11 +2,13 @@
 # Provision the real components sp's tests and demo run against, idempotently, on a fresh
 # Debian host with a Docker engine: a private MariaDB, an authenticated registry on 127.0.0.1,
 # a tiny busybox site image (tags v1, v2, broken) pushed to it, a Caddy image built from
-# Debian's caddy package (never pulled) and pebble, Let's Encrypt's ACME test server.
+# Debian's caddy package (never pulled), pebble, Let's Encrypt's ACME test server, and moto,
+# an S3-compatible server from PyPI (in a venv), for off-host snapshots.
 #
 #   scripts/rig.sh up     install + start what is missing (safe to run again), write rig.env
 #   scripts/rig.sh down   stop only what `up` started (by pid file)
 #   scripts/rig.sh env    print the rig.env path
+#   scripts/rig.sh s3     only (re)start the S3 server and add it to rig.env (leaves the rest alone)
 #
 # Everything lives under $SP_RIG_DIR (default /var/lib/sp-rig). Nothing listens beyond
 # 127.0.0.1 except MariaDB, which also binds the Docker bridge gateway so containers reach it,
@@ -20,6 +22,7 @@ IMAGE_REPO="$REGISTRY_ADDR/sp-test/site"
 CADDY_IMAGE=${SP_RIG_CADDY_IMAGE:-$REGISTRY_ADDR/sp-test/caddy:2.6}
 PEBBLE_PORT=${SP_RIG_PEBBLE_PORT:-14000}
 PEBBLE_MGMT_PORT=${SP_RIG_PEBBLE_MGMT_PORT:-15000}
+S3_PORT=${SP_RIG_S3_PORT:-19000}
 
 log() { printf '[rig] %s\n' "$*" >&2; }
 die() { printf '[rig] error: %s\n' "$*" >&2; exit 1; }
@@ -260,6 +263,49 @@ JSON
   die "pebble did not answer on $gw:$PEBBLE_PORT (see $dir/pebble.log)"
 }
 
+# moto's S3 server (in memory; any access key works) on 127.0.0.1:$S3_PORT, from a venv.
+# It is shared: a test that needs the server gone midway cuts a forwarder of its own instead.
+start_moto() {
+  local venv="$RIG_DIR/moto-venv" run="$RIG_DIR/run"
+  mkdir -p "$run"
+  command -v python3 >/dev/null || die "python3 is needed for moto"
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    python3 -m venv "$venv" 2>/dev/null || {
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+      python3 -m venv "$venv"
+    }
+    log "installing moto[server] into $venv"
+    "$venv/bin/pip" install -q "moto[server]" >/dev/null
+  fi
+  if ! alive "$run/moto.pid"; then
+    log "starting moto (S3) on 127.0.0.1:$S3_PORT"
+    setsid "$venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$RIG_DIR/moto.log" 2>&1 < /dev/null &
+    echo $! > "$run/moto.pid"
+  fi
+  for _ in $(seq 1 80); do
+    curl -sf -o /dev/null "http://127.0.0.1:$S3_PORT/" && return
+    sleep 0.25
+  done
+  die "moto did not answer on 127.0.0.1:$S3_PORT (see $RIG_DIR/moto.log)"
+}
+
+s3_env() {
+  cat <<ENV
+SP_RIG_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+ENV
+}
+
+# `rig.sh s3`: the S3 server alone, its lines replaced in an existing rig.env.
+s3_only() {
+  [ -f "$RIG_DIR/rig.env" ] || die "no $RIG_DIR/rig.env: run \`rig.sh up\` first"
+  start_moto
+  local tmp; tmp=$(mktemp "$RIG_DIR/.rig.env.XXXXXX")
+  { grep -v -e '^SP_RIG_S3_' "$RIG_DIR/rig.env"; s3_env; } > "$tmp"
+  chmod 600 "$tmp"
+  mv "$tmp" "$RIG_DIR/rig.env"
+  log "ready: $RIG_DIR/rig.env (S3 on 127.0.0.1:$S3_PORT)"
+}
+
 up() {
   [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts services)"
   mkdir -p "$RIG_DIR"
@@ -272,6 +318,7 @@ up() {
   build_images
   build_caddy_image
   start_pebble "$gw"
+  start_moto
   cat > "$RIG_DIR/rig.env" <<ENV
 SP_RIG_MYSQL_URL=mysql://sp_admin:$(secret "$RIG_DIR/mysql-admin.password")@127.0.0.1:$MYSQL_PORT
 SP_RIG_MYSQL_PORT=$MYSQL_PORT
@@ -288,13 +335,14 @@ SP_RIG_PEBBLE_CA=$RIG_DIR/pebble/ca.pem
 SP_RIG_ACME_CA=https://$gw:$PEBBLE_PORT/dir
 SP_RIG_PEBBLE_ROOTS=https://$gw:$PEBBLE_MGMT_PORT/roots/0
 ENV
+  s3_env >> "$RIG_DIR/rig.env"
   chmod 600 "$RIG_DIR/rig.env"
   log "ready: $RIG_DIR/rig.env"
 }
 
 down() {
   local run="$RIG_DIR/run"
-  for p in pebble registry mysqld dockerd; do
+  for p in moto pebble registry mysqld dockerd; do
     if alive "$run/$p.pid"; then log "stopping $p"; kill "$(cat "$run/$p.pid")"; fi
   done
 }
@@ -303,5 +351,6 @@ case "${1:-up}" in
   up) up ;;
   down) down ;;
   env) echo "$RIG_DIR/rig.env" ;;
-  *) die "usage: $0 up|down|env" ;;
+  s3) s3_only ;;
+  *) die "usage: $0 up|down|env|s3" ;;
 esac

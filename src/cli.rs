@@ -58,17 +58,22 @@ pub enum Command {
         /// Snapshot id, `latest` (the newest full snapshot) or `all` (every one, a line each).
         #[arg(default_value = "latest")]
         id: String,
-        /// Directory holding the snapshots (default: backup_dir).
-        #[arg(long, value_name = "DIR")]
+        /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
+        #[arg(long, value_name = "NAME|URL|DIR")]
         from: Option<PathBuf>,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        identity: IdentityArgs,
     },
     /// Delete snapshots the [retention] policy does not keep (never pinned ones, never the newest verified).
     Prune {
         /// Show what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Prune only this [[destination]] (a name or an s3:// URL), by its own policy.
+        #[arg(long, value_name = "NAME|URL")]
+        from: Option<PathBuf>,
     },
     /// Rebuild sites from a snapshot: files, database + user, image by digest, container.
     Restore {
@@ -81,9 +86,11 @@ pub enum Command {
         /// Restore the one --site under this new name, database and user (a clone).
         #[arg(long = "as", value_name = "NEWNAME")]
         as_name: Option<String>,
-        /// Directory holding the snapshots (default: backup_dir).
-        #[arg(long, value_name = "DIR")]
+        /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
+        #[arg(long, value_name = "NAME|URL|DIR")]
         from: Option<PathBuf>,
+        #[command(flatten)]
+        identity: IdentityArgs,
         /// Replace sites, databases and containers that exist (their state is snapshotted first).
         #[arg(long, short)]
         yes: bool,
@@ -98,11 +105,13 @@ pub enum Command {
         /// Snapshot id, or `latest`.
         #[arg(default_value = "latest")]
         id: String,
-        /// Directory holding the snapshots (default: backup_dir).
-        #[arg(long, value_name = "DIR")]
+        /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
+        #[arg(long, value_name = "NAME|URL|DIR")]
         from: Option<PathBuf>,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        identity: IdentityArgs,
     },
     /// The key that signs every snapshot (verify, restore and drill refuse unsigned ones).
     #[command(subcommand)]
@@ -131,6 +140,14 @@ pub enum Command {
     },
 }
 
+/// The age identity that decrypts off-host snapshots.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// age identity file (from `sp key generate`) that decrypts snapshots from --from NAME|URL.
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
 /// Keys of other hosts to trust, for commands that read snapshots.
 #[derive(Debug, Clone, Args)]
 pub struct KeyArgs {
@@ -151,6 +168,13 @@ pub enum KeyCommand {
         /// Only the public key: enough to verify and restore, not to sign.
         #[arg(long)]
         public: bool,
+    },
+    /// Write a new age identity (0600) for encrypting off-host snapshots and print its
+    /// recipient (for [encryption] recipients); keep the identity off this host.
+    Generate {
+        /// Where to write the identity; an existing file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
     },
     /// Make the secret key in FILE (from `sp key export` on the old host) this host's key.
     Import {

@@ -35,6 +35,148 @@ pub struct Config {
     pub backup: BackupConfig,
     pub retention: crate::snapshot::retention::Policy,
     pub proxy: ProxyConfig,
+    /// Places every snapshot is also copied to (`[[destination]]`), besides `backup_dir`.
+    #[serde(rename = "destination", skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<DestinationConfig>,
+    /// `[encryption]`: who can read what leaves the host.
+    pub encryption: EncryptionConfig,
+}
+
+/// `[[destination]]`: a place snapshots are uploaded to (see [`crate::store`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// What `--from NAME` calls it.
+    pub name: String,
+    /// `/path`, or `s3://BUCKET/PREFIX`.
+    pub url: String,
+    /// S3: the service's endpoint URL (none: AWS for the region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3: the region (default `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// S3: `https://ENDPOINT/BUCKET/…` addressing instead of `https://BUCKET.ENDPOINT/…`
+    /// (MinIO, Garage, IP endpoints).
+    #[serde(default)]
+    pub path_style: bool,
+    /// S3: the access key id (none: `AWS_ACCESS_KEY_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// S3: the secret key inline (prefer `secret_access_key_file`). Never written out.
+    #[serde(default, skip_serializing)]
+    pub secret_access_key: Option<String>,
+    /// S3: a root-only file holding the secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// SFTP: the private key to log in with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// SFTP: the known_hosts file that must hold the server's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<PathBuf>,
+    /// This destination's own `keep_*` policy (none: the host's `[retention]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::snapshot::retention::Policy>,
+}
+
+impl DestinationConfig {
+    /// The S3 secret key: inline, from its file, or none (then the environment's).
+    pub fn secret(&self) -> Result<Option<String>> {
+        if let Some(s) = &self.secret_access_key {
+            return Ok(Some(s.clone()));
+        }
+        match &self.secret_access_key_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::io_path("read", p, e))?;
+                Ok(Some(text.trim().to_string()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let ok = !self.name.is_empty()
+            && self.name.len() <= 40
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(format!(
+                "destination name {:?}: use 1-40 of [A-Za-z0-9_-]",
+                self.name
+            ));
+        }
+        let url = crate::store::Url::parse(&self.url)
+            .map_err(|e| format!("destination {}: url {e}", self.name))?;
+        let s3 = matches!(url, crate::store::Url::S3 { .. });
+        let s3_only = [
+            ("endpoint", self.endpoint.is_some()),
+            ("region", self.region.is_some()),
+            ("path_style", self.path_style),
+            ("access_key_id", self.access_key_id.is_some()),
+            ("secret_access_key", self.secret_access_key.is_some()),
+            (
+                "secret_access_key_file",
+                self.secret_access_key_file.is_some(),
+            ),
+        ];
+        for (k, set) in s3_only {
+            if set && !s3 {
+                return Err(format!(
+                    "destination {}: {k} is for s3:// destinations only",
+                    self.name
+                ));
+            }
+        }
+        for (k, set) in [
+            ("key_file", self.key_file.is_some()),
+            ("known_hosts", self.known_hosts.is_some()),
+        ] {
+            if set {
+                return Err(format!(
+                    "destination {}: {k} is for sftp:// destinations, which this sp does not support yet",
+                    self.name
+                ));
+            }
+        }
+        if self.secret_access_key.is_some() && self.secret_access_key_file.is_some() {
+            return Err(format!(
+                "destination {}: set secret_access_key or secret_access_key_file, not both",
+                self.name
+            ));
+        }
+        if let Some(p) = &self.secret_access_key_file {
+            if !p.is_absolute() {
+                return Err(format!(
+                    "destination {}: secret_access_key_file must be an absolute path",
+                    self.name
+                ));
+            }
+        }
+        if let Some(e) = &self.endpoint {
+            if !(e.starts_with("https://") || e.starts_with("http://")) {
+                return Err(format!(
+                    "destination {}: endpoint {e:?}: use an http(s):// URL",
+                    self.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[encryption]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// age x25519 recipients (`age1…`, from `sp key generate`): every file is encrypted to
+    /// them as it streams to a destination. Empty: destinations get plaintext.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// Encrypt the snapshots in `backup_dir` too (not supported yet: must stay false).
+    pub local: bool,
 }
 
 /// Who answers HTTPS for the sites.
@@ -275,6 +417,8 @@ impl Default for Config {
                 ..Default::default()
             },
             proxy: ProxyConfig::default(),
+            destinations: Vec::new(),
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -392,6 +536,17 @@ impl Config {
             );
         }
         self.proxy.validate()?;
+        let mut names = std::collections::HashSet::new();
+        for d in &self.destinations {
+            d.validate()?;
+            if !names.insert(d.name.as_str()) {
+                return Err(format!("destination {:?} is named twice", d.name));
+            }
+        }
+        crate::crypt::Recipients::parse(&self.encryption.recipients)?;
+        if self.encryption.local {
+            return Err("encryption.local = true is not supported yet: local snapshots stay plaintext (keep backup_dir root-only); remove the key".into());
+        }
         Ok(())
     }
 
@@ -703,6 +858,40 @@ mod tests {
         assert_eq!(back.proxy, cfg.proxy);
         let err = Config::parse("[proxy]\nmode = \"nginx\"", Path::new("t.toml")).unwrap_err();
         assert!(err.to_string().contains("caddy"), "{err}");
+    }
+
+    #[test]
+    fn destinations_and_encryption() {
+        let (_, public) = crate::crypt::generate();
+        let text = format!(
+            "[[destination]]\nname = \"offsite\"\nurl = \"s3://my-bucket/sp/h1\"\nendpoint = \"http://127.0.0.1:9000\"\npath_style = true\naccess_key_id = \"AK\"\nsecret_access_key = \"TOPSECRET\"\n[destination.retention]\nkeep_daily = 30\n[[destination]]\nname = \"usb\"\nurl = \"/mnt/usb\"\n[encryption]\nrecipients = [\"{public}\"]\n"
+        );
+        let c = Config::parse(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(c.destinations.len(), 2);
+        assert_eq!(c.destinations[0].retention.as_ref().unwrap().keep_daily, 30);
+        assert!(c.destinations[1].retention.is_none());
+        assert_eq!(
+            c.destinations[0].secret().unwrap().as_deref(),
+            Some("TOPSECRET")
+        );
+        // The secret is never written out (JSON or TOML).
+        assert!(!serde_json::to_string(&c).unwrap().contains("TOPSECRET"));
+        assert!(!toml::to_string(&c).unwrap().contains("TOPSECRET"));
+        for bad in [
+            "[[destination]]\nname = \"a\"\nurl = \"relative\"",
+            "[[destination]]\nname = \"a b\"\nurl = \"/x\"",
+            "[[destination]]\nname = \"a\"\nurl = \"sftp://u@h:22/x\"",
+            "[[destination]]\nname = \"a\"\nurl = \"/x\"\nendpoint = \"http://h\"",
+            "[[destination]]\nname = \"a\"\nurl = \"s3://bkt\"\nendpoint = \"h:9000\"",
+            "[[destination]]\nname = \"a\"\nurl = \"s3://bkt\"\nsecret_access_key = \"x\"\nsecret_access_key_file = \"/f\"",
+            "[[destination]]\nname = \"a\"\nurl = \"s3://bkt\"\nsecret_access_key_file = \"rel\"",
+            "[[destination]]\nname = \"a\"\nurl = \"/x\"\n[[destination]]\nname = \"a\"\nurl = \"/y\"",
+            "[[destination]]\nname = \"a\"\nurl = \"/x\"\nbogus = 1",
+            "[encryption]\nrecipients = [\"age1notakey\"]",
+            "[encryption]\nlocal = true",
+        ] {
+            assert!(Config::parse(bad, Path::new("t.toml")).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn audited(cmd: &Command) -> Option<Scope> {
         | Command::Snapshot(SnapshotCommand::Pin { .. } | SnapshotCommand::Unpin { .. })
         | Command::Key(KeyCommand::Rotate | KeyCommand::Import { .. })
         | Command::Schedule(ScheduleCommand::Install { .. }) => Some(Scope::Host),
-        Command::Prune { dry_run } => (!dry_run).then_some(Scope::Host),
+        Command::Prune { dry_run, .. } => (!dry_run).then_some(Scope::Host),
         Command::Apply { name } => match name {
             Some(n) => one(n),
             None => Some(Scope::AllSites),
@@ -130,7 +130,9 @@ pub fn audited(cmd: &Command) -> Option<Scope> {
         | Command::Snapshots(_)
         | Command::Verify { .. }
         | Command::Drill { .. }
-        | Command::Key(KeyCommand::Show | KeyCommand::Export { .. })
+        | Command::Key(
+            KeyCommand::Show | KeyCommand::Export { .. } | KeyCommand::Generate { .. },
+        )
         | Command::Schedule(ScheduleCommand::Show)
         | Command::Status
         | Command::Log(_)
@@ -220,6 +222,11 @@ async fn command(cli: &Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
         emit(cli, io, &report)?;
         return Ok(0);
     }
+    if let Command::Key(KeyCommand::Generate { output }) = &cli.command {
+        // Needs no config: made wherever the identity is to be kept.
+        emit_action(cli, io, &ops::key::generate(output)?)?;
+        return Ok(0);
+    }
     if let Command::Completions { shell } = &cli.command {
         // Into a buffer first: clap_complete panics on a failed write (`| head -1`).
         let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -282,14 +289,15 @@ async fn command(cli: &Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
                 sites: sites.clone(),
             };
             let report = ops::backup::run(&ctx, &opts).await?;
-            emit_unless_quiet_and(report.failed.is_empty(), cli, io, &report)?;
-            return Ok(if report.failed.is_empty() { 0 } else { 1 });
+            emit_unless_quiet_and(report.ok(), cli, io, &report)?;
+            return Ok(if report.ok() { 0 } else { 1 });
         }
         Command::Restore {
             id,
             sites,
             as_name,
             from,
+            identity,
             yes,
             dry_run,
             keys,
@@ -302,11 +310,24 @@ async fn command(cli: &Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
                 from: from.clone(),
                 yes: *yes,
                 keys: keys.keys.clone(),
+                identity: identity.identity.clone(),
             };
             emit_action(cli, io, &ops::restore::run(&ctx, &opts).await?)?;
         }
-        Command::Drill { id, from, keys } => {
-            let report = ops::drill::run(&ctx, id, from.as_deref(), &keys.keys).await?;
+        Command::Drill {
+            id,
+            from,
+            keys,
+            identity,
+        } => {
+            let report = ops::drill::run(
+                &ctx,
+                id,
+                from.as_deref(),
+                &keys.keys,
+                identity.identity.as_deref(),
+            )
+            .await?;
             emit_unless_quiet_and(report.ok, cli, io, &report)?;
             return Ok(if report.ok { 0 } else { 1 });
         }
@@ -317,13 +338,36 @@ async fn command(cli: &Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
         Command::Snapshot(SnapshotCommand::Unpin { id }) => {
             emit_action(cli, io, &ops::snapshots::pin(&ctx, id, false)?)?
         }
-        Command::Verify { id, from, keys } if id == "all" => {
-            let report = ops::verify::all(&ctx, from.as_deref(), &keys.keys).await?;
+        Command::Verify {
+            id,
+            from,
+            keys,
+            identity,
+        } if id == "all" => {
+            let report = ops::verify::all(
+                &ctx,
+                from.as_deref(),
+                &keys.keys,
+                identity.identity.as_deref(),
+            )
+            .await?;
             emit_unless_quiet_and(report.ok(), cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }
-        Command::Verify { id, from, keys } => {
-            let report = ops::verify::run(&ctx, id, from.as_deref(), &keys.keys).await?;
+        Command::Verify {
+            id,
+            from,
+            keys,
+            identity,
+        } => {
+            let report = ops::verify::run(
+                &ctx,
+                id,
+                from.as_deref(),
+                &keys.keys,
+                identity.identity.as_deref(),
+            )
+            .await?;
             emit_unless_quiet_and(report.ok(), cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }
@@ -355,6 +399,7 @@ async fn command(cli: &Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             KeyCommand::Import { file, replace } => {
                 emit_action(cli, io, &ops::key::import(&ctx, file, *replace)?)?
             }
+            KeyCommand::Generate { output } => emit_action(cli, io, &ops::key::generate(output)?)?,
         },
         Command::Proxy(pc) => match pc {
             ProxyCommand::Up | ProxyCommand::Reload => {
@@ -362,9 +407,11 @@ async fn command(cli: &Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             }
             ProxyCommand::Status => emit(cli, io, &ops::proxy::status(&ctx).await?)?,
         },
-        Command::Prune { dry_run } => {
-            emit_action(cli, io, &ops::prune::run(&ctx, *dry_run).await?)?
-        }
+        Command::Prune { dry_run, from } => emit_action(
+            cli,
+            io,
+            &ops::prune::run(&ctx, *dry_run, from.as_deref()).await?,
+        )?,
         Command::Schedule(ScheduleCommand::Show) => emit(cli, io, &ops::schedule::show(&ctx)?)?,
         Command::Schedule(ScheduleCommand::Install {
             cron_file,

@@ -10,6 +10,7 @@
 //! - [`config`]: the host config. [`registry`]: stored registry credentials.
 //! - [`engine`]: Docker (bollard). [`db`]: MySQL (mysql_async). [`lock`]: the host lock.
 //! - [`snapshot`]: the snapshot format, verify, safe unpack; [`key`]: the key that signs them.
+//!   [`store`]: where snapshots go off the host (S3, directories), [`crypt`]: age encryption.
 //!   [`firewall`]: sp's nftables table that keeps the sites' networks apart.
 //! - [`proxy`]: the HTTPS front door — the Caddyfile built from the sites' routes (pure).
 //! - [`cli`]: clap definitions; [`dispatch`]: command line → op → rendered report;
@@ -23,6 +24,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod crypt;
 pub mod db;
 pub mod dispatch;
 pub mod engine;
@@ -40,6 +42,7 @@ pub mod registry;
 pub mod schedule;
 pub mod site;
 pub mod snapshot;
+pub mod store;
 pub mod ui;
 
 pub use error::{Error, Result};

@@ -116,6 +116,28 @@ pub async fn run(ctx: &Ctx) -> Result<DoctorReport> {
     ] {
         check(name, free_space(dir));
     }
+    for d in &ctx.config.destinations {
+        let reached = crate::store::Destination::open(d, &ctx.config.retention)
+            .and_then(|dest| {
+                crate::store::blocking(|| crate::store::offsite::ids(dest.store.as_ref()))
+            })
+            .map(|ids| format!("{} snapshot(s) at {}", ids.len(), d.url))
+            .map_err(|e| e.to_string());
+        check(&format!("destination {}", d.name), reached);
+    }
+    if !ctx.config.destinations.is_empty() {
+        check(
+            "encryption",
+            Ok(if ctx.config.encryption.recipients.is_empty() {
+                "WARNING: no [encryption] recipients: off-host snapshots are uploaded UNENCRYPTED (database passwords, credentials, every site's data); `sp key generate --output FILE` makes an identity".into()
+            } else {
+                format!(
+                    "off-host snapshots are encrypted to {} age recipient(s)",
+                    ctx.config.encryption.recipients.len()
+                )
+            }),
+        );
+    }
     let creds = ctx.credentials_path();
     if creds.exists() {
         use std::os::unix::fs::PermissionsExt;

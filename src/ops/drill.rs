@@ -1,5 +1,8 @@
-//! `sp drill [ID|latest]`: prove a snapshot restores, without touching the live sites.
+//! `sp drill [ID|latest] [--from NAME|URL|DIR] [--identity FILE]`: prove a snapshot restores,
+//! without touching the live sites.
 //!
+//! 0. from a destination, fetch (and decrypt) the snapshot into a staging folder first, as
+//!    `sp restore` does (see [`super::restore::fetch`]);
 //! 1. verify the manifest and the dumps' checksums (as `sp restore` does; each site archive is
 //!    proven as it unpacks, see [`snapshot::stage`]);
 //! 2. restore each site into a scratch namespace with `sp restore`'s own code (the same
@@ -87,12 +90,17 @@ pub async fn run(
     id: &str,
     from: Option<&Path>,
     keys: &[PathBuf],
+    identity: Option<&Path>,
 ) -> Result<DrillReport> {
     let started = Instant::now();
-    let from = from
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| ctx.config.backup_dir.clone());
-    let (id, dir) = snapshot::resolve(&from, id, snapshot::Pick::Host)?;
+    let staged =
+        super::restore::fetch::stage(ctx, from, id, snapshot::Pick::Host, keys, identity).await?;
+    let from = staged.dir.clone();
+    let (id, dir) = snapshot::resolve(
+        &from,
+        staged.id.as_deref().unwrap_or(id),
+        snapshot::Pick::Host,
+    )?;
     let _lock = ctx.lock(&format!("drill {id}"))?;
     let d = dir.clone();
     let keyring = ctx.keyring(keys)?;

@@ -1,6 +1,7 @@
 //! `sp key show|rotate|export|import`: the host key that signs every snapshot's manifest
 //! (see [`crate::key`]). Rotation and import take the host lock: a backup signing at the same
-//! moment must not see half a key.
+//! moment must not see half a key. `sp key generate --output FILE`: a new age identity that
+//! decrypts off-host snapshots (see [`crate::crypt`]).
 
 use std::path::{Path, PathBuf};
 
@@ -113,4 +114,60 @@ pub fn import(ctx: &Ctx, file: &Path, replace: bool) -> Result<KeyReport> {
     }
     key::rotate(&ctx.config.state_dir, &new)?;
     report(ctx, vec![format!("imported key {}", new.public())])
+}
+
+/// What `sp key generate` made.
+#[derive(Debug, Serialize)]
+pub struct GeneratedIdentity {
+    pub identity_file: PathBuf,
+    /// `age1…`: goes into `[encryption] recipients`.
+    pub recipient: String,
+}
+
+impl std::fmt::Display for GeneratedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "wrote the age identity {} (mode 0600)",
+            self.identity_file.display()
+        )?;
+        writeln!(f, "recipient: {}", self.recipient)?;
+        write!(
+            f,
+            "put the recipient into [encryption] recipients; keep the identity OFF this host (a password manager, a safe): it decrypts every off-host snapshot, and `sp restore --from NAME --identity FILE` needs it after the host is gone"
+        )
+    }
+}
+
+/// `sp key generate --output FILE`: a new age x25519 identity, written 0600 to a new file.
+pub fn generate(output: &Path) -> Result<GeneratedIdentity> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (secret, recipient) = crate::crypt::generate();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(output)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Conflict(format!(
+                    "{} exists; sp never overwrites an identity (snapshots encrypted to it would be lost): pick another --output",
+                    output.display()
+                ))
+            } else {
+                Error::io_path("create", output, e)
+            }
+        })?;
+    let text = format!(
+        "# sp age identity, made {}\n# recipient: {recipient}\n{secret}\n",
+        chrono::Utc::now().to_rfc3339()
+    );
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io_path("write", output, e))?;
+    Ok(GeneratedIdentity {
+        identity_file: output.to_path_buf(),
+        recipient,
+    })
 }

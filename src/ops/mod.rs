@@ -130,6 +130,11 @@ impl Ctx {
         self.notify.progress(label, bytes, done);
     }
 
+    /// The reporter, for worker threads that outlive a borrow of the context (uploads).
+    pub fn reporter(&self) -> std::sync::Arc<Notifier> {
+        self.notify.clone()
+    }
+
     /// Announces how many bytes the task `label` will process (percent and ETA).
     pub fn progress_total(&self, label: &str, bytes: u64) {
         self.notify.total(label, bytes);

@@ -1,5 +1,9 @@
-//! `sp prune [--dry-run]`: delete the snapshots the `[retention]` policy does not keep.
-//! Plan first (printed either way), then apply unless `--dry-run`.
+//! `sp prune [--dry-run] [--from NAME|URL]`: delete the snapshots the `[retention]` policy does
+//! not keep — in `backup_dir`, and on every `[[destination]]` by that destination's own
+//! policy (`[destination.retention]`, else `[retention]`); `--from` prunes one destination
+//! only. Plan first (printed either way), then apply unless `--dry-run`. On a destination a
+//! snapshot's index goes first (it stops being listed), then its objects, then the image
+//! archives no remaining snapshot names.
 
 use serde::Serialize;
 
@@ -15,6 +19,21 @@ pub struct PruneReport {
     pub decisions: Vec<Decision>,
     pub deleted: Vec<String>,
     /// Image archives no remaining snapshot uses.
+    pub images_deleted: Vec<String>,
+    /// The same for each destination pruned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<DestinationPrune>,
+    /// Only destinations were pruned (`--from`): the local lines are empty.
+    #[serde(skip)]
+    remote_only: bool,
+}
+
+/// One destination's prune.
+#[derive(Debug, Serialize)]
+pub struct DestinationPrune {
+    pub destination: String,
+    pub decisions: Vec<Decision>,
+    pub deleted: Vec<String>,
     pub images_deleted: Vec<String>,
 }
 
@@ -52,46 +71,98 @@ fn prune_images(ctx: &Ctx) -> Result<Vec<String>> {
     Ok(deleted)
 }
 
-impl std::fmt::Display for PruneReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.decisions.is_empty() {
-            return write!(f, "no snapshots");
-        }
-        let mut lines = Vec::new();
-        for d in &self.decisions {
-            if d.keep {
-                lines.push(format!("keep   {} ({})", d.id, d.reasons.join(", ")));
-            } else {
-                lines.push(format!(
-                    "{} {}",
-                    if self.dry_run {
-                        "would delete"
-                    } else {
-                        "delete"
-                    },
-                    d.id
-                ));
-            }
-        }
-        let n = self.decisions.iter().filter(|d| !d.keep).count();
-        if self.dry_run {
-            lines.push(format!(
-                "dry run: {n} snapshot(s) would be deleted; nothing was deleted"
-            ));
+fn plan_lines(dry_run: bool, decisions: &[Decision], deleted: usize, images: usize) -> Vec<String> {
+    if decisions.is_empty() {
+        return vec!["no snapshots".into()];
+    }
+    let mut lines = Vec::new();
+    for d in decisions {
+        if d.keep {
+            lines.push(format!("keep   {} ({})", d.id, d.reasons.join(", ")));
         } else {
             lines.push(format!(
-                "deleted {} snapshot(s) and {} unused image archive(s)",
-                self.deleted.len(),
-                self.images_deleted.len()
+                "{} {}",
+                if dry_run { "would delete" } else { "delete" },
+                d.id
             ));
         }
-        write!(f, "{}", lines.join("\n"))
+    }
+    let n = decisions.iter().filter(|d| !d.keep).count();
+    if dry_run {
+        lines.push(format!(
+            "dry run: {n} snapshot(s) would be deleted; nothing was deleted"
+        ));
+    } else {
+        lines.push(format!(
+            "deleted {deleted} snapshot(s) and {images} unused image archive(s)"
+        ));
+    }
+    lines
+}
+
+impl std::fmt::Display for PruneReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = Vec::new();
+        if !self.remote_only {
+            out.push(self.local_lines());
+        }
+        for d in &self.destinations {
+            out.push(format!(
+                "on {}:\n{}",
+                d.destination,
+                plan_lines(
+                    self.dry_run,
+                    &d.decisions,
+                    d.deleted.len(),
+                    d.images_deleted.len()
+                )
+                .join("\n")
+            ));
+        }
+        write!(f, "{}", out.join("\n"))
+    }
+}
+
+impl PruneReport {
+    fn local_lines(&self) -> String {
+        plan_lines(
+            self.dry_run,
+            &self.decisions,
+            self.deleted.len(),
+            self.images_deleted.len(),
+        )
+        .join("\n")
     }
 }
 
 /// `sp prune`.
-pub async fn run(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
-    let result = prune(ctx, dry_run);
+pub async fn run(ctx: &Ctx, dry_run: bool, from: Option<&std::path::Path>) -> Result<PruneReport> {
+    let result = match from {
+        None => prune(ctx, dry_run).and_then(|mut r| {
+            for d in &ctx.config.destinations {
+                let dest = crate::store::Destination::open(d, &ctx.config.retention)?;
+                r.destinations.push(prune_destination(&dest, dry_run)?);
+            }
+            Ok(r)
+        }),
+        Some(from) => match crate::store::Source::resolve(&ctx.config, Some(from))? {
+            crate::store::Source::Remote(dest) => {
+                let _lock = ctx.lock("prune")?;
+                prune_destination(&dest, dry_run).map(|d| PruneReport {
+                    dry_run,
+                    decisions: Vec::new(),
+                    deleted: Vec::new(),
+                    images_deleted: Vec::new(),
+                    destinations: vec![d],
+                    remote_only: true,
+                })
+            }
+            crate::store::Source::Local(_) => Err(Error::Invalid(format!(
+                "--from {}: prune takes a [[destination]] name or URL (backup_dir is pruned without --from)",
+                from.display()
+            ))),
+        },
+    };
     if dry_run {
         return result;
     }
@@ -152,5 +223,44 @@ fn prune(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
         decisions,
         deleted,
         images_deleted,
+        destinations: Vec::new(),
+        remote_only: false,
     })
+}
+
+/// Prunes one destination by its own policy.
+fn prune_destination(dest: &crate::store::Destination, dry_run: bool) -> Result<DestinationPrune> {
+    use crate::store::offsite;
+    let store = dest.store.as_ref();
+    let fail = |e: Error| Error::Other(format!("prune {}: {e}", dest.name));
+    crate::store::blocking(|| {
+        let (snaps, _) = offsite::list(store)?;
+        let candidates: Vec<Candidate> = snaps
+            .iter()
+            .map(|s| Candidate {
+                id: s.id.clone(),
+                time: s.time,
+                pinned: false,
+                verified: false,
+                sites: s.sites.clone(),
+            })
+            .collect();
+        let decisions = plan(&candidates, &dest.retention);
+        let mut deleted = Vec::new();
+        let mut images_deleted = Vec::new();
+        if !dry_run {
+            for d in decisions.iter().filter(|d| !d.keep) {
+                offsite::delete(store, &d.id)?;
+                deleted.push(d.id.clone());
+            }
+            images_deleted = offsite::prune_images(store)?;
+        }
+        Ok(DestinationPrune {
+            destination: dest.name.clone(),
+            decisions,
+            deleted,
+            images_deleted,
+        })
+    })
+    .map_err(fail)
 }

@@ -1,4 +1,4 @@
-//! `sp snapshots [--site NAME] [--kind K] [--from DIR]`, `sp snapshot pin|unpin ID`.
+//! `sp snapshots [--site NAME] [--kind K] [--from NAME|URL|DIR]`, `sp snapshot pin|unpin ID`.
 
 use std::path::PathBuf;
 
@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::snapshot::{self, SnapshotInfo};
+use crate::store::{offsite, Source};
 
 /// Which snapshots `sp snapshots` lists.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -16,8 +17,8 @@ pub struct ListOpts {
     /// Only snapshots of this kind: full, partial, final or pre-restore.
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
-    /// Directory holding the snapshots (default: backup_dir).
-    #[arg(long, value_name = "DIR")]
+    /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
+    #[arg(long, value_name = "NAME|URL|DIR")]
     pub from: Option<PathBuf>,
 }
 
@@ -72,8 +73,10 @@ pub fn list(ctx: &Ctx, opts: &ListOpts) -> Result<SnapshotList> {
         .as_deref()
         .map(snapshot::Kind::parse)
         .transpose()?;
-    let dir = opts.from.as_ref().unwrap_or(&ctx.config.backup_dir);
-    let (mut snapshots, unreadable) = snapshot::list(dir)?;
+    let (mut snapshots, unreadable) = match Source::resolve(&ctx.config, opts.from.as_deref())? {
+        Source::Local(dir) => snapshot::list(&dir)?,
+        Source::Remote(d) => crate::store::blocking(|| offsite::list(d.store.as_ref()))?,
+    };
     snapshots.retain(|s| {
         kind.is_none_or(|k| s.kind == k) && opts.site.as_ref().is_none_or(|n| s.sites.contains(n))
     });

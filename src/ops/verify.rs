@@ -1,6 +1,8 @@
 //! `sp verify [ID|latest]`: re-hash every file, walk every archive, check every dump's trailer
 //! (one read per file), after checking the manifest's signature; non-zero exit naming each
-//! faulty file.
+//! faulty file. `--from NAME|URL` checks a destination's copy in place: every object against
+//! the signed index (ciphertext), and with `--identity FILE` every plaintext against the
+//! signed manifest, archives walked and dumps read to their trailer.
 
 use std::path::{Path, PathBuf};
 
@@ -8,12 +10,19 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::snapshot::{self, Fault};
+use crate::store::{offsite, Source};
 
 use super::Ctx;
 
 #[derive(Debug, Serialize)]
 pub struct VerifyReport {
     pub id: String,
+    /// The destination checked (none: a local directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// Only the ciphertext was checked (encrypted, and no --identity).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ciphertext_only: bool,
     pub files: usize,
     pub bytes: u64,
     pub seconds: f64,
@@ -28,15 +37,27 @@ impl VerifyReport {
 
 impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on = self
+            .destination
+            .as_ref()
+            .map(|d| format!(" on {d}"))
+            .unwrap_or_default();
         if self.ok() {
             write!(
                 f,
-                "snapshot {}: ok ({} files, {} checked in {:.1}s)",
+                "snapshot {}{on}: ok ({} files, {} checked in {:.1}s)",
                 self.id,
                 self.files,
                 super::backup::human_bytes(self.bytes),
                 self.seconds
-            )
+            )?;
+            if self.ciphertext_only {
+                write!(
+                    f,
+                    "; ciphertext only: pass --identity FILE to check the plaintext too"
+                )?;
+            }
+            Ok(())
         } else {
             let lines: Vec<String> = self
                 .faults
@@ -45,7 +66,7 @@ impl std::fmt::Display for VerifyReport {
                 .collect();
             write!(
                 f,
-                "snapshot {}: {} fault(s)\n{}",
+                "snapshot {}{on}: {} fault(s)\n{}",
                 self.id,
                 self.faults.len(),
                 lines.join("\n")
@@ -60,11 +81,54 @@ pub async fn run(
     id: &str,
     from: Option<&Path>,
     keys: &[PathBuf],
+    identity: Option<&Path>,
 ) -> Result<VerifyReport> {
-    let from = from.unwrap_or(&ctx.config.backup_dir);
-    let (id, dir) = snapshot::resolve(from, id, snapshot::Pick::Host)?;
+    let identity = identity.map(crate::crypt::Identity::load).transpose()?;
     let keyring = ctx.keyring(keys)?;
-    verify_one(ctx, id, dir, keyring).await
+    match Source::resolve(&ctx.config, from)? {
+        Source::Local(from) => {
+            let (id, dir) = snapshot::resolve(&from, id, snapshot::Pick::Host)?;
+            verify_one(ctx, id, dir, keyring).await
+        }
+        Source::Remote(d) => crate::store::blocking(|| {
+            let id = offsite::resolve(d.store.as_ref(), id, snapshot::Pick::Host)?;
+            Ok(verify_remote(&d, id, &keyring, identity.as_ref()))
+        }),
+    }
+}
+
+/// One snapshot of a destination (a snapshot that does not authenticate is one fault).
+fn verify_remote(
+    d: &crate::store::Destination,
+    id: String,
+    keyring: &crate::key::Keyring,
+    identity: Option<&crate::crypt::Identity>,
+) -> VerifyReport {
+    let started = std::time::Instant::now();
+    let mut r = VerifyReport {
+        id: id.clone(),
+        destination: Some(d.name.clone()),
+        ciphertext_only: false,
+        files: 0,
+        bytes: 0,
+        seconds: 0.0,
+        faults: Vec::new(),
+    };
+    match offsite::verify(d.store.as_ref(), &id, keyring, identity) {
+        Ok(v) => {
+            r.files = v.index.files.len() + v.index.images.len();
+            r.bytes = v.index.files.iter().map(|f| f.stored_size).sum::<u64>()
+                + v.index.images.iter().map(|i| i.stored_size).sum::<u64>();
+            r.ciphertext_only = !v.full;
+            r.faults = v.faults;
+        }
+        Err(e) => r.faults.push(Fault {
+            file: format!("{id}/{}", offsite::INDEX),
+            problem: e.to_string(),
+        }),
+    }
+    r.seconds = started.elapsed().as_secs_f64();
+    r
 }
 
 async fn verify_one(
@@ -89,6 +153,8 @@ async fn verify_one(
         Ok(Err(e)) => {
             return Ok(VerifyReport {
                 id,
+                destination: None,
+                ciphertext_only: false,
                 files: 0,
                 bytes: 0,
                 seconds: started.elapsed().as_secs_f64(),
@@ -105,6 +171,8 @@ async fn verify_one(
     }
     Ok(VerifyReport {
         id,
+        destination: None,
+        ciphertext_only: false,
         files: manifest.files.len(),
         bytes: manifest.files.iter().map(|f| f.size).sum(),
         seconds: started.elapsed().as_secs_f64(),
@@ -153,27 +221,50 @@ impl std::fmt::Display for VerifyAllReport {
     }
 }
 
-/// `sp verify all [--from DIR]`.
-pub async fn all(ctx: &Ctx, from: Option<&Path>, keys: &[PathBuf]) -> Result<VerifyAllReport> {
-    let from = from.unwrap_or(&ctx.config.backup_dir);
+/// `sp verify all [--from NAME|URL|DIR]`.
+pub async fn all(
+    ctx: &Ctx,
+    from: Option<&Path>,
+    keys: &[PathBuf],
+    identity: Option<&Path>,
+) -> Result<VerifyAllReport> {
+    let identity = identity.map(crate::crypt::Identity::load).transpose()?;
     let keyring = ctx.keyring(keys)?;
-    let (list, unreadable) = snapshot::list(from)?;
+    let from = match Source::resolve(&ctx.config, from)? {
+        Source::Local(dir) => dir,
+        Source::Remote(d) => {
+            return crate::store::blocking(|| {
+                let (list, unreadable) = offsite::list(d.store.as_ref())?;
+                let mut snapshots: Vec<VerifyReport> = list
+                    .into_iter()
+                    .map(|s| verify_remote(&d, s.id, &keyring, identity.as_ref()))
+                    .collect();
+                snapshots.extend(unreadable.into_iter().map(unreadable_report));
+                Ok(VerifyAllReport { snapshots })
+            })
+        }
+    };
+    let (list, unreadable) = snapshot::list(&from)?;
     let mut snapshots = Vec::new();
     for s in list {
         snapshots.push(verify_one(ctx, s.id, s.dir, keyring.clone()).await?);
     }
-    for u in unreadable {
-        let (id, problem) = u.split_once(": ").unwrap_or((u.as_str(), "unreadable"));
-        snapshots.push(VerifyReport {
-            id: id.to_string(),
-            files: 0,
-            bytes: 0,
-            seconds: 0.0,
-            faults: vec![Fault {
-                file: snapshot::MANIFEST.into(),
-                problem: problem.to_string(),
-            }],
-        });
-    }
+    snapshots.extend(unreadable.into_iter().map(unreadable_report));
     Ok(VerifyAllReport { snapshots })
+}
+
+fn unreadable_report(u: String) -> VerifyReport {
+    let (id, problem) = u.split_once(": ").unwrap_or((u.as_str(), "unreadable"));
+    VerifyReport {
+        id: id.to_string(),
+        destination: None,
+        ciphertext_only: false,
+        files: 0,
+        bytes: 0,
+        seconds: 0.0,
+        faults: vec![Fault {
+            file: snapshot::MANIFEST.into(),
+            problem: problem.to_string(),
+        }],
+    }
 }

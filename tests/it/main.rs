@@ -11,6 +11,7 @@ mod hostile_files;
 mod isolation;
 mod latest;
 mod lock;
+mod offsite;
 mod partial;
 mod proxy;
 mod restore;

@@ -9,15 +9,15 @@ use crate::harness::{eventually, http_get, rig, Host};
 
 /// What a site looks like from outside, to compare before and after.
 #[derive(Debug, PartialEq)]
-struct Seen {
+pub(crate) struct Seen {
     index: Option<String>,
     file: Option<String>,
     checksum: String,
     image_id: String,
-    digest: String,
+    pub(crate) digest: String,
 }
 
-fn seen(host: &Host, site: &str) -> Seen {
+pub(crate) fn seen(host: &Host, site: &str) -> Seen {
     let show = host.json(&["site", "show", site]);
     let container = show["containers"][0]
         .as_str()
@@ -42,7 +42,7 @@ fn seen(host: &Host, site: &str) -> Seen {
 }
 
 /// A site on the test's own image, with a data file and DB rows.
-fn populated_site(host: &Host, name: &str, image: &str) {
+pub(crate) fn populated_site(host: &Host, name: &str, image: &str) {
     host.sp_ok(&["site", "add", name, "--image", image, "--health-path", "/"]);
     let data = host.sites_dir().join(name).join("data");
     std::fs::write(data.join("note.txt"), format!("notes of {name}\n")).unwrap();
@@ -72,7 +72,7 @@ pub(crate) fn host_with_sites<const N: usize>(labels: [&str; N]) -> Option<(Host
 }
 
 /// Where [`destroy_host`] keeps the host's snapshot key off the host: (secret, public).
-fn offhost_keys(host: &Host) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn offhost_keys(host: &Host) -> (std::path::PathBuf, std::path::PathBuf) {
     let d = host.dir.path().join("offhost");
     (d.join("snapshot.key"), d.join("snapshot.pub"))
 }
@@ -80,7 +80,7 @@ fn offhost_keys(host: &Host) -> (std::path::PathBuf, std::path::PathBuf) {
 /// Destroys everything of the host except the snapshots: containers, the test's images,
 /// databases, users, site dirs, config, stored credentials and sp's state (the snapshot key
 /// included — first exported off the host, see [`offhost_keys`], as the runbook says).
-fn destroy_host(host: &Host, sites: &[&str], images: &[&str]) {
+pub(crate) fn destroy_host(host: &Host, sites: &[&str], images: &[&str]) {
     let (secret, public) = offhost_keys(host);
     std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
     std::fs::write(&secret, host.sp_ok(&["key", "export"])).unwrap();

@@ -10,6 +10,11 @@
 //!    with its step: the snapshot is then `partial`, `sp backup` exits 1, the failure hook is
 //!    called and `sp status` names it (see [`run`]).
 //!
+//! 6. with `[[destination]]`s, each site's archive and dump are uploaded (encrypted) while
+//!    they are written; the index last, once the local snapshot is in place
+//!    ([`upload`]). A failed upload keeps the local snapshot and fails the backup like a
+//!    left-out site (exit 1, status, failure hook); the next backup uploads what is missing.
+//!
 //! A failure of the whole snapshot removes the temporary folder, leaves earlier snapshots
 //! alone, is recorded in `STATE_DIR/backup-status.json` (shown by `sp status`), pings the
 //! failure hook, and names the site and the step. [`take`] writes one snapshot, [`site`]
@@ -17,6 +22,7 @@
 
 mod site;
 mod take;
+pub mod upload;
 
 pub use self::take::snapshot_sites;
 use self::take::snapshot_sites_tolerant;
@@ -47,6 +53,27 @@ pub struct BackupReport {
     pub failed: Vec<SiteFailure>,
     pub bytes: u64,
     pub seconds: f64,
+    /// One per `[[destination]]`: what was uploaded, or why not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uploads: Vec<upload::UploadReport>,
+}
+
+impl BackupReport {
+    /// Every site taken and every upload done (else `sp backup` exits 1).
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && self.uploads.iter().all(|u| u.ok)
+    }
+
+    fn upload_errors(&self) -> Vec<String> {
+        self.uploads
+            .iter()
+            .filter_map(|u| {
+                u.error
+                    .as_ref()
+                    .map(|e| format!("upload to {}: {e}", u.destination))
+            })
+            .collect()
+    }
 }
 
 /// A site a backup could not take, and why.
@@ -128,6 +155,9 @@ impl std::fmt::Display for BackupReport {
                 "; {} site(s) left out — fix them and run `sp backup` again",
                 self.failed.len()
             )?;
+        }
+        for u in &self.uploads {
+            write!(f, "\n{u}")?;
         }
         Ok(())
     }
@@ -228,18 +258,24 @@ pub async fn run(ctx: &Ctx, opts: &BackupOpts) -> Result<BackupReport> {
             status.last_success = Some(now);
             status.last_snapshot = Some(r.id.clone());
             status.failed_sites = r.failed.clone();
-            (!r.failed.is_empty()).then(|| {
+            let uploads = r.upload_errors();
+            (!r.ok()).then(|| {
                 status.last_failure = Some(now);
-                status.last_error = Some(format!(
-                    "snapshot {} left out: {}",
-                    r.id,
-                    r.failed
-                        .iter()
-                        .map(|f| f.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ));
-                (Some(r.id.clone()), r.failed.clone(), None)
+                let mut why = Vec::new();
+                if !r.failed.is_empty() {
+                    why.push(format!(
+                        "left out: {}",
+                        r.failed
+                            .iter()
+                            .map(|f| f.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
+                }
+                why.extend(uploads.iter().cloned());
+                status.last_error = Some(format!("snapshot {} {}", r.id, why.join("; ")));
+                let error = (!uploads.is_empty()).then(|| uploads.join("; "));
+                (Some(r.id.clone()), r.failed.clone(), error)
             })
         }
         Err(e) => {

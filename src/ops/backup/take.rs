@@ -13,6 +13,7 @@ use crate::snapshot::{self, archive, FileEntry, Manifest};
 
 use super::super::Ctx;
 use super::site::backup_site;
+use super::upload::Uploader;
 use super::{human_bytes, BackupReport, SiteBackup, SiteFailure};
 
 /// Takes one snapshot of `specs`, of `kind` (the caller holds the lock). Used by `sp backup`,
@@ -22,19 +23,20 @@ pub async fn snapshot_sites(
     specs: &[SiteSpec],
     kind: snapshot::Kind,
 ) -> Result<BackupReport> {
-    take_snapshot(ctx, specs, kind, None).await
+    take_snapshot(ctx, specs, kind, None, false).await
 }
 
 /// Like [`snapshot_sites`], but a site that fails is left out (and named in the report) rather
 /// than failing the snapshot; `failed` are sites already known to fail. A snapshot that leaves
-/// any site out is `partial`. Fails only when no site at all could be taken.
+/// any site out is `partial`. Fails only when no site at all could be taken. The snapshot is
+/// also uploaded to every `[[destination]]` (see [`super::upload`]).
 pub(super) async fn snapshot_sites_tolerant(
     ctx: &Ctx,
     specs: &[SiteSpec],
     kind: snapshot::Kind,
     failed: Vec<SiteFailure>,
 ) -> Result<BackupReport> {
-    take_snapshot(ctx, specs, kind, Some(failed)).await
+    take_snapshot(ctx, specs, kind, Some(failed), true).await
 }
 
 async fn take_snapshot(
@@ -42,6 +44,7 @@ async fn take_snapshot(
     specs: &[SiteSpec],
     kind: snapshot::Kind,
     tolerate: Option<Vec<SiteFailure>>,
+    upload: bool,
 ) -> Result<BackupReport> {
     let started = Instant::now();
     let backup_dir = &ctx.config.backup_dir;
@@ -57,9 +60,31 @@ async fn take_snapshot(
     let tmp = backup_dir.join(format!(".tmp-{id}"));
     std::fs::create_dir_all(tmp.join("sites")).map_err(|e| Error::io_path("create", &tmp, e))?;
     crate::fsutil::chmod(&tmp, 0o700)?;
-    let result = write_snapshot(ctx, specs, kind, tolerate, &id, now, &tmp, started).await;
+    let uploader = if upload {
+        Uploader::start(ctx, &id)?
+    } else {
+        None
+    };
+    let result = write_snapshot(
+        ctx,
+        specs,
+        kind,
+        tolerate,
+        &id,
+        now,
+        &tmp,
+        started,
+        uploader.as_ref(),
+    )
+    .await;
     match result {
-        Ok(report) => Ok(report),
+        Ok(mut report) => {
+            if let Some(u) = uploader {
+                report.uploads = u.finish(report.dir.clone()).await;
+                report.seconds = started.elapsed().as_secs_f64();
+            }
+            Ok(report)
+        }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
             Err(e)
@@ -89,6 +114,7 @@ async fn write_snapshot(
     now: DateTime<Utc>,
     tmp: &Path,
     started: Instant,
+    uploader: Option<&Uploader>,
 ) -> Result<BackupReport> {
     let level = ctx.config.backup.zstd_level;
     let threads = match ctx.config.backup.zstd_threads {
@@ -121,6 +147,9 @@ async fn write_snapshot(
         size,
         sha256: sha,
     });
+    if let Some(u) = uploader {
+        u.send(tmp, snapshot::HOST_ARCHIVE);
+    }
 
     // The proxy's certificates and account keys, so a new host serves them without asking
     // the CA again (its config and autosave are regenerated, not kept).
@@ -165,6 +194,14 @@ async fn write_snapshot(
     let mut failed = tolerate.clone().unwrap_or_default();
     for spec in specs {
         let t0 = Instant::now();
+        // Each destination uploads the site's archive and dump while they are written.
+        let mut follows = Vec::new();
+        if let Some(u) = uploader {
+            follows.push(u.follow(tmp, &format!("sites/{}.tar.zst", spec.name))?);
+            if spec.database.enabled {
+                follows.push(u.follow(tmp, &format!("sites/{}.sql.zst", spec.name))?);
+            }
+        }
         let taken = backup_site(
             ctx,
             spec,
@@ -209,6 +246,9 @@ async fn write_snapshot(
             report.seconds
         ));
         sites.push(report);
+        for f in follows {
+            f.done();
+        }
         files.extend(site_files);
         entries.push(entry);
     }
@@ -276,6 +316,7 @@ async fn write_snapshot(
         sites,
         failed,
         seconds: started.elapsed().as_secs_f64(),
+        uploads: Vec::new(),
     })
 }
 

@@ -1,8 +1,10 @@
-//! `sp restore [ID|latest] [--site NAME]... [--as NEWNAME] [--from DIR] [--yes] [--dry-run]`:
-//! bring sites back from a snapshot — on a bare host, or next to the originals as a clone.
+//! `sp restore [ID|latest] [--site NAME]... [--as NEWNAME] [--from NAME|URL|DIR] [--identity FILE]
+//! [--yes] [--dry-run]`: bring sites back from a snapshot — on a bare host, or next to the
+//! originals as a clone.
 //!
-//! 1. find the snapshot (`latest`: see [`snapshot::Pick`]; in `--from DIR` or `backup_dir`);
-//!    take the host lock;
+//! 1. find the snapshot (`latest`: see [`snapshot::Pick`]; in `--from DIR` or `backup_dir`;
+//!    from a destination it is first fetched and decrypted into a staging folder, see
+//!    [`fetch`]); take the host lock;
 //! 2. plan ([`plan::RestorePlan`]) from the signed manifest (see [`crate::key`]) and what is on
 //!    the host, reading no data: each site's target, what it would replace, where its image
 //!    comes from; a site whose uid another site holds is refused, and so is any conflict
@@ -28,6 +30,7 @@
 //! stands in for it — which is what makes a killed restore safe to run again; the markers go
 //! when the whole restore has succeeded.
 
+pub mod fetch;
 mod host;
 pub mod plan;
 mod site;
@@ -64,6 +67,8 @@ pub struct RestoreOpts {
     pub yes: bool,
     /// Public (or secret) key files of other hosts whose snapshots to accept.
     pub keys: Vec<PathBuf>,
+    /// The age identity that decrypts a snapshot from a destination.
+    pub identity: Option<PathBuf>,
     /// Print the plan; change nothing.
     pub dry_run: bool,
 }
@@ -152,10 +157,6 @@ impl std::fmt::Display for RestoreReport {
 /// `sp restore`.
 pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     let started = Instant::now();
-    let from = opts
-        .from
-        .clone()
-        .unwrap_or_else(|| ctx.config.backup_dir.clone());
     let id = if opts.id.is_empty() {
         "latest"
     } else {
@@ -180,7 +181,17 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     } else {
         snapshot::Pick::Sites(&wanted)
     };
-    let (id, dir) = snapshot::resolve(&from, id, pick)?;
+    let staged = fetch::stage(
+        ctx,
+        opts.from.as_deref(),
+        id,
+        pick,
+        &opts.keys,
+        opts.identity.as_deref(),
+    )
+    .await?;
+    let from = staged.dir.clone();
+    let (id, dir) = snapshot::resolve(&from, staged.id.as_deref().unwrap_or(id), pick)?;
     let keyring = ctx.keyring(&opts.keys)?;
     let _lock = ctx.lock(&format!("restore {id}"))?;
 
@@ -471,6 +482,9 @@ pub fn resume_command(opts: &RestoreOpts, id: &str) -> String {
     for k in &opts.keys {
         c.push_str(&format!(" --key {}", q(k)));
     }
+    if let Some(i) = &opts.identity {
+        c.push_str(&format!(" --identity {}", q(i)));
+    }
     if opts.yes {
         c.push_str(" --yes");
     }
@@ -490,11 +504,21 @@ mod tests {
             from: Some("/mnt/my backups".into()),
             yes: true,
             keys: vec!["/root/old.pub".into()],
+            identity: None,
             dry_run: false,
         };
         assert_eq!(
             resume_command(&opts, "20261201T031700Z"),
             "sp restore 20261201T031700Z --site blog --as copy --from '/mnt/my backups' --key /root/old.pub --yes"
+        );
+        let opts = RestoreOpts {
+            from: Some("offsite".into()),
+            identity: Some("/root/id.age".into()),
+            ..opts
+        };
+        assert_eq!(
+            resume_command(&opts, "20261201T031700Z"),
+            "sp restore 20261201T031700Z --site blog --as copy --from offsite --key /root/old.pub --identity /root/id.age --yes"
         );
     }
 }

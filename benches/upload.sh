@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Benchmark: sp backup with an upload to the rig's S3 server (moto, encrypted with age) beside
+# the same backup without a destination, on the same generated data.
+#
+#   bash benches/upload.sh [SIZE_MIB]      (default 1024; ~80% files, ~20% database)
+#
+# Prints medians of RUNS (default 3) runs after a warm-up, the ratio (target <= 1.3: the upload
+# overlaps the backup, each file going up as soon as it is written) and the peak RSS of the
+# backup with upload (target < 100 MiB: files stream up in 8 MiB parts). Everything is made
+# under a temp dir, in a bucket of its own, and removed afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${1:-1024}
+RUNS=${RUNS:-3}
+
+[ -f /var/lib/sp-rig/rig.env ] || bash scripts/rig.sh up >/dev/null
+grep -q '^SP_RIG_S3_ENDPOINT=' /var/lib/sp-rig/rig.env || bash scripts/rig.sh s3 >/dev/null
+if ! [ -x /usr/bin/time ] || ! command -v bc >/dev/null; then
+  apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time bc >/dev/null
+fi
+# shellcheck disable=SC1091
+source /var/lib/sp-rig/rig.env
+cargo build --release --locked -q -j 2
+SP="$PWD/target/release/sp"
+
+W=$(mktemp -d /var/tmp/sp-bench.XXXXXX)
+INSTANCE="upbench$$"
+SITE="upbench$$"
+BUCKET="sp-upbench-$$"
+export SP_CONFIG="$W/config.toml"
+s3() { curl -sS -f --aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:bench" "$@"; }
+cleanup() {
+  docker ps -aq --filter "label=sp.instance=$INSTANCE" | xargs -r docker rm -f >/dev/null
+  docker network ls -q --filter "label=sp.instance=$INSTANCE" | xargs -r docker network rm >/dev/null
+  mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot -e "DROP DATABASE IF EXISTS \`$SITE\`; DROP USER IF EXISTS '$SITE'@'%';" || true
+  empty_bucket || true
+  s3 -X DELETE "$SP_RIG_S3_ENDPOINT/$BUCKET" >/dev/null 2>&1 || true
+  rm -rf "$W"
+}
+empty_bucket() {
+  local k
+  for k in $(s3 "$SP_RIG_S3_ENDPOINT/$BUCKET?list-type=2" | grep -o '<Key>[^<]*' | sed 's/<Key>//'); do
+    s3 -X DELETE "$SP_RIG_S3_ENDPOINT/$BUCKET/$k" >/dev/null
+  done
+}
+trap cleanup EXIT
+s3 -X PUT "$SP_RIG_S3_ENDPOINT/$BUCKET" >/dev/null
+
+ADMIN=${SP_RIG_MYSQL_URL#mysql://}
+ADMIN_URL="mysql://${ADMIN%%:*}@${ADMIN##*@}"
+"$SP" -q init --instance "$INSTANCE" --sites-dir "$W/sites" --backup-dir "$W/backups" --state-dir "$W/state" \
+  --mysql-url "$ADMIN_URL" --mysql-password-file "$SP_RIG_DIR/mysql-admin.password" --mysql-host-for-containers "$SP_RIG_GATEWAY:$SP_RIG_MYSQL_PORT" --port-range 34020-34039 >/dev/null
+printf '%s\n' "$SP_RIG_REGISTRY_PASSWORD" | "$SP" -q registry login "$SP_RIG_REGISTRY" --username "$SP_RIG_REGISTRY_USER" --password-stdin >/dev/null
+"$SP" -q site add "$SITE" --image "$SP_RIG_IMAGE:v1" >/dev/null
+# The same host twice: without a destination, and with the bucket (encrypted).
+cp "$SP_CONFIG" "$W/plain.toml"
+RCPT=$("$SP" --json key generate --output "$W/identity.age" | python3 -c 'import json,sys; print(json.load(sys.stdin)["recipient"])')
+cat "$W/plain.toml" - > "$W/upload.toml" <<TOML
+
+[[destination]]
+name = "bench"
+url = "s3://$BUCKET/bench"
+endpoint = "$SP_RIG_S3_ENDPOINT"
+path_style = true
+access_key_id = "bench"
+secret_access_key = "bench"
+
+[encryption]
+recipients = ["$RCPT"]
+TOML
+
+echo "== generating ${SIZE} MiB (files + database)"
+DATA="$W/sites/$SITE/data"
+FILES_MB=$((SIZE * 8 / 10)); DB_MB=$((SIZE - FILES_MB))
+python3 - "$DATA" "$FILES_MB" <<'PY'
+import os, random, sys
+root, mb = sys.argv[1], int(sys.argv[2])
+random.seed(7)
+words = [("".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(random.randint(2, 9)))) for _ in range(5000)]
+total, i = 0, 0
+while total < mb << 20:
+    d = os.path.join(root, f"d{i // 200:03d}")
+    os.makedirs(d, exist_ok=True)
+    if i % 10 == 0:   # some incompressible media
+        data = os.urandom(random.randint(200_000, 2_000_000))
+    else:             # mostly text-like files
+        n = random.randint(2_000, 200_000)
+        data = " ".join(random.choice(words) for _ in range(n // 6)).encode()
+    with open(os.path.join(d, f"f{i:06d}.dat"), "wb") as f:
+        f.write(data)
+    total += len(data); i += 1
+print(f"{i} files, {total >> 20} MiB")
+PY
+ROWS=$((DB_MB * 1024 * 1024 / 600))
+mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot "$SITE" -e "
+  CREATE TABLE t (id INT PRIMARY KEY, title VARCHAR(200), body TEXT, blob_col BLOB, n DOUBLE);
+  INSERT INTO t SELECT seq, CONCAT('title ', seq), REPEAT(CONCAT('body text ', seq % 977, ' '), 25),
+    UNHEX(SHA2(seq, 256)), RAND(seq) FROM seq_1_to_$ROWS;"
+echo "database: $ROWS rows"
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+now() { date +%s.%N; }
+backup_with() { SP_CONFIG="$W/$1.toml" /usr/bin/time -f %M -o "$W/rss" "$SP" -q backup >/dev/null; }
+clear_all() { rm -rf "$W"/backups/2*; empty_bucket; }
+
+echo "== warm-up"
+backup_with plain; backup_with upload; clear_all
+
+: > "$W/t_plain"; : > "$W/t_up"; : > "$W/rss_up"; : > "$W/rss_plain"
+for r in $(seq 1 "$RUNS"); do
+  s=$(now); backup_with plain; e=$(now); echo "$e - $s" | bc >> "$W/t_plain"; cat "$W/rss" >> "$W/rss_plain"
+  clear_all
+  s=$(now); backup_with upload; e=$(now); echo "$e - $s" | bc >> "$W/t_up"; cat "$W/rss" >> "$W/rss_up"
+  clear_all
+  echo "run $r: backup $(tail -n1 "$W/t_plain")s, backup + upload $(tail -n1 "$W/t_up")s"
+done
+P_T=$(median < "$W/t_plain"); U_T=$(median < "$W/t_up")
+RSS_UP=$(sort -n "$W/rss_up" | tail -n1); RSS_PLAIN=$(sort -n "$W/rss_plain" | tail -n1)
+echo
+echo "data: ${SIZE} MiB; medians of $RUNS runs"
+printf 'backup + upload   %8.2fs   backup alone %8.2fs   ratio %.2f (target <= 1.3)\n' "$U_T" "$P_T" "$(echo "$U_T / $P_T" | bc -l)"
+printf 'peak RSS          %6.1f MiB with upload, %.1f MiB without (target < 100 MiB)\n' "$(echo "$RSS_UP / 1024" | bc -l)" "$(echo "$RSS_PLAIN / 1024" | bc -l)"

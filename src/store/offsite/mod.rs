@@ -1,0 +1,238 @@
+//! Snapshots in a [`Store`]: the same files as in `backup_dir`, each encrypted to the
+//! `[encryption]` recipients as it streams up, and an index written last.
+//!
+//! ```text
+//! ID/manifest.json, manifest.json.sig, manifest.json.sha256   as in backup_dir (no site data)
+//! ID/host.tar.zst.age, ID/sites/NAME.tar.zst.age, …           every file, age ciphertext
+//! ID/index.json.sig                                           the host key's signature of:
+//! ID/index.json      written LAST: each file's plaintext and ciphertext size + sha256,
+//!                    the manifest's sha256, the image archives the snapshot needs
+//! images/HEX.tar.zst.age, images/HEX.tar.zst.age.json         image archives, once per image
+//! ```
+//!
+//! Only a snapshot with an `index.json` is listed, so an upload cut off midway is never one.
+//! The index is signed like the manifest (see [`crate::key`]), so `sp verify --from` checks
+//! every object against it without the identity (ciphertext hashes) and fully with it
+//! (decrypting, hashing the plaintext, walking every archive). Without recipients the
+//! objects are plaintext and carry no `.age` suffix.
+
+mod check;
+mod upload;
+
+pub use self::check::{authenticate, fetch, verify, Verified};
+pub use self::upload::{finish, put_file};
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{check_path, Store};
+use crate::error::{Error, Result};
+use crate::snapshot::{self, Kind, SnapshotInfo};
+
+pub const INDEX: &str = "index.json";
+pub const INDEX_SIG: &str = "index.json.sig";
+const IMAGES: &str = "images";
+
+/// `ID/index.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Index {
+    pub format: u32,
+    pub id: String,
+    pub kind: Kind,
+    pub created: DateTime<Utc>,
+    pub host: String,
+    pub sites: Vec<String>,
+    /// Objects are age ciphertext.
+    pub encrypted: bool,
+    /// sha256 of `ID/manifest.json`.
+    pub manifest_sha256: String,
+    pub files: Vec<StoredFile>,
+    #[serde(default)]
+    pub images: Vec<StoredImage>,
+}
+
+/// One file of the snapshot as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredFile {
+    /// Its path in the snapshot (as in the manifest).
+    pub path: String,
+    /// The object, relative to the snapshot's folder.
+    pub object: String,
+    pub size: u64,
+    pub sha256: String,
+    pub stored_size: u64,
+    pub stored_sha256: String,
+}
+
+/// An image archive as stored (`images/HEX.tar.zst[.age]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredImage {
+    /// `sha256:HEX`, the image id.
+    pub id: String,
+    /// The object, relative to the store's root.
+    pub object: String,
+    pub size: u64,
+    pub sha256: String,
+    pub stored_size: u64,
+    pub stored_sha256: String,
+}
+
+/// Reports bytes moved for a label, of `total` (0: not known yet, e.g. a file still being
+/// written), `done` at the end; see [`crate::ops::Reporter`].
+pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64, bool) + Sync);
+
+pub(super) fn put_bytes(store: &dyn Store, object: &str, bytes: &[u8]) -> Result<()> {
+    let mut w = store.write(object)?;
+    w.write_all(bytes)
+        .map_err(|e| Error::io(format!("upload {object} to {}", store.describe()), e))?;
+    w.commit()
+}
+
+pub(super) fn get_bytes(store: &dyn Store, object: &str, limit: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    store
+        .read(object)?
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::io(format!("read {object} from {}", store.describe()), e))?;
+    Ok(out)
+}
+
+/// The object name of `path` (`.age` appended when encrypted).
+pub(super) fn object_name(path: &str, encrypted: bool) -> String {
+    if encrypted {
+        format!("{path}.age")
+    } else {
+        path.to_string()
+    }
+}
+
+/// The ids of the complete snapshots in `store` (those with an index), oldest first.
+pub fn ids(store: &dyn Store) -> Result<Vec<String>> {
+    let mut out: Vec<String> = store
+        .list("")?
+        .into_iter()
+        .filter_map(|o| {
+            let (id, rest) = o.path.split_once('/')?;
+            (rest == INDEX && id != IMAGES && check_path(id).is_ok()).then(|| id.to_string())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Reads an index without authenticating it (for listing; see [`authenticate`]).
+pub(super) fn read_index(store: &dyn Store, id: &str) -> Result<(Vec<u8>, Index)> {
+    let bytes = get_bytes(store, &format!("{id}/{INDEX}"), 16 << 20)?;
+    let index: Index = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Other(format!(
+            "{}: {id}/{INDEX} is not a valid index: {e}",
+            store.describe()
+        ))
+    })?;
+    if index.id != id {
+        return Err(Error::Other(format!(
+            "{}: {id}/{INDEX} names snapshot {:?}",
+            store.describe(),
+            index.id
+        )));
+    }
+    Ok((bytes, index))
+}
+
+/// The snapshots in `store`, oldest first, as `sp snapshots` lists them (and those whose
+/// index cannot be read, named).
+pub fn list(store: &dyn Store) -> Result<(Vec<SnapshotInfo>, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for id in ids(store)? {
+        match read_index(store, &id) {
+            Ok((_, i)) => out.push(SnapshotInfo {
+                id: i.id.clone(),
+                kind: i.kind,
+                time: i.created,
+                sites: i.sites.clone(),
+                size: i.files.iter().map(|f| f.size).sum(),
+                pinned: false,
+                verified: None,
+                dir: PathBuf::new(),
+            }),
+            Err(e) => bad.push(format!("{id}: {e}")),
+        }
+    }
+    Ok((out, bad))
+}
+
+/// Resolves an id or `latest` (see [`snapshot::Pick`]) to a snapshot of `store`.
+pub fn resolve(store: &dyn Store, id: &str, pick: snapshot::Pick) -> Result<String> {
+    if id != "latest" {
+        check_path(id).map_err(|_| Error::Invalid(format!("invalid snapshot id {id:?}")))?;
+        if store.stat(&format!("{id}/{INDEX}"))?.is_some() {
+            return Ok(id.to_string());
+        }
+        return Err(Error::NotFound(format!(
+            "no snapshot {id:?} on {} (`sp snapshots --from` lists them)",
+            store.describe()
+        )));
+    }
+    let (all, _) = list(store)?;
+    all.iter()
+        .rev()
+        .find(|s| match pick {
+            snapshot::Pick::Host => s.kind == Kind::Full,
+            snapshot::Pick::Sites(names) => {
+                s.kind != Kind::PreRestore && names.iter().all(|n| s.sites.contains(n))
+            }
+            snapshot::Pick::Any => true,
+        })
+        .map(|s| s.id.clone())
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "no {} snapshot on {} (`sp snapshots --from` lists them)",
+                match pick {
+                    snapshot::Pick::Sites(n) => format!("matching ({})", n.join(", ")),
+                    snapshot::Pick::Host => "full".into(),
+                    snapshot::Pick::Any => "complete".into(),
+                },
+                store.describe()
+            ))
+        })
+}
+
+/// Deletes snapshot `id` from `store`: its index first, so it stops being a snapshot at once.
+pub fn delete(store: &dyn Store, id: &str) -> Result<()> {
+    check_path(id)?;
+    store.delete(&format!("{id}/{INDEX}"))?;
+    for o in store.list(&format!("{id}/"))? {
+        store.delete(&o.path)?;
+    }
+    Ok(())
+}
+
+/// Deletes image archives no remaining index names; returns their objects.
+pub fn prune_images(store: &dyn Store) -> Result<Vec<String>> {
+    let mut used = std::collections::HashSet::new();
+    for id in ids(store)? {
+        // An index we cannot read might need any image: keep them all.
+        let (_, i) = read_index(store, &id)?;
+        used.extend(i.images.into_iter().map(|i| i.object));
+    }
+    let mut deleted = Vec::new();
+    for o in store.list(&format!("{IMAGES}/"))? {
+        let base = o.path.strip_suffix(".json").unwrap_or(&o.path).to_string();
+        if !used.contains(&base) {
+            store.delete(&o.path)?;
+            if !o.path.ends_with(".json") {
+                deleted.push(o.path);
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+//! Unit tests of the off-host format on the memory store.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+use super::*;
+use crate::crypt::{Identity, Recipients};
+use crate::key::{HostKey, Keyring};
+use crate::snapshot::Manifest;
+use crate::store::mem::MemStore;
+
+fn snapshot_dir(key: &HostKey) -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("20261201T000000Z");
+    std::fs::create_dir_all(dir.join("sites")).unwrap();
+    let mut files = Vec::new();
+    let mut tar = tar::Builder::new(Vec::new());
+    let body = b"host-MARKER".repeat(100);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(body.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "etc/config.toml", &body[..])
+        .unwrap();
+    let tar = zstd::encode_all(&tar.into_inner().unwrap()[..], 3).unwrap();
+    let mut dump = b"INSERT INTO t VALUES ('dump-MARKER');\n".repeat(50_000);
+    dump.extend_from_slice(b"-- Dump completed on 2026-12-01\n");
+    let dump = zstd::encode_all(&dump[..], 1).unwrap();
+    for (p, content) in [("host.tar.zst", tar), ("sites/blog.sql.zst", dump)] {
+        std::fs::write(dir.join(p), &content).unwrap();
+        files.push(snapshot::FileEntry {
+            path: p.into(),
+            size: content.len() as u64,
+            sha256: snapshot::sha256_hex(&content),
+        });
+    }
+    let m = Manifest {
+        format: 1,
+        id: "20261201T000000Z".into(),
+        kind: Kind::Full,
+        sp_version: "test".into(),
+        host: "h".into(),
+        instance: "t".into(),
+        created: Utc::now(),
+        duration_ms: 1,
+        sites: Vec::new(),
+        files,
+        failed: Vec::new(),
+    };
+    snapshot::write_manifest(&dir, &m, key).unwrap();
+    (t, dir)
+}
+
+fn identity() -> (tempfile::TempDir, Identity, Recipients) {
+    let (secret, public) = crate::crypt::generate();
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("id"), secret).unwrap();
+    let id = Identity::load(&t.path().join("id")).unwrap();
+    (t, id, Recipients::parse(&[public]).unwrap())
+}
+
+#[test]
+fn upload_is_ciphertext_verifies_and_fetches_back() {
+    let key = HostKey::generate();
+    let ring = Keyring {
+        keys: vec![key.public()],
+    };
+    let (_t, dir) = snapshot_dir(&key);
+    let (_i, id, rcpt) = identity();
+    let store = MemStore::new();
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
+    let index = finish(
+        &store,
+        &rcpt,
+        &key,
+        &dir,
+        Path::new("/nonexistent"),
+        Vec::new(),
+        &none,
+    )
+    .unwrap();
+    assert!(index.encrypted);
+    assert_eq!(ids(&store).unwrap(), vec!["20261201T000000Z".to_string()]);
+    for (k, v) in store.objects() {
+        if k.ends_with(".age") {
+            assert!(v.starts_with(crate::crypt::MAGIC), "{k}");
+            assert!(
+                memchr::memmem::find(&v, b"MARKER").is_none(),
+                "{k} holds plaintext"
+            );
+        }
+    }
+    let v = verify(&store, "20261201T000000Z", &ring, None).unwrap();
+    assert!(v.faults.is_empty() && !v.full, "{:?}", v.faults);
+    let v = verify(&store, "20261201T000000Z", &ring, Some(&id)).unwrap();
+    assert!(v.faults.is_empty() && v.full, "{:?}", v.faults);
+
+    let out = tempfile::tempdir().unwrap();
+    let got = fetch(
+        &store,
+        "20261201T000000Z",
+        &ring,
+        Some(&id),
+        out.path(),
+        &none,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(got.join("sites/blog.sql.zst")).unwrap(),
+        std::fs::read(dir.join("sites/blog.sql.zst")).unwrap()
+    );
+    snapshot::authenticate(&got, &ring).unwrap();
+    let err = fetch(&store, "20261201T000000Z", &ring, None, out.path(), &none).unwrap_err();
+    assert!(err.to_string().contains("--identity"), "{err}");
+}
+
+#[test]
+fn a_changed_byte_is_named_and_an_unsigned_index_refused() {
+    let key = HostKey::generate();
+    let ring = Keyring {
+        keys: vec![key.public()],
+    };
+    let (_t, dir) = snapshot_dir(&key);
+    let (_i, id, rcpt) = identity();
+    let store = MemStore::new();
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
+    finish(
+        &store,
+        &rcpt,
+        &key,
+        &dir,
+        Path::new("/x"),
+        Vec::new(),
+        &none,
+    )
+    .unwrap();
+    let obj = "20261201T000000Z/sites/blog.sql.zst.age";
+    let mut b = store.objects()[obj].clone();
+    let n = b.len() / 2;
+    b[n] ^= 1;
+    store.put(obj, b);
+    let v = verify(&store, "20261201T000000Z", &ring, None).unwrap();
+    assert_eq!(v.faults.len(), 1);
+    assert_eq!(v.faults[0].file, obj);
+    let out = tempfile::tempdir().unwrap();
+    assert!(fetch(
+        &store,
+        "20261201T000000Z",
+        &ring,
+        Some(&id),
+        out.path(),
+        &none
+    )
+    .is_err());
+    assert!(!out.path().join("20261201T000000Z").exists());
+
+    // An index pointing outside the snapshot, re-signed by a key nobody trusts.
+    let (bytes, mut index) = read_index(&store, "20261201T000000Z").unwrap();
+    let _ = bytes;
+    index.files[0].object = "../../etc/passwd".into();
+    let bytes = serde_json::to_vec(&index).unwrap();
+    store.put("20261201T000000Z/index.json", bytes.clone());
+    let err = authenticate(&store, "20261201T000000Z", &ring).unwrap_err();
+    assert!(matches!(err, Error::Unauthentic(_)), "{err}");
+    store.put(
+        "20261201T000000Z/index.json.sig",
+        key.sign(&bytes).into_bytes(),
+    );
+    let err = authenticate(&store, "20261201T000000Z", &ring).unwrap_err();
+    assert!(
+        err.to_string().contains("not a plain relative path"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_replayed_snapshot_or_a_longer_object_is_refused() {
+    let key = HostKey::generate();
+    let ring = Keyring {
+        keys: vec![key.public()],
+    };
+    let (_t, dir) = snapshot_dir(&key);
+    let (_i, id, rcpt) = identity();
+    let store = MemStore::new();
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
+    finish(
+        &store,
+        &rcpt,
+        &key,
+        &dir,
+        Path::new("/x"),
+        Vec::new(),
+        &none,
+    )
+    .unwrap();
+    // The same signed snapshot copied under a newer name is not that snapshot.
+    for (k, v) in store.objects() {
+        store.put(&k.replace("20261201T000000Z", "20261202T000000Z"), v);
+    }
+    let err = authenticate(&store, "20261202T000000Z", &ring).unwrap_err();
+    assert!(err.to_string().contains("names snapshot"), "{err}");
+    // An object that goes on past its recorded size is a fault, and never fetched.
+    let obj = "20261201T000000Z/host.tar.zst.age";
+    let mut b = store.objects()[obj].clone();
+    b.extend_from_slice(&[0u8; 4096]);
+    store.put(obj, b);
+    let v = verify(&store, "20261201T000000Z", &ring, Some(&id)).unwrap();
+    assert_eq!(v.faults.len(), 1, "{:?}", v.faults);
+    assert!(v.faults[0].problem.contains("size"), "{:?}", v.faults);
+    let out = tempfile::tempdir().unwrap();
+    assert!(fetch(
+        &store,
+        "20261201T000000Z",
+        &ring,
+        Some(&id),
+        out.path(),
+        &none
+    )
+    .is_err());
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "nothing left behind"
+    );
+}
+
+#[test]
+fn without_an_index_nothing_is_listed_and_delete_takes_everything() {
+    let key = HostKey::generate();
+    let (_t, dir) = snapshot_dir(&key);
+    let store = MemStore::new();
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
+    let rcpt = Recipients::parse(&[]).unwrap();
+    let f = std::fs::File::open(dir.join("host.tar.zst")).unwrap();
+    put_file(
+        &store,
+        &rcpt,
+        "20261201T000000Z",
+        "host.tar.zst",
+        f,
+        0,
+        &none,
+    )
+    .unwrap();
+    assert!(
+        ids(&store).unwrap().is_empty(),
+        "a partial upload is no snapshot"
+    );
+    finish(
+        &store,
+        &rcpt,
+        &key,
+        &dir,
+        Path::new("/x"),
+        Vec::new(),
+        &none,
+    )
+    .unwrap();
+    let (l, bad) = list(&store).unwrap();
+    assert_eq!(l.len(), 1);
+    assert!(bad.is_empty());
+    delete(&store, "20261201T000000Z").unwrap();
+    assert!(store.objects().is_empty());
+}

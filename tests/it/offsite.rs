@@ -1,0 +1,544 @@
+//! Off-host snapshots against the rig's S3 server (moto): every uploaded object is age
+//! ciphertext, `verify --from` names a changed object, a cut-off upload is never listed and
+//! the next backup completes it, the full cattle cycle from the bucket alone, and prune per
+//! destination. Each test has a bucket of its own, emptied and removed on drop.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::harness::{rig, Host, Rig};
+use crate::restore::{destroy_host, offhost_keys, populated_site, seen};
+
+/// A bucket of the test's own on the rig's S3 server.
+struct Bucket {
+    endpoint: String,
+    name: String,
+}
+
+impl Bucket {
+    fn new(rig: &Rig, host: &Host) -> Option<Bucket> {
+        let endpoint = rig_var(rig, "SP_RIG_S3_ENDPOINT")?;
+        let b = Bucket {
+            endpoint,
+            name: format!("sp-{}", host.instance.to_lowercase()),
+        };
+        let out = curl(&["-X", "PUT", &b.url("")]);
+        assert!(out.0, "create bucket: {}", out.1);
+        Some(b)
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("{}/{}/{key}", self.endpoint, self.name)
+    }
+
+    /// Every object key (and its bytes).
+    fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        self.keys()
+            .into_iter()
+            .map(|k| {
+                let body = get(&self.url(&k));
+                (k, body)
+            })
+            .collect()
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let (ok, xml) = curl(&[&format!("{}?list-type=2&max-keys=1000", self.url(""))]);
+        assert!(ok, "list: {xml}");
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|p| p.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn put(&self, key: &str, body: &[u8]) {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(t.path(), body).unwrap();
+        let (ok, e) = curl(&[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", t.path().display()),
+            &self.url(key),
+        ]);
+        assert!(ok, "put {key}: {e}");
+    }
+
+    /// The `[[destination]]` table for this bucket, through `endpoint` (default: the server).
+    fn destination(&self, name: &str, endpoint: Option<&str>, extra: &str) -> String {
+        format!(
+            "\n[[destination]]\nname = \"{name}\"\nurl = \"s3://{}/host\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\npath_style = true\naccess_key_id = \"sp-test\"\nsecret_access_key = \"sp-test-secret\"\n{extra}",
+            self.name,
+            endpoint.unwrap_or(&self.endpoint)
+        )
+    }
+}
+
+impl Drop for Bucket {
+    fn drop(&mut self) {
+        if std::env::var_os("SP_TEST_KEEP").is_some() {
+            return;
+        }
+        for k in self.keys() {
+            let _ = curl(&["-X", "DELETE", &self.url(&k)]);
+        }
+        let _ = curl(&["-X", "DELETE", &self.url("")]);
+    }
+}
+
+/// A rig.env value that older rigs lack (the S3 server came later).
+fn rig_var(_rig: &Rig, k: &str) -> Option<String> {
+    let path = std::env::var("SP_RIG_ENV").unwrap_or_else(|_| "/var/lib/sp-rig/rig.env".into());
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(key, _)| key.trim() == k)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Runs sp, insists on failure; returns (exit code, stdout + stderr).
+fn fails(host: &Host, args: &[&str]) -> (i32, String) {
+    let out = host.sp(args);
+    assert!(!out.status.success(), "sp {args:?} should have failed");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Requests are signed (moto answers unsigned reads of objects with 403).
+const SIGN: [&str; 4] = [
+    "--aws-sigv4",
+    "aws:amz:us-east-1:s3",
+    "--user",
+    "sp-test:sp-test-secret",
+];
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-f"])
+        .args(SIGN)
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn get(url: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sS", "-f"])
+        .args(SIGN)
+        .arg(url)
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "GET {url}");
+    out.stdout
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// A host with one populated site carrying `marker` in a data file and a row, an age
+/// identity made by `sp key generate`, and the bucket as destination `s3` (through
+/// `endpoint` when given), encrypted to the identity.
+fn offsite_host(
+    label: &str,
+    endpoint: Option<&str>,
+    extra: &str,
+) -> Option<(Host, Bucket, String, String, String)> {
+    let rig = rig()?;
+    let host = Host::new(&rig);
+    let Some(bucket) = Bucket::new(&rig, &host) else {
+        eprintln!("SKIP: no SP_RIG_S3_ENDPOINT in rig.env (run `bash scripts/rig.sh s3`)");
+        return None;
+    };
+    host.login();
+    let site = host.site_name(label);
+    populated_site(&host, &site, &rig.image("v1"));
+    let marker = format!("PLAINTEXT-MARKER-{}", host.instance);
+    std::fs::write(
+        host.sites_dir().join(&site).join("data/secret.txt"),
+        marker.repeat(50),
+    )
+    .unwrap();
+    host.root_sql(&format!(
+        "INSERT INTO `{site}`.items VALUES (9, '{marker}', NULL)"
+    ));
+    let id_file = host.dir.path().join("offhost/identity.age");
+    std::fs::create_dir_all(id_file.parent().unwrap()).unwrap();
+    let made = host.json(&["key", "generate", "--output", &id_file.to_string_lossy()]);
+    let recipient = made["recipient"].as_str().unwrap().to_string();
+    assert!(recipient.starts_with("age1"), "{made}");
+    let mut text = std::fs::read_to_string(&host.config).unwrap();
+    text.push_str(&bucket.destination("s3", endpoint, extra));
+    text.push_str(&format!("\n[encryption]\nrecipients = [\"{recipient}\"]\n"));
+    std::fs::write(&host.config, text).unwrap();
+    Some((
+        host,
+        bucket,
+        site,
+        marker,
+        id_file.to_string_lossy().to_string(),
+    ))
+}
+
+fn listed(host: &Host, from: &str) -> Vec<String> {
+    host.json(&["snapshots", "--from", from])["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn upload_is_age_ciphertext_and_verify_names_a_changed_object() {
+    let Some((host, bucket, site, marker, identity)) = offsite_host("os", None, "") else {
+        return;
+    };
+    let backup = host.json(&["backup"]);
+    let id = backup["id"].as_str().unwrap().to_string();
+    assert_eq!(backup["uploads"][0]["ok"], true, "{backup}");
+    assert!(host.backup_dir().join(&id).join("manifest.json").is_file());
+
+    let objects = bucket.objects();
+    let plain_meta = [
+        "manifest.json",
+        "manifest.json.sha256",
+        "manifest.json.sig",
+        "index.json",
+        "index.json.sig",
+    ];
+    let mut data = 0;
+    for (k, body) in &objects {
+        assert!(!contains(body, &marker), "{k} holds the site's plaintext");
+        let meta = plain_meta.iter().any(|m| k.ends_with(&format!("/{m}"))) || k.ends_with(".json");
+        if !meta {
+            assert!(k.ends_with(".age"), "{k} is not encrypted");
+            assert!(
+                body.starts_with(b"age-encryption.org/v1\n"),
+                "{k} is not age"
+            );
+            data += 1;
+        }
+    }
+    // host archive, the site's files and dump, and its image archive.
+    assert!(
+        data >= 4,
+        "{objects:?}",
+        objects = objects.iter().map(|o| &o.0).collect::<Vec<_>>()
+    );
+    assert_eq!(listed(&host, "s3"), vec![id.clone()]);
+
+    let v = host.json(&["verify", "--from", "s3"]);
+    assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["ciphertext_only"], true, "{v}");
+    let v = host.json(&["verify", "latest", "--from", "s3", "--identity", &identity]);
+    assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
+    assert!(v.get("ciphertext_only").is_none(), "{v}");
+
+    // One byte changed in the bucket: verify fails naming the object, with or without the identity.
+    let key = format!("host/{id}/sites/{site}.sql.zst.age");
+    let mut body = get(&bucket.url(&key));
+    let n = body.len() / 2;
+    body[n] ^= 0x01;
+    bucket.put(&key, &body);
+    for args in [
+        vec!["verify", "--from", "s3"],
+        vec!["verify", "--from", "s3", "--identity", &identity],
+    ] {
+        let (code, out) = fails(&host, &args);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!("{id}/sites/{site}.sql.zst.age")),
+            "{out}"
+        );
+    }
+    // A restore from it refuses before changing anything.
+    let (code, out) = fails(&host, &["drill", "--from", "s3", "--identity", &identity]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(&format!("sites/{site}.sql.zst.age")), "{out}");
+    let leftover: Vec<_> = std::fs::read_dir(host.backup_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".fetch-"))
+        .collect();
+    assert!(leftover.is_empty(), "staging left behind");
+}
+
+/// The whole host from the bucket: the host, its backup dir and its image cache wiped, the
+/// registry unable to serve the image; a minimal config naming the bucket, the identity and
+/// the snapshot key kept off the host.
+#[test]
+fn cattle_cycle_from_s3() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    let Some(bucket) = Bucket::new(&rig, &host) else {
+        return;
+    };
+    host.login();
+    let image = host.private_image("v1", "v1");
+    let (a, b) = (host.site_name("sa"), host.site_name("sb"));
+    populated_site(&host, &a, &image);
+    populated_site(&host, &b, &image);
+    let id_file = host.dir.path().join("offhost/identity.age");
+    std::fs::create_dir_all(id_file.parent().unwrap()).unwrap();
+    let identity = id_file.to_string_lossy().to_string();
+    let made = host.json(&["key", "generate", "--output", &identity]);
+    let recipient = made["recipient"].as_str().unwrap().to_string();
+    let dest = bucket.destination("offsite", None, "");
+    let enc = format!("\n[encryption]\nrecipients = [\"{recipient}\"]\n");
+    let mut text = std::fs::read_to_string(&host.config).unwrap();
+    text.push_str(&dest);
+    text.push_str(&enc);
+    std::fs::write(&host.config, text).unwrap();
+    let before_a = seen(&host, &a);
+    let before_b = seen(&host, &b);
+    let backup = host.json(&["backup"]);
+    assert_eq!(backup["uploads"][0]["ok"], true, "{backup}");
+    let pinned = format!("{}@{}", image.rsplit_once(':').unwrap().0, before_a.digest);
+
+    destroy_host(&host, &[&a, &b], &[&image]);
+    host.delete_from_registry(&pinned);
+    std::fs::remove_dir_all(host.backup_dir()).unwrap();
+    let mut minimal = std::fs::read_to_string(&host.config).unwrap();
+    minimal.push_str(&dest);
+    std::fs::write(&host.config, minimal).unwrap();
+
+    let (_, public) = offhost_keys(&host);
+    let key = public.to_string_lossy().to_string();
+    // Without the identity: refused, nothing changed.
+    let (code, err) = host.sp_fail(&["restore", "latest", "--from", "offsite", "--key", &key]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--identity"), "{err}");
+    assert!(!host.sites_dir().join(&a).exists());
+
+    let report = host.json(&[
+        "restore",
+        "latest",
+        "--from",
+        "offsite",
+        "--identity",
+        &identity,
+        "--key",
+        &key,
+    ]);
+    assert_eq!(report["sites"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(seen(&host, &a), before_a);
+    assert_eq!(seen(&host, &b), before_b);
+    let staging: Vec<_> = std::fs::read_dir(host.backup_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(staging.is_empty(), "staging left behind");
+}
+
+/// A TCP forwarder to the S3 server that the test can cut (the server "stops" for sp) and
+/// bring back, without stopping the shared server.
+struct Cut {
+    port: u16,
+    target: String,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Cut {
+    fn new(target: &str) -> Cut {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let c = Cut {
+            port,
+            target: target.to_string(),
+            up: Arc::new(AtomicBool::new(false)),
+            conns: Default::default(),
+        };
+        c.start();
+        c
+    }
+
+    fn start(&self) {
+        let l = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        self.up.store(true, Ordering::SeqCst);
+        let (up, conns, target) = (self.up.clone(), self.conns.clone(), self.target.clone());
+        std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(&target) else {
+                            continue;
+                        };
+                        conns.lock().unwrap().push(client.try_clone().unwrap());
+                        conns.lock().unwrap().push(server.try_clone().unwrap());
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ] {
+                            std::thread::spawn(move || {
+                                let mut buf = [0u8; 65536];
+                                while let Ok(n) = from.read(&mut buf) {
+                                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+            // The listener closes here: new connections are refused.
+        });
+    }
+
+    /// Refuses new connections and breaks the open ones.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_cut_off_upload_is_never_listed_and_the_next_backup_completes_it() {
+    let Some(rig) = rig() else { return };
+    let Some(endpoint) = rig_var(&rig, "SP_RIG_S3_ENDPOINT") else {
+        eprintln!("SKIP: no SP_RIG_S3_ENDPOINT");
+        return;
+    };
+    let target = endpoint.trim_start_matches("http://").to_string();
+    let cut = Cut::new(&target);
+    let via = format!("http://127.0.0.1:{}", cut.port);
+    let Some((host, bucket, site, _, _)) = offsite_host("cut", Some(&via), "") else {
+        return;
+    };
+    let first = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    assert_eq!(listed(&host, "s3"), vec![first.clone()]);
+
+    // Enough incompressible data that the upload is still under way when the server goes.
+    let big: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(host.sites_dir().join(&site).join("data/big.bin"), big).unwrap();
+    let child = host
+        .cmd(&["--json", "backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Cut as soon as the second snapshot's first object is in the bucket.
+    let started = std::time::Instant::now();
+    loop {
+        let keys = bucket.keys();
+        if keys.iter().any(|k| {
+            k.starts_with("host/")
+                && !k.starts_with(&format!("host/{first}/"))
+                && !k.starts_with("host/images/")
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the upload never began: {keys:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cut.cut();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let second = report["id"].as_str().unwrap().to_string();
+    assert_eq!(report["uploads"][0]["ok"], false, "{report}");
+    assert!(
+        host.backup_dir()
+            .join(&second)
+            .join("manifest.json")
+            .is_file(),
+        "local copy kept"
+    );
+    let status = std::fs::read_to_string(host.state_dir().join("backup-status.json")).unwrap();
+    assert!(status.contains("upload to s3"), "{status}");
+
+    // The server is back: the second snapshot is not listed until the next backup uploads it.
+    cut.start();
+    assert_eq!(listed(&host, "s3"), vec![first.clone()]);
+    let third = host.json(&["backup"]);
+    assert_eq!(third["uploads"][0]["ok"], true, "{third}");
+    assert_eq!(
+        third["uploads"][0]["caught_up"][0],
+        second.as_str(),
+        "{third}"
+    );
+    let third = third["id"].as_str().unwrap().to_string();
+    assert_eq!(listed(&host, "s3"), vec![first, second, third]);
+    let v = host.json(&["verify", "all", "--from", "s3"]);
+    assert!(
+        v["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["faults"].as_array().unwrap().is_empty()),
+        "{v}"
+    );
+    cut.cut();
+}
+
+#[test]
+fn prune_keeps_each_destinations_own_policy() {
+    let Some((host, bucket, _site, _, _)) =
+        offsite_host("pr", None, "[destination.retention]\nkeep_last = 2\n")
+    else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(host.json(&["backup"])["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(listed(&host, "s3"), ids);
+    let before = bucket.keys();
+    let dry = host.json(&["prune", "--dry-run"]);
+    assert_eq!(dry["destinations"][0]["destination"], "s3", "{dry}");
+    assert_eq!(bucket.keys(), before, "dry run changed the bucket");
+    assert_eq!(listed(&host, "s3"), ids);
+
+    host.json(&["prune"]);
+    // Locally keep_last = 3 (and one a day); on the bucket keep_last = 2.
+    let local: Vec<String> = host.json(&["snapshots"])["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(local, ids[1..].to_vec());
+    assert_eq!(listed(&host, "s3"), ids[2..].to_vec());
+    for k in bucket.keys() {
+        assert!(
+            !(k.starts_with(&format!("host/{}/", ids[0]))
+                || k.starts_with(&format!("host/{}/", ids[1]))),
+            "{k} of a pruned snapshot is left"
+        );
+    }
+    // The image archive stays: the kept snapshots need it.
+    assert!(bucket.keys().iter().any(|k| k.starts_with("host/images/")));
+}
