@@ -50,10 +50,10 @@ fn prune_images(ctx: &Ctx) -> Result<Vec<String>> {
     }
     let mut used = std::collections::HashSet::new();
     for s in &snaps {
-        for site in snapshot::read_manifest(&s.dir)?.sites {
-            if let Some(id) = site.image_id {
-                used.insert(id.trim_start_matches("sha256:").to_string());
-            }
+        let m = snapshot::read_manifest(&s.dir)?;
+        let ids = m.sites.into_iter().filter_map(|site| site.image_id);
+        for id in ids.chain(m.proxy_image_id) {
+            used.insert(id.trim_start_matches("sha256:").to_string());
         }
     }
     let mut deleted = Vec::new();

@@ -102,6 +102,9 @@ pub struct Manifest {
     /// Sites the backup meant to take and could not (`site: step 'x' failed: why`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<String>,
+    /// The proxy's image id (its archive is kept and uploaded like a site's image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_image_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

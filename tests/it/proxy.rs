@@ -484,6 +484,20 @@ fn a_restored_host_serves_the_same_certificate_without_asking_the_ca() {
     assert_eq!(p.get("a.test").as_deref(), Some("site v1\n"));
     let serial = p.served_serial("a.test");
     p.host.sp_ok(&["backup"]);
+    // The proxy's image is archived with the snapshot and kept by prune like a site's.
+    let pin: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(p.host.state_dir().join("proxy/image.json")).expect("image.json"),
+    )
+    .unwrap();
+    let hex = pin["id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let archive = p.host.backup_dir().join(format!("images/{hex}.tar.zst"));
+    assert!(archive.exists(), "no archive of the proxy image");
+    p.host.sp_ok(&["prune"]);
+    assert!(archive.exists(), "prune deleted the proxy image's archive");
     let key = p.host.dir.path().join("offhost.pub");
     std::fs::write(&key, p.host.sp_ok(&["key", "export", "--public"])).unwrap();
 

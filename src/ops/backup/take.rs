@@ -267,9 +267,10 @@ async fn write_snapshot(
     } else {
         snapshot::Kind::Partial
     };
+    let proxy_image = crate::ops::proxy::ImageState::load(&proxy).map(|st| st.id);
     if let (true, Some(engine)) = (ctx.config.backup.keep_images, &engine) {
-        if let Some(st) = crate::ops::proxy::ImageState::load(&proxy) {
-            keep_image(ctx, engine, &st.id, level)
+        if let Some(id) = &proxy_image {
+            keep_image(ctx, engine, id, level)
                 .await
                 .step("proxy", "image archive")?;
         }
@@ -294,6 +295,7 @@ async fn write_snapshot(
         sites: entries,
         files,
         failed: failed.iter().map(|f| f.to_string()).collect(),
+        proxy_image_id: proxy_image,
     };
     let (key, made) = crate::key::HostKey::load_or_create(&ctx.config.state_dir)?;
     if made {

@@ -47,6 +47,7 @@ fn snapshot_dir(key: &HostKey) -> (tempfile::TempDir, PathBuf) {
         sites: Vec::new(),
         files,
         failed: Vec::new(),
+        proxy_image_id: None,
     };
     snapshot::write_manifest(&dir, &m, key).unwrap();
     (t, dir)

@@ -186,14 +186,13 @@ pub fn finish(
     }
     done.sort_by_key(|d| m.files.iter().position(|f| f.path == d.path));
     let mut images = Vec::new();
-    for s in &m.sites {
-        if let Some(img) = &s.image_id {
-            if images.iter().any(|i: &StoredImage| &i.id == img) {
-                continue;
-            }
-            if let Some(e) = put_image(store, rcpt, images_dir, img, progress)? {
-                images.push(e);
-            }
+    let ids = m.sites.iter().filter_map(|s| s.image_id.as_ref());
+    for img in ids.chain(m.proxy_image_id.as_ref()) {
+        if images.iter().any(|i: &StoredImage| &i.id == img) {
+            continue;
+        }
+        if let Some(e) = put_image(store, rcpt, images_dir, img, progress)? {
+            images.push(e);
         }
     }
     for name in [
