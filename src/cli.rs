@@ -54,18 +54,7 @@ pub enum Command {
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
     /// Check the signature, re-hash every file, walk every archive, check every dump; non-zero exit on any fault.
-    Verify {
-        /// Snapshot id, `latest` (the newest full snapshot) or `all` (every one, a line each).
-        #[arg(default_value = "latest")]
-        id: String,
-        /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
-        #[arg(long, value_name = "NAME|URL|DIR")]
-        from: Option<PathBuf>,
-        #[command(flatten)]
-        keys: KeyArgs,
-        #[command(flatten)]
-        identity: IdentityArgs,
-    },
+    Verify(crate::ops::verify::VerifyOpts),
     /// Delete snapshots the [retention] policy does not keep (never pinned ones, never the newest verified).
     Prune {
         /// Show what would be deleted; delete nothing.
@@ -76,43 +65,9 @@ pub enum Command {
         from: Option<PathBuf>,
     },
     /// Rebuild sites from a snapshot: files, database + user, image by digest, container.
-    Restore {
-        /// Snapshot id, or `latest` (the whole host: the newest full snapshot; with --site: the newest holding it).
-        #[arg(default_value = "latest")]
-        id: String,
-        /// Only this site (repeatable); all sites and the host config by default.
-        #[arg(long = "site", value_name = "NAME")]
-        sites: Vec<String>,
-        /// Restore the one --site under this new name, database and user (a clone).
-        #[arg(long = "as", value_name = "NEWNAME")]
-        as_name: Option<String>,
-        /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
-        #[arg(long, value_name = "NAME|URL|DIR")]
-        from: Option<PathBuf>,
-        #[command(flatten)]
-        identity: IdentityArgs,
-        /// Replace sites, databases and containers that exist (their state is snapshotted first).
-        #[arg(long, short)]
-        yes: bool,
-        /// Print what would be restored and replaced, and where each image comes from; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        #[command(flatten)]
-        keys: KeyArgs,
-    },
+    Restore(crate::ops::restore::RestoreOpts),
     /// Restore a snapshot into a scratch namespace, check every table and health, remove every trace.
-    Drill {
-        /// Snapshot id, or `latest`.
-        #[arg(default_value = "latest")]
-        id: String,
-        /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
-        #[arg(long, value_name = "NAME|URL|DIR")]
-        from: Option<PathBuf>,
-        #[command(flatten)]
-        keys: KeyArgs,
-        #[command(flatten)]
-        identity: IdentityArgs,
-    },
+    Drill(crate::ops::drill::DrillOpts),
     /// The key that signs every snapshot (verify, restore and drill refuse unsigned ones).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -138,23 +93,6 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-}
-
-/// The age identity that decrypts off-host snapshots.
-#[derive(Debug, Clone, Args)]
-pub struct IdentityArgs {
-    /// age identity file (from `sp key generate`) that decrypts snapshots from --from NAME|URL.
-    #[arg(long = "identity", value_name = "FILE")]
-    pub identity: Option<PathBuf>,
-}
-
-/// Keys of other hosts to trust, for commands that read snapshots.
-#[derive(Debug, Clone, Args)]
-pub struct KeyArgs {
-    /// Also accept snapshots signed by this key (a public key from `sp key export --public`,
-    /// or a secret key file); repeatable.
-    #[arg(long = "key", value_name = "FILE")]
-    pub keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

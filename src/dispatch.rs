@@ -95,14 +95,9 @@ pub fn audited(cmd: &Command) -> Option<Scope> {
             None => Some(Scope::AllSites),
         },
         Command::Backup { sites } => these(sites),
-        Command::Restore {
-            dry_run: false,
-            sites,
-            as_name,
-            ..
-        } => match as_name {
+        Command::Restore(r) if !r.dry_run => match &r.as_name {
             Some(n) => one(n),
-            None => these(sites),
+            None => these(&r.sites),
         },
         Command::Site(sc) => match sc {
             SiteCommand::Add(a) => one(&a.name),
@@ -125,11 +120,11 @@ pub fn audited(cmd: &Command) -> Option<Scope> {
         },
         Command::Proxy(ProxyCommand::Up | ProxyCommand::Reload) => Some(Scope::Host),
         Command::Proxy(ProxyCommand::Status) => None,
-        Command::Restore { dry_run: true, .. }
+        Command::Restore(_)
         | Command::Doctor
         | Command::Snapshots(_)
-        | Command::Verify { .. }
-        | Command::Drill { .. }
+        | Command::Verify(_)
+        | Command::Drill(_)
         | Command::Key(
             KeyCommand::Show | KeyCommand::Export { .. } | KeyCommand::Generate { .. },
         )
@@ -292,42 +287,9 @@ async fn command(cli: &Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
             emit_unless_quiet_and(report.ok(), cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }
-        Command::Restore {
-            id,
-            sites,
-            as_name,
-            from,
-            identity,
-            yes,
-            dry_run,
-            keys,
-        } => {
-            let opts = ops::restore::RestoreOpts {
-                dry_run: *dry_run,
-                id: id.clone(),
-                sites: sites.clone(),
-                as_name: as_name.clone(),
-                from: from.clone(),
-                yes: *yes,
-                keys: keys.keys.clone(),
-                identity: identity.identity.clone(),
-            };
-            emit_action(cli, io, &ops::restore::run(&ctx, &opts).await?)?;
-        }
-        Command::Drill {
-            id,
-            from,
-            keys,
-            identity,
-        } => {
-            let report = ops::drill::run(
-                &ctx,
-                id,
-                from.as_deref(),
-                &keys.keys,
-                identity.identity.as_deref(),
-            )
-            .await?;
+        Command::Restore(opts) => emit_action(cli, io, &ops::restore::run(&ctx, opts).await?)?,
+        Command::Drill(opts) => {
+            let report = ops::drill::run(&ctx, opts).await?;
             emit_unless_quiet_and(report.ok, cli, io, &report)?;
             return Ok(if report.ok { 0 } else { 1 });
         }
@@ -338,36 +300,13 @@ async fn command(cli: &Cli, notify: Notifier, io: &mut Io<'_>) -> Result<i32> {
         Command::Snapshot(SnapshotCommand::Unpin { id }) => {
             emit_action(cli, io, &ops::snapshots::pin(&ctx, id, false)?)?
         }
-        Command::Verify {
-            id,
-            from,
-            keys,
-            identity,
-        } if id == "all" => {
-            let report = ops::verify::all(
-                &ctx,
-                from.as_deref(),
-                &keys.keys,
-                identity.identity.as_deref(),
-            )
-            .await?;
+        Command::Verify(opts) if opts.id == "all" => {
+            let report = ops::verify::all(&ctx, &opts.source).await?;
             emit_unless_quiet_and(report.ok(), cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }
-        Command::Verify {
-            id,
-            from,
-            keys,
-            identity,
-        } => {
-            let report = ops::verify::run(
-                &ctx,
-                id,
-                from.as_deref(),
-                &keys.keys,
-                identity.identity.as_deref(),
-            )
-            .await?;
+        Command::Verify(opts) => {
+            let report = ops::verify::run(&ctx, opts).await?;
             emit_unless_quiet_and(report.ok(), cli, io, &report)?;
             return Ok(if report.ok() { 0 } else { 1 });
         }

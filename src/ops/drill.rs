@@ -84,17 +84,21 @@ pub fn last(ctx: &Ctx) -> Option<DrillReport> {
         .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
+/// Options of `sp drill`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DrillOpts {
+    /// Snapshot id, or `latest`.
+    #[arg(default_value = "latest")]
+    pub id: String,
+    #[command(flatten)]
+    pub source: super::source::SourceOpts,
+}
+
 /// `sp drill`.
-pub async fn run(
-    ctx: &Ctx,
-    id: &str,
-    from: Option<&Path>,
-    keys: &[PathBuf],
-    identity: Option<&Path>,
-) -> Result<DrillReport> {
+pub async fn run(ctx: &Ctx, opts: &DrillOpts) -> Result<DrillReport> {
     let started = Instant::now();
-    let staged =
-        super::restore::fetch::stage(ctx, from, id, snapshot::Pick::Host, keys, identity).await?;
+    let (id, keys) = (opts.id.as_str(), &opts.source.keys);
+    let staged = super::restore::fetch::stage(ctx, &opts.source, id, snapshot::Pick::Host).await?;
     let from = staged.dir.clone();
     let (id, dir) = snapshot::resolve(
         &from,

@@ -36,6 +36,7 @@ pub mod site_env;
 pub mod site_info;
 pub mod site_remove;
 pub mod snapshots;
+pub mod source;
 pub mod status;
 pub mod verify;
 

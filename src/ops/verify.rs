@@ -4,7 +4,7 @@
 //! the signed index (ciphertext), and with `--identity FILE` every plaintext against the
 //! signed manifest, archives walked and dumps read to their trailer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -75,17 +75,34 @@ impl std::fmt::Display for VerifyReport {
     }
 }
 
-/// `sp verify`. A sound snapshot is marked verified (shown by `sp snapshots`, used by prune).
-pub async fn run(
+/// Options of `sp verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyOpts {
+    /// Snapshot id, `latest` (the newest full snapshot) or `all` (every one, a line each).
+    #[arg(default_value = "latest")]
+    pub id: String,
+    #[command(flatten)]
+    pub source: super::source::SourceOpts,
+}
+
+/// The identity and keyring a source names.
+fn credentials(
     ctx: &Ctx,
-    id: &str,
-    from: Option<&Path>,
-    keys: &[PathBuf],
-    identity: Option<&Path>,
-) -> Result<VerifyReport> {
-    let identity = identity.map(crate::crypt::Identity::load).transpose()?;
-    let keyring = ctx.keyring(keys)?;
-    match Source::resolve(&ctx.config, from)? {
+    source: &super::source::SourceOpts,
+) -> Result<(Option<crate::crypt::Identity>, crate::key::Keyring)> {
+    let identity = source
+        .identity
+        .as_deref()
+        .map(crate::crypt::Identity::load)
+        .transpose()?;
+    Ok((identity, ctx.keyring(&source.keys)?))
+}
+
+/// `sp verify`. A sound snapshot is marked verified (shown by `sp snapshots`, used by prune).
+pub async fn run(ctx: &Ctx, opts: &VerifyOpts) -> Result<VerifyReport> {
+    let id = opts.id.as_str();
+    let (identity, keyring) = credentials(ctx, &opts.source)?;
+    match Source::resolve(&ctx.config, opts.source.from.as_deref())? {
         Source::Local(from) => {
             let (id, dir) = snapshot::resolve(&from, id, snapshot::Pick::Host)?;
             verify_one(ctx, id, dir, keyring).await
@@ -222,15 +239,9 @@ impl std::fmt::Display for VerifyAllReport {
 }
 
 /// `sp verify all [--from NAME|URL|DIR]`.
-pub async fn all(
-    ctx: &Ctx,
-    from: Option<&Path>,
-    keys: &[PathBuf],
-    identity: Option<&Path>,
-) -> Result<VerifyAllReport> {
-    let identity = identity.map(crate::crypt::Identity::load).transpose()?;
-    let keyring = ctx.keyring(keys)?;
-    let from = match Source::resolve(&ctx.config, from)? {
+pub async fn all(ctx: &Ctx, source: &super::source::SourceOpts) -> Result<VerifyAllReport> {
+    let (identity, keyring) = credentials(ctx, source)?;
+    let from = match Source::resolve(&ctx.config, source.from.as_deref())? {
         Source::Local(dir) => dir,
         Source::Remote(d) => {
             return crate::store::blocking(|| {

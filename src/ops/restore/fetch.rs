@@ -3,7 +3,7 @@
 //! against the signed manifest as it is written (see [`offsite::fetch`]); then the same
 //! restore path as for a local snapshot runs on it. The folder goes when the op is done.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::snapshot::Pick;
@@ -31,13 +31,11 @@ impl Drop for Staged {
 /// Resolves `--from`: a local folder as it is, or a destination's snapshot `id` fetched.
 pub async fn stage(
     ctx: &Ctx,
-    from: Option<&Path>,
+    source: &crate::ops::source::SourceOpts,
     id: &str,
     pick: Pick<'_>,
-    keys: &[PathBuf],
-    identity: Option<&Path>,
 ) -> Result<Staged> {
-    let dest = match Source::resolve(&ctx.config, from)? {
+    let dest = match Source::resolve(&ctx.config, source.from.as_deref())? {
         Source::Local(dir) => {
             return Ok(Staged {
                 dir,
@@ -47,8 +45,12 @@ pub async fn stage(
         }
         Source::Remote(d) => d,
     };
-    let identity = identity.map(crate::crypt::Identity::load).transpose()?;
-    let keyring = ctx.keyring(keys)?;
+    let identity = source
+        .identity
+        .as_deref()
+        .map(crate::crypt::Identity::load)
+        .transpose()?;
+    let keyring = ctx.keyring(&source.keys)?;
     let root = &ctx.config.backup_dir;
     std::fs::create_dir_all(root).map_err(|e| Error::io_path("create", root, e))?;
     let staging = root.join(format!(".fetch-{:08x}", rand::random::<u32>()));

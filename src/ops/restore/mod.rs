@@ -53,23 +53,25 @@ use super::{provision, Ctx};
 /// Connections that load one site's dump at once (a site's tables load side by side).
 pub const LOAD_CONNECTIONS: usize = 2;
 
-#[derive(Debug, Clone, Default)]
+/// Options of `sp restore`.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RestoreOpts {
-    /// Snapshot id or `latest`.
+    /// Snapshot id, or `latest` (the whole host: the newest full snapshot; with --site: the newest holding it).
+    #[arg(default_value = "latest")]
     pub id: String,
-    /// Only these sites (all by default).
+    /// Only this site (repeatable); all sites and the host config by default.
+    #[arg(long = "site", value_name = "NAME")]
     pub sites: Vec<String>,
-    /// Restore the one site under this name, database and user.
+    /// Restore the one --site under this new name, database and user (a clone).
+    #[arg(long = "as", value_name = "NEWNAME")]
     pub as_name: Option<String>,
-    /// Where the snapshots are (default: backup_dir).
-    pub from: Option<PathBuf>,
-    /// Replace what exists (after snapshotting it).
+    #[command(flatten)]
+    pub source: super::source::SourceOpts,
+    /// Replace sites, databases and containers that exist (their state is snapshotted first).
+    #[arg(long, short)]
     pub yes: bool,
-    /// Public (or secret) key files of other hosts whose snapshots to accept.
-    pub keys: Vec<PathBuf>,
-    /// The age identity that decrypts a snapshot from a destination.
-    pub identity: Option<PathBuf>,
-    /// Print the plan; change nothing.
+    /// Print what would be restored and replaced, and where each image comes from; change nothing.
+    #[arg(long)]
     pub dry_run: bool,
 }
 
@@ -181,18 +183,10 @@ pub async fn run(ctx: &Ctx, opts: &RestoreOpts) -> Result<RestoreReport> {
     } else {
         snapshot::Pick::Sites(&wanted)
     };
-    let staged = fetch::stage(
-        ctx,
-        opts.from.as_deref(),
-        id,
-        pick,
-        &opts.keys,
-        opts.identity.as_deref(),
-    )
-    .await?;
+    let staged = fetch::stage(ctx, &opts.source, id, pick).await?;
     let from = staged.dir.clone();
     let (id, dir) = snapshot::resolve(&from, staged.id.as_deref().unwrap_or(id), pick)?;
-    let keyring = ctx.keyring(&opts.keys)?;
+    let keyring = ctx.keyring(&opts.source.keys)?;
     let _lock = ctx.lock(&format!("restore {id}"))?;
 
     // 2. Plan, from the signed manifest and what is on the host; no data is read yet.
@@ -476,13 +470,13 @@ pub fn resume_command(opts: &RestoreOpts, id: &str) -> String {
     if let Some(a) = &opts.as_name {
         c.push_str(&format!(" --as {a}"));
     }
-    if let Some(f) = &opts.from {
+    if let Some(f) = &opts.source.from {
         c.push_str(&format!(" --from {}", q(f)));
     }
-    for k in &opts.keys {
+    for k in &opts.source.keys {
         c.push_str(&format!(" --key {}", q(k)));
     }
-    if let Some(i) = &opts.identity {
+    if let Some(i) = &opts.source.identity {
         c.push_str(&format!(" --identity {}", q(i)));
     }
     if opts.yes {
@@ -501,10 +495,12 @@ mod tests {
             id: "latest".into(),
             sites: vec!["blog".into()],
             as_name: Some("copy".into()),
-            from: Some("/mnt/my backups".into()),
+            source: crate::ops::source::SourceOpts {
+                from: Some("/mnt/my backups".into()),
+                keys: vec!["/root/old.pub".into()],
+                identity: None,
+            },
             yes: true,
-            keys: vec!["/root/old.pub".into()],
-            identity: None,
             dry_run: false,
         };
         assert_eq!(
@@ -512,8 +508,11 @@ mod tests {
             "sp restore 20261201T031700Z --site blog --as copy --from '/mnt/my backups' --key /root/old.pub --yes"
         );
         let opts = RestoreOpts {
-            from: Some("offsite".into()),
-            identity: Some("/root/id.age".into()),
+            source: crate::ops::source::SourceOpts {
+                from: Some("offsite".into()),
+                identity: Some("/root/id.age".into()),
+                ..opts.source.clone()
+            },
             ..opts
         };
         assert_eq!(
