@@ -98,7 +98,9 @@ impl Host {
         let instance = format!("it{}", unique());
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         // Each host gets 20 ports of its own, so parallel tests never race for one.
-        let port_first = 32000 + ((std::process::id() % 50) * 500 + (n % 25) * 20) as u16;
+        // Above the kernel's ephemeral range (32768-60999): a port in it can be any outgoing
+        // connection's local port at the moment a container publishes it.
+        let port_first = 61000 + ((std::process::id() % 4) * 50 + n % 50) as u16 * 20;
         let config = dir.path().join("etc/config.toml");
         let host = Host {
             rig: rig.clone(),
