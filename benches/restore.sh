@@ -52,7 +52,7 @@ trap cleanup EXIT
 ADMIN=${SP_RIG_MYSQL_URL#mysql://}
 ADMIN_URL="mysql://${ADMIN%%:*}@${ADMIN##*@}"
 "$SP" -q init --instance "$INSTANCE" --sites-dir "$W/sites" --backup-dir "$W/backups" --state-dir "$W/state" \
-  --mysql-url "$ADMIN_URL" --mysql-password-file "$SP_RIG_DIR/mysql-admin.password" --mysql-host-for-containers "$SP_RIG_GATEWAY:$SP_RIG_MYSQL_PORT" --port-range 34100-34199 >/dev/null
+  --mysql-url "$ADMIN_URL" --mysql-password-file "$SP_RIG_DIR/mysql-admin.password" --mysql-host-for-containers "$SP_RIG_GATEWAY:$SP_RIG_MYSQL_PORT" --port-range 25100-25199 >/dev/null
 printf '%s\n' "$SP_RIG_REGISTRY_PASSWORD" | "$SP" -q registry login "$SP_RIG_REGISTRY" --username "$SP_RIG_REGISTRY_USER" --password-stdin >/dev/null
 
 echo "== generating ${SIZE} MiB over $N sites (${FILES_PCT}% files)"

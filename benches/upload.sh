@@ -49,7 +49,7 @@ s3 -X PUT "$SP_RIG_S3_ENDPOINT/$BUCKET" >/dev/null
 ADMIN=${SP_RIG_MYSQL_URL#mysql://}
 ADMIN_URL="mysql://${ADMIN%%:*}@${ADMIN##*@}"
 "$SP" -q init --instance "$INSTANCE" --sites-dir "$W/sites" --backup-dir "$W/backups" --state-dir "$W/state" \
-  --mysql-url "$ADMIN_URL" --mysql-password-file "$SP_RIG_DIR/mysql-admin.password" --mysql-host-for-containers "$SP_RIG_GATEWAY:$SP_RIG_MYSQL_PORT" --port-range 34020-34039 >/dev/null
+  --mysql-url "$ADMIN_URL" --mysql-password-file "$SP_RIG_DIR/mysql-admin.password" --mysql-host-for-containers "$SP_RIG_GATEWAY:$SP_RIG_MYSQL_PORT" --port-range 25020-25039 >/dev/null
 printf '%s\n' "$SP_RIG_REGISTRY_PASSWORD" | "$SP" -q registry login "$SP_RIG_REGISTRY" --username "$SP_RIG_REGISTRY_USER" --password-stdin >/dev/null
 "$SP" -q site add "$SITE" --image "$SP_RIG_IMAGE:v1" >/dev/null
 # The same host twice: without a destination, and with the bucket (encrypted).
