@@ -159,13 +159,14 @@ pub async fn up(ctx: &Ctx) -> Result<ProxyReport> {
     converge(ctx, &engine, None).await
 }
 
-/// Brings the proxy in line with the sites (the steps in the module docs). A no-op report
-/// when the proxy is off. The caller holds the host lock.
+/// Brings the proxy in line with the sites (the steps in the module docs); refused when the
+/// proxy is off (callers ask `proxy.enabled()` first). The caller holds the host lock.
 pub async fn converge(
     ctx: &Ctx,
     engine: &Engine,
     switch: Option<Switch<'_>>,
 ) -> Result<ProxyReport> {
+    require_enabled(ctx)?;
     let _one = CONVERGE.lock().await;
     let paths = ProxyPaths::new(ctx);
     // 1. The image.
@@ -175,7 +176,7 @@ pub async fn converge(
         std::fs::create_dir_all(&d).map_err(|e| Error::io_path("create", &d, e))?;
         set_mode(&d, 0o700)?;
     }
-    let global = global(ctx)?;
+    let mut global = proxy::Global::from_config(&ctx.config.proxy);
     if let Some(root) = &ctx.config.proxy.acme_ca_root {
         let bytes = read_admin_file("proxy.acme_ca_root", root)?;
         if cert::parse_pem(&bytes).is_none() {
@@ -249,7 +250,6 @@ pub async fn converge(
             container.networks.push(net);
         }
     }
-    let mut global = global;
     if let Some(extra) = &ctx.config.proxy.extra {
         let bytes = read_admin_file("proxy.extra", extra)?;
         global.extra = Some(String::from_utf8(bytes).map_err(|_| {
@@ -323,11 +323,6 @@ fn read_admin_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
         )));
     }
     std::fs::read(path).map_err(|e| Error::io_path("read", path, e))
-}
-
-/// The global options from `[proxy]`.
-fn global(ctx: &Ctx) -> Result<proxy::Global> {
-    Ok(proxy::Global::from_config(&ctx.config.proxy))
 }
 
 /// Every site with domains → its upstream on its network: the `switch` container for the
