@@ -10,6 +10,7 @@
 #   scripts/rig.sh down   stop only what `up` started (by pid file)
 #   scripts/rig.sh env    print the rig.env path
 #   scripts/rig.sh s3     only (re)start the S3 server and add it to rig.env (leaves the rest alone)
+#   scripts/rig.sh sftp   only (re)start the sshd for sftp and add it to rig.env (likewise)
 #
 # Everything lives under $SP_RIG_DIR (default /var/lib/sp-rig). Nothing listens beyond
 # 127.0.0.1 except MariaDB, which also binds the Docker bridge gateway so containers reach it,
@@ -359,6 +360,21 @@ s3_only() {
   log "ready: $RIG_DIR/rig.env (S3 on 127.0.0.1:$S3_PORT)"
 }
 
+# `rig.sh sftp`: the sshd alone, its lines replaced in an existing rig.env.
+sftp_only() {
+  [ -f "$RIG_DIR/rig.env" ] || die "no $RIG_DIR/rig.env: run \`rig.sh up\` first"
+  [ -x /usr/sbin/sshd ] || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
+  }
+  start_sshd
+  local tmp; tmp=$(mktemp "$RIG_DIR/.rig.env.XXXXXX")
+  { grep -v -e '^SP_RIG_SFTP_' "$RIG_DIR/rig.env"; sftp_env; } > "$tmp"
+  chmod 600 "$tmp"
+  mv "$tmp" "$RIG_DIR/rig.env"
+  log "ready: $RIG_DIR/rig.env (sftp on 127.0.0.1:$SFTP_PORT)"
+}
+
 up() {
   [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts services)"
   mkdir -p "$RIG_DIR"
@@ -407,5 +423,6 @@ case "${1:-up}" in
   down) down ;;
   env) echo "$RIG_DIR/rig.env" ;;
   s3) s3_only ;;
-  *) die "usage: $0 up|down|env|s3" ;;
+  sftp) sftp_only ;;
+  *) die "usage: $0 up|down|env|s3|sftp" ;;
 esac

@@ -358,6 +358,8 @@ struct Cut {
     target: String,
     up: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    /// Pace the bytes (about 12 MiB/s each way), so a cut lands mid-upload.
+    slow: Arc<AtomicBool>,
 }
 
 impl Cut {
@@ -370,6 +372,7 @@ impl Cut {
             target: target.to_string(),
             up: Arc::new(AtomicBool::new(false)),
             conns: Default::default(),
+            slow: Default::default(),
         };
         c.start();
         c
@@ -380,6 +383,7 @@ impl Cut {
         l.set_nonblocking(true).unwrap();
         self.up.store(true, Ordering::SeqCst);
         let (up, conns, target) = (self.up.clone(), self.conns.clone(), self.target.clone());
+        let slow = self.slow.clone();
         std::thread::spawn(move || {
             while up.load(Ordering::SeqCst) {
                 match l.accept() {
@@ -394,11 +398,15 @@ impl Cut {
                             (client.try_clone().unwrap(), server.try_clone().unwrap()),
                             (server, client),
                         ] {
+                            let slow = slow.clone();
                             std::thread::spawn(move || {
                                 let mut buf = [0u8; 65536];
                                 while let Ok(n) = from.read(&mut buf) {
                                     if n == 0 || to.write_all(&buf[..n]).is_err() {
                                         break;
+                                    }
+                                    if slow.load(Ordering::SeqCst) {
+                                        std::thread::sleep(std::time::Duration::from_millis(5));
                                     }
                                 }
                                 let _ = to.shutdown(std::net::Shutdown::Both);
@@ -814,4 +822,104 @@ fn sftp_refuses_a_host_key_not_in_known_hosts() {
             .collect();
         assert!(left.is_empty(), "{left:?}");
     }
+}
+
+/// An SFTP upload cut off midway (the connection broken under it) leaves nothing listed; the
+/// next backup connects again and uploads what is missing.
+#[test]
+fn a_cut_off_sftp_upload_is_never_listed_and_the_next_backup_completes_it() {
+    let Some(rig) = rig() else { return };
+    let Some(server) = SftpDir::new(&rig) else {
+        return;
+    };
+    let hostport = server
+        .base
+        .rsplit_once('@')
+        .map(|x| x.1.to_string())
+        .unwrap();
+    let cut = Cut::new(&hostport);
+    let host = Host::new(&rig);
+    let (site, _, _, recipient) = prepared(&rig, &host, "fc");
+    // The rig's host key under the forwarder's address.
+    let rig_kh = std::fs::read_to_string(&server.known_hosts).unwrap();
+    let key = rig_kh.split_once(' ').unwrap().1.trim();
+    let kh = host.dir.path().join("cut_known_hosts");
+    std::fs::write(&kh, format!("[127.0.0.1]:{} {key}\n", cut.port)).unwrap();
+    let mut text = std::fs::read_to_string(&host.config).unwrap();
+    text.push_str(
+        &server
+            .destination("sftp", Some(&kh.to_string_lossy()))
+            .replace(&hostport, &format!("127.0.0.1:{}", cut.port)),
+    );
+    text.push_str(&format!("\n[encryption]\nrecipients = [\"{recipient}\"]\n"));
+    std::fs::write(&host.config, text).unwrap();
+    let first = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    assert_eq!(listed(&host, "sftp"), vec![first.clone()]);
+
+    let big: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(host.sites_dir().join(&site).join("data/big.bin"), big).unwrap();
+    cut.slow.store(true, Ordering::SeqCst);
+    let child = host
+        .cmd(&["--json", "backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Cut once the second snapshot's site archive is on its way (as a part file).
+    let started = std::time::Instant::now();
+    loop {
+        let files = server.files();
+        if files.iter().any(|(k, body)| {
+            k.starts_with("host/")
+                && !k.starts_with(&format!("host/{first}/"))
+                && !k.starts_with("host/images/")
+                && k.contains("/.part-")
+                && body.len() > 1 << 20
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the upload never began: {:?}",
+            files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cut.cut();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let second = report["id"].as_str().unwrap().to_string();
+    assert_eq!(report["uploads"][0]["ok"], false, "{report}");
+
+    cut.slow.store(false, Ordering::SeqCst);
+    cut.start();
+    assert_eq!(listed(&host, "sftp"), vec![first.clone()]);
+    let third = host.json(&["backup"]);
+    assert_eq!(third["uploads"][0]["ok"], true, "{third}");
+    assert_eq!(
+        third["uploads"][0]["caught_up"][0],
+        second.as_str(),
+        "{third}"
+    );
+    let third = third["id"].as_str().unwrap().to_string();
+    assert_eq!(listed(&host, "sftp"), vec![first, second, third]);
+    let v = host.json(&["verify", "all", "--from", "sftp"]);
+    assert!(
+        v["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["faults"].as_array().unwrap().is_empty()),
+        "{v}"
+    );
+    cut.cut();
 }
