@@ -384,7 +384,7 @@ impl SftpStore {
                 .await
                 .map_err(|e| fail("log in to", e.to_string()))?;
             if !auth.success() {
-                return Err(Error::Unauthentic(format!(
+                return Err(Error::Other(format!(
                     "{}: {name} refused key_file {} for user {}; add its public key to that user's authorized_keys",
                     self.what,
                     self.key_file.display(),

@@ -809,7 +809,7 @@ fn sftp_refuses_a_host_key_not_in_known_hosts() {
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["uploads"][0]["ok"], false, "{report}");
         let (code, err) = host.sp_fail(&["snapshots", "--from", "sftp"]);
-        assert_ne!(code, 0, "{err}");
+        assert_eq!(code, 5, "{err}");
         let line = err
             .lines()
             .find(|l| l.contains(says))
