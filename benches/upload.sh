@@ -3,6 +3,7 @@
 # the same backup without a destination, on the same generated data.
 #
 #   bash benches/upload.sh [SIZE_MIB]      (default 1024; ~80% files, ~20% database)
+#   DEST=sftp bash benches/upload.sh ...   the same to the rig's sshd (a temp dir on it)
 #
 # Prints medians of RUNS (default 3) runs after a warm-up, the ratio (target <= 1.3: the upload
 # overlaps the backup, each file going up as soon as it is written) and the peak RSS of the
@@ -15,6 +16,8 @@ RUNS=${RUNS:-3}
 
 [ -f /var/lib/sp-rig/rig.env ] || bash scripts/rig.sh up >/dev/null
 grep -q '^SP_RIG_S3_ENDPOINT=' /var/lib/sp-rig/rig.env || bash scripts/rig.sh s3 >/dev/null
+DEST=${DEST:-s3}
+[ "$DEST" != sftp ] || grep -q '^SP_RIG_SFTP_URL_BASE=' /var/lib/sp-rig/rig.env || bash scripts/rig.sh sftp >/dev/null
 if ! [ -x /usr/bin/time ] || ! command -v bc >/dev/null; then
   apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time bc >/dev/null
 fi
@@ -39,6 +42,7 @@ cleanup() {
 }
 empty_bucket() {
   local k
+  if [ "$DEST" = sftp ]; then rm -rf "$W/sftp-server"; return; fi
   for k in $(s3 "$SP_RIG_S3_ENDPOINT/$BUCKET?list-type=2" | grep -o '<Key>[^<]*' | sed 's/<Key>//'); do
     s3 -X DELETE "$SP_RIG_S3_ENDPOINT/$BUCKET/$k" >/dev/null
   done
@@ -55,7 +59,18 @@ printf '%s\n' "$SP_RIG_REGISTRY_PASSWORD" | "$SP" -q registry login "$SP_RIG_REG
 # The same host twice: without a destination, and with the bucket (encrypted).
 cp "$SP_CONFIG" "$W/plain.toml"
 RCPT=$("$SP" --json key generate --output "$W/identity.age" | python3 -c 'import json,sys; print(json.load(sys.stdin)["recipient"])')
-cat "$W/plain.toml" - > "$W/upload.toml" <<TOML
+if [ "$DEST" = sftp ]; then cat "$W/plain.toml" - > "$W/upload.toml" <<TOML
+
+[[destination]]
+name = "bench"
+url = "$SP_RIG_SFTP_URL_BASE$W/sftp-server/bench"
+key_file = "$SP_RIG_SFTP_KEY"
+known_hosts = "$SP_RIG_SFTP_KNOWN_HOSTS"
+
+[encryption]
+recipients = ["$RCPT"]
+TOML
+else cat "$W/plain.toml" - > "$W/upload.toml" <<TOML
 
 [[destination]]
 name = "bench"
@@ -68,6 +83,7 @@ secret_access_key = "bench"
 [encryption]
 recipients = ["$RCPT"]
 TOML
+fi
 
 echo "== generating ${SIZE} MiB (files + database)"
 DATA="$W/sites/$SITE/data"

@@ -3,12 +3,14 @@
 # Debian host with a Docker engine: a private MariaDB, an authenticated registry on 127.0.0.1,
 # a tiny busybox site image (tags v1, v2, broken) pushed to it, a Caddy image built from
 # Debian's caddy package (never pulled), pebble, Let's Encrypt's ACME test server, and moto,
-# an S3-compatible server from PyPI (in a venv), for off-host snapshots.
+# an S3-compatible server from PyPI (in a venv), and a second sshd (Debian's openssh-server, on
+# 127.0.0.1:2222, key-only) serving sftp, for off-host snapshots.
 #
 #   scripts/rig.sh up     install + start what is missing (safe to run again), write rig.env
 #   scripts/rig.sh down   stop only what `up` started (by pid file)
 #   scripts/rig.sh env    print the rig.env path
 #   scripts/rig.sh s3     only (re)start the S3 server and add it to rig.env (leaves the rest alone)
+#   scripts/rig.sh sftp   only (re)start the sshd for sftp and add it to rig.env (likewise)
 #
 # Everything lives under $SP_RIG_DIR (default /var/lib/sp-rig). Nothing listens beyond
 # 127.0.0.1 except MariaDB, which also binds the Docker bridge gateway so containers reach it,
@@ -23,6 +25,7 @@ CADDY_IMAGE=${SP_RIG_CADDY_IMAGE:-$REGISTRY_ADDR/sp-test/caddy:2.6}
 PEBBLE_PORT=${SP_RIG_PEBBLE_PORT:-14000}
 PEBBLE_MGMT_PORT=${SP_RIG_PEBBLE_MGMT_PORT:-15000}
 S3_PORT=${SP_RIG_S3_PORT:-19000}
+SFTP_PORT=${SP_RIG_SFTP_PORT:-2222}
 
 log() { printf '[rig] %s\n' "$*" >&2; }
 die() { printf '[rig] error: %s\n' "$*" >&2; exit 1; }
@@ -51,6 +54,8 @@ install_packages() {
   command -v caddy >/dev/null || need+=(caddy)
   command -v pebble >/dev/null || need+=(pebble)
   command -v openssl >/dev/null || need+=(openssl)
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v ssh-keygen >/dev/null || need+=(openssh-client)
   [ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing: ${need[*]}"
@@ -289,6 +294,55 @@ start_moto() {
   die "moto did not answer on 127.0.0.1:$S3_PORT (see $RIG_DIR/moto.log)"
 }
 
+# A second sshd, for sftp:// destinations: its own host key, client key and config, on
+# 127.0.0.1:$SFTP_PORT only, key authentication only, sftp served in-process. Clients use
+# sftp/known_hosts (the host key under [127.0.0.1]:$SFTP_PORT) and sftp/client_key.
+start_sshd() {
+  local dir="$RIG_DIR/sftp" run="$RIG_DIR/run"
+  mkdir -p "$dir" "$run" /run/sshd
+  chmod 700 "$dir"
+  [ -s "$dir/host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C sp-rig-sftp-host -f "$dir/host_ed25519"
+  [ -s "$dir/client_key" ] || ssh-keygen -q -t ed25519 -N '' -C sp-rig-sftp-client -f "$dir/client_key"
+  chmod 600 "$dir/host_ed25519" "$dir/client_key"
+  cp "$dir/client_key.pub" "$dir/authorized_keys"
+  printf '[127.0.0.1]:%s %s\n' "$SFTP_PORT" "$(cut -d' ' -f1,2 "$dir/host_ed25519.pub")" > "$dir/known_hosts"
+  cat > "$dir/sshd_config" <<CONF
+ListenAddress 127.0.0.1
+Port $SFTP_PORT
+HostKey $dir/host_ed25519
+PidFile $run/sshd.pid
+AuthorizedKeysFile $dir/authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+X11Forwarding no
+AllowTcpForwarding no
+Subsystem sftp internal-sftp
+CONF
+  if ! alive "$run/sshd.pid"; then
+    log "starting sshd (sftp) on 127.0.0.1:$SFTP_PORT"
+    /usr/sbin/sshd -t -f "$dir/sshd_config" || die "sshd refused $dir/sshd_config"
+    setsid /usr/sbin/sshd -D -e -f "$dir/sshd_config" >"$dir/sshd.log" 2>&1 < /dev/null &
+    echo $! > "$run/sshd.pid"
+  fi
+  for _ in $(seq 1 40); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$SFTP_PORT") 2>/dev/null && return
+    sleep 0.25
+  done
+  die "sshd did not answer on 127.0.0.1:$SFTP_PORT (see $dir/sshd.log)"
+}
+
+sftp_env() {
+  cat <<ENV
+SP_RIG_SFTP_URL_BASE=sftp://root@127.0.0.1:$SFTP_PORT
+SP_RIG_SFTP_KEY=$RIG_DIR/sftp/client_key
+SP_RIG_SFTP_KNOWN_HOSTS=$RIG_DIR/sftp/known_hosts
+ENV
+}
+
 s3_env() {
   cat <<ENV
 SP_RIG_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
@@ -306,6 +360,21 @@ s3_only() {
   log "ready: $RIG_DIR/rig.env (S3 on 127.0.0.1:$S3_PORT)"
 }
 
+# `rig.sh sftp`: the sshd alone, its lines replaced in an existing rig.env.
+sftp_only() {
+  [ -f "$RIG_DIR/rig.env" ] || die "no $RIG_DIR/rig.env: run \`rig.sh up\` first"
+  [ -x /usr/sbin/sshd ] || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
+  }
+  start_sshd
+  local tmp; tmp=$(mktemp "$RIG_DIR/.rig.env.XXXXXX")
+  { grep -v -e '^SP_RIG_SFTP_' "$RIG_DIR/rig.env"; sftp_env; } > "$tmp"
+  chmod 600 "$tmp"
+  mv "$tmp" "$RIG_DIR/rig.env"
+  log "ready: $RIG_DIR/rig.env (sftp on 127.0.0.1:$SFTP_PORT)"
+}
+
 up() {
   [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts services)"
   mkdir -p "$RIG_DIR"
@@ -319,6 +388,7 @@ up() {
   build_caddy_image
   start_pebble "$gw"
   start_moto
+  start_sshd
   cat > "$RIG_DIR/rig.env" <<ENV
 SP_RIG_MYSQL_URL=mysql://sp_admin:$(secret "$RIG_DIR/mysql-admin.password")@127.0.0.1:$MYSQL_PORT
 SP_RIG_MYSQL_PORT=$MYSQL_PORT
@@ -336,13 +406,14 @@ SP_RIG_ACME_CA=https://$gw:$PEBBLE_PORT/dir
 SP_RIG_PEBBLE_ROOTS=https://$gw:$PEBBLE_MGMT_PORT/roots/0
 ENV
   s3_env >> "$RIG_DIR/rig.env"
+  sftp_env >> "$RIG_DIR/rig.env"
   chmod 600 "$RIG_DIR/rig.env"
   log "ready: $RIG_DIR/rig.env"
 }
 
 down() {
   local run="$RIG_DIR/run"
-  for p in moto pebble registry mysqld dockerd; do
+  for p in sshd moto pebble registry mysqld dockerd; do
     if alive "$run/$p.pid"; then log "stopping $p"; kill "$(cat "$run/$p.pid")"; fi
   done
 }
@@ -352,5 +423,6 @@ case "${1:-up}" in
   down) down ;;
   env) echo "$RIG_DIR/rig.env" ;;
   s3) s3_only ;;
-  *) die "usage: $0 up|down|env|s3" ;;
+  sftp) sftp_only ;;
+  *) die "usage: $0 up|down|env|s3|sftp" ;;
 esac

@@ -48,7 +48,7 @@ pub struct Config {
 pub struct DestinationConfig {
     /// What `--from NAME` calls it.
     pub name: String,
-    /// `/path`, or `s3://BUCKET/PREFIX`.
+    /// `/path`, `s3://BUCKET/PREFIX` or `sftp://USER@HOST[:PORT]/PATH`.
     pub url: String,
     /// S3: the service's endpoint URL (none: AWS for the region).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,15 +130,36 @@ impl DestinationConfig {
                 ));
             }
         }
-        for (k, set) in [
-            ("key_file", self.key_file.is_some()),
-            ("known_hosts", self.known_hosts.is_some()),
+        let sftp = matches!(url, crate::store::Url::Sftp { .. });
+        for (k, v) in [
+            ("key_file", &self.key_file),
+            ("known_hosts", &self.known_hosts),
         ] {
-            if set {
-                return Err(format!(
-                    "destination {}: {k} is for sftp:// destinations, which this sp does not support yet",
-                    self.name
-                ));
+            match v {
+                Some(_) if !sftp => {
+                    return Err(format!(
+                        "destination {}: {k} is for sftp:// destinations only",
+                        self.name
+                    ))
+                }
+                Some(p) if !p.is_absolute() => {
+                    return Err(format!(
+                        "destination {}: {k} must be an absolute path",
+                        self.name
+                    ))
+                }
+                None if sftp => {
+                    return Err(format!(
+                        "destination {}: an sftp:// destination needs {k} = \"/path\" ({})",
+                        self.name,
+                        if k == "key_file" {
+                            "an unencrypted ed25519 or RSA private key, e.g. from ssh-keygen -t ed25519 -N ''"
+                        } else {
+                            "a file with the server's host key line, e.g. from ssh-keyscan -p PORT HOST, checked against its fingerprint"
+                        }
+                    ))
+                }
+                _ => {}
             }
         }
         if self.secret_access_key.is_some() && self.secret_access_key_file.is_some() {
@@ -877,10 +898,20 @@ mod tests {
         // The secret is never written out (JSON or TOML).
         assert!(!serde_json::to_string(&c).unwrap().contains("TOPSECRET"));
         assert!(!toml::to_string(&c).unwrap().contains("TOPSECRET"));
+        let ok = "[[destination]]\nname = \"nas\"\nurl = \"sftp://backup@nas:2222/srv/sp\"\nkey_file = \"/etc/sp/nas.key\"\nknown_hosts = \"/etc/sp/nas.known_hosts\"\n";
+        let c = Config::parse(ok, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            c.destinations[0].key_file.as_deref(),
+            Some(Path::new("/etc/sp/nas.key"))
+        );
         for bad in [
             "[[destination]]\nname = \"a\"\nurl = \"relative\"",
             "[[destination]]\nname = \"a b\"\nurl = \"/x\"",
             "[[destination]]\nname = \"a\"\nurl = \"sftp://u@h:22/x\"",
+            "[[destination]]\nname = \"a\"\nurl = \"sftp://u@h/x\"\nkey_file = \"/k\"",
+            "[[destination]]\nname = \"a\"\nurl = \"sftp://u@h/x\"\nkey_file = \"k\"\nknown_hosts = \"/kh\"",
+            "[[destination]]\nname = \"a\"\nurl = \"sftp://u@h/x\"\nkey_file = \"/k\"\nknown_hosts = \"/kh\"\nendpoint = \"http://h\"",
+            "[[destination]]\nname = \"a\"\nurl = \"/x\"\nknown_hosts = \"/kh\"",
             "[[destination]]\nname = \"a\"\nurl = \"/x\"\nendpoint = \"http://h\"",
             "[[destination]]\nname = \"a\"\nurl = \"s3://bkt\"\nendpoint = \"h:9000\"",
             "[[destination]]\nname = \"a\"\nurl = \"s3://bkt\"\nsecret_access_key = \"x\"\nsecret_access_key_file = \"/f\"",

@@ -1,7 +1,9 @@
 //! Off-host snapshots against the rig's S3 server (moto): every uploaded object is age
 //! ciphertext, `verify --from` names a changed object, a cut-off upload is never listed and
 //! the next backup completes it, the full cattle cycle from the bucket alone, and prune per
-//! destination. Each test has a bucket of its own, emptied and removed on drop.
+//! destination. Each test has a bucket of its own, emptied and removed on drop. The same
+//! for SFTP against the rig's sshd (a directory of each test's own, removed on drop), and a
+//! server whose host key known_hosts does not hold is refused before anything is sent.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -161,9 +163,20 @@ fn offsite_host(
         eprintln!("SKIP: no SP_RIG_S3_ENDPOINT in rig.env (run `bash scripts/rig.sh s3`)");
         return None;
     };
+    let (site, marker, identity, recipient) = prepared(&rig, &host, label);
+    let mut text = std::fs::read_to_string(&host.config).unwrap();
+    text.push_str(&bucket.destination("s3", endpoint, extra));
+    text.push_str(&format!("\n[encryption]\nrecipients = [\"{recipient}\"]\n"));
+    std::fs::write(&host.config, text).unwrap();
+    Some((host, bucket, site, marker, identity))
+}
+
+/// Logs `host` in, makes one populated site carrying a marker in a data file and a row, and
+/// an age identity: (site, marker, identity file, recipient).
+fn prepared(rig: &Rig, host: &Host, label: &str) -> (String, String, String, String) {
     host.login();
     let site = host.site_name(label);
-    populated_site(&host, &site, &rig.image("v1"));
+    populated_site(host, &site, &rig.image("v1"));
     let marker = format!("PLAINTEXT-MARKER-{}", host.instance);
     std::fs::write(
         host.sites_dir().join(&site).join("data/secret.txt"),
@@ -178,17 +191,12 @@ fn offsite_host(
     let made = host.json(&["key", "generate", "--output", &id_file.to_string_lossy()]);
     let recipient = made["recipient"].as_str().unwrap().to_string();
     assert!(recipient.starts_with("age1"), "{made}");
-    let mut text = std::fs::read_to_string(&host.config).unwrap();
-    text.push_str(&bucket.destination("s3", endpoint, extra));
-    text.push_str(&format!("\n[encryption]\nrecipients = [\"{recipient}\"]\n"));
-    std::fs::write(&host.config, text).unwrap();
-    Some((
-        host,
-        bucket,
+    (
         site,
         marker,
         id_file.to_string_lossy().to_string(),
-    ))
+        recipient,
+    )
 }
 
 fn listed(host: &Host, from: &str) -> Vec<String> {
@@ -350,6 +358,8 @@ struct Cut {
     target: String,
     up: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    /// Pace the bytes (about 12 MiB/s each way), so a cut lands mid-upload.
+    slow: Arc<AtomicBool>,
 }
 
 impl Cut {
@@ -362,6 +372,7 @@ impl Cut {
             target: target.to_string(),
             up: Arc::new(AtomicBool::new(false)),
             conns: Default::default(),
+            slow: Default::default(),
         };
         c.start();
         c
@@ -372,6 +383,7 @@ impl Cut {
         l.set_nonblocking(true).unwrap();
         self.up.store(true, Ordering::SeqCst);
         let (up, conns, target) = (self.up.clone(), self.conns.clone(), self.target.clone());
+        let slow = self.slow.clone();
         std::thread::spawn(move || {
             while up.load(Ordering::SeqCst) {
                 match l.accept() {
@@ -386,11 +398,15 @@ impl Cut {
                             (client.try_clone().unwrap(), server.try_clone().unwrap()),
                             (server, client),
                         ] {
+                            let slow = slow.clone();
                             std::thread::spawn(move || {
                                 let mut buf = [0u8; 65536];
                                 while let Ok(n) = from.read(&mut buf) {
                                     if n == 0 || to.write_all(&buf[..n]).is_err() {
                                         break;
+                                    }
+                                    if slow.load(Ordering::SeqCst) {
+                                        std::thread::sleep(std::time::Duration::from_millis(5));
                                     }
                                 }
                                 let _ = to.shutdown(std::net::Shutdown::Both);
@@ -541,4 +557,369 @@ fn prune_keeps_each_destinations_own_policy() {
     }
     // The image archive stays: the kept snapshots need it.
     assert!(bucket.keys().iter().any(|k| k.starts_with("host/images/")));
+}
+
+/// A directory of the test's own on the rig's sshd (which runs on this machine, so the test
+/// reads what the server stored straight from the disk), removed on drop.
+struct SftpDir {
+    dir: tempfile::TempDir,
+    base: String,
+    key: String,
+    known_hosts: String,
+}
+
+impl SftpDir {
+    fn new(rig: &Rig) -> Option<SftpDir> {
+        let (Some(base), Some(key), Some(known_hosts)) = (
+            rig_var(rig, "SP_RIG_SFTP_URL_BASE"),
+            rig_var(rig, "SP_RIG_SFTP_KEY"),
+            rig_var(rig, "SP_RIG_SFTP_KNOWN_HOSTS"),
+        ) else {
+            eprintln!("SKIP: no SP_RIG_SFTP_* in rig.env (run `bash scripts/rig.sh up`)");
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("sp-it-sftp-")
+            .tempdir()
+            .expect("tempdir");
+        Some(SftpDir {
+            dir,
+            base,
+            key,
+            known_hosts,
+        })
+    }
+
+    /// The `[[destination]]` table for this directory (`known_hosts` overrides the rig's).
+    fn destination(&self, name: &str, known_hosts: Option<&str>) -> String {
+        format!(
+            "\n[[destination]]\nname = \"{name}\"\nurl = \"{}{}/host\"\nkey_file = \"{}\"\nknown_hosts = \"{}\"\n",
+            self.base,
+            self.dir.path().display(),
+            self.key,
+            known_hosts.unwrap_or(&self.known_hosts)
+        )
+    }
+
+    /// How known_hosts names the rig's server (`[HOST]:PORT`).
+    fn known_hosts_name(&self) -> String {
+        let hostport = self
+            .base
+            .rsplit_once('@')
+            .map(|x| x.1)
+            .unwrap_or(&self.base);
+        let (h, p) = hostport.split_once(':').unwrap_or((hostport, "22"));
+        if p == "22" {
+            h.to_string()
+        } else {
+            format!("[{h}]:{p}")
+        }
+    }
+
+    /// Every file the server holds (relative path, bytes), links and all, in path order.
+    fn files(&self) -> Vec<(String, Vec<u8>)> {
+        fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(String, Vec<u8>)>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+                let meta = p.symlink_metadata().unwrap();
+                if meta.is_dir() {
+                    walk(root, &p, out);
+                } else if meta.is_file() {
+                    out.push((rel, std::fs::read(&p).unwrap()));
+                } else {
+                    out.push((rel, Vec::new()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), self.dir.path(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+/// A host like [`offsite_host`]'s, its destination `sftp` a directory on the rig's sshd.
+fn sftp_host(label: &str) -> Option<(Host, SftpDir, String, String, String)> {
+    let rig = rig()?;
+    let server = SftpDir::new(&rig)?;
+    let host = Host::new(&rig);
+    let (site, marker, identity, recipient) = prepared(&rig, &host, label);
+    let mut text = std::fs::read_to_string(&host.config).unwrap();
+    text.push_str(&server.destination("sftp", None));
+    text.push_str(&format!("\n[encryption]\nrecipients = [\"{recipient}\"]\n"));
+    std::fs::write(&host.config, text).unwrap();
+    Some((host, server, site, marker, identity))
+}
+
+#[test]
+fn sftp_upload_is_age_ciphertext_and_verifies() {
+    let Some((host, server, _site, marker, identity)) = sftp_host("sf") else {
+        return;
+    };
+    let backup = host.json(&["backup"]);
+    let id = backup["id"].as_str().unwrap().to_string();
+    assert_eq!(backup["uploads"][0]["ok"], true, "{backup}");
+
+    let files = server.files();
+    let mut data = 0;
+    for (k, body) in &files {
+        assert!(k.starts_with("host/"), "{k} outside the destination's path");
+        assert!(!k.contains("/.part-"), "{k}: a part file was left");
+        assert!(!contains(body, &marker), "{k} holds the site's plaintext");
+        if !k.ends_with(".json") && !k.ends_with(".sig") && !k.ends_with(".sha256") {
+            assert!(k.ends_with(".age"), "{k} is not encrypted");
+            assert!(
+                body.starts_with(b"age-encryption.org/v1\n"),
+                "{k} is not age"
+            );
+            data += 1;
+        }
+    }
+    assert!(
+        data >= 4,
+        "{:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    assert_eq!(listed(&host, "sftp"), vec![id.clone()]);
+    let v = host.json(&["verify", "--from", "sftp"]);
+    assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["ciphertext_only"], true, "{v}");
+    let v = host.json(&[
+        "verify",
+        "latest",
+        "--from",
+        "sftp",
+        "--identity",
+        &identity,
+    ]);
+    assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
+
+    // A link on the server is never followed: a snapshot-named link to the real snapshot is
+    // not listed, and a left-over part file is not either.
+    let root = server.dir.path().join("host");
+    std::os::unix::fs::symlink(root.join(&id), root.join("20990101T000000Z")).unwrap();
+    std::fs::write(root.join(&id).join(".part-0123456789abcdef"), b"half").unwrap();
+    assert_eq!(listed(&host, "sftp"), vec![id.clone()]);
+    let v = host.json(&["verify", "--from", "sftp"]);
+    assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
+
+    // doctor reaches it.
+    let out = host.sp(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("destination sftp") && l.contains("1 snapshot(s)")),
+        "{text}"
+    );
+}
+
+/// The whole host from the SFTP server alone, as [`cattle_cycle_from_s3`].
+#[test]
+fn cattle_cycle_from_sftp() {
+    let Some(rig) = rig() else { return };
+    let Some(server) = SftpDir::new(&rig) else {
+        return;
+    };
+    let host = Host::new(&rig);
+    host.login();
+    let image = host.private_image("v1", "v1");
+    let (a, b) = (host.site_name("fa"), host.site_name("fb"));
+    populated_site(&host, &a, &image);
+    populated_site(&host, &b, &image);
+    let id_file = host.dir.path().join("offhost/identity.age");
+    std::fs::create_dir_all(id_file.parent().unwrap()).unwrap();
+    let identity = id_file.to_string_lossy().to_string();
+    let made = host.json(&["key", "generate", "--output", &identity]);
+    let recipient = made["recipient"].as_str().unwrap().to_string();
+    let dest = server.destination("offsite", None);
+    let mut text = std::fs::read_to_string(&host.config).unwrap();
+    text.push_str(&dest);
+    text.push_str(&format!("\n[encryption]\nrecipients = [\"{recipient}\"]\n"));
+    std::fs::write(&host.config, text).unwrap();
+    let before_a = seen(&host, &a);
+    let before_b = seen(&host, &b);
+    let backup = host.json(&["backup"]);
+    assert_eq!(backup["uploads"][0]["ok"], true, "{backup}");
+    let pinned = format!("{}@{}", image.rsplit_once(':').unwrap().0, before_a.digest);
+
+    destroy_host(&host, &[&a, &b], &[&image]);
+    host.delete_from_registry(&pinned);
+    std::fs::remove_dir_all(host.backup_dir()).unwrap();
+    let mut minimal = std::fs::read_to_string(&host.config).unwrap();
+    minimal.push_str(&dest);
+    std::fs::write(&host.config, minimal).unwrap();
+
+    let (_, public) = offhost_keys(&host);
+    let key = public.to_string_lossy().to_string();
+    let report = host.json(&[
+        "restore",
+        "latest",
+        "--from",
+        "offsite",
+        "--identity",
+        &identity,
+        "--key",
+        &key,
+    ]);
+    assert_eq!(report["sites"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(seen(&host, &a), before_a);
+    assert_eq!(seen(&host, &b), before_b);
+    let staging: Vec<_> = std::fs::read_dir(host.backup_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(staging.is_empty(), "staging left behind");
+}
+
+/// Another server's key (same algorithm) under the rig's name, and no line at all: both
+/// refused with one line naming the server, and nothing reaches it.
+#[test]
+fn sftp_refuses_a_host_key_not_in_known_hosts() {
+    let Some(rig) = rig() else { return };
+    let Some(server) = SftpDir::new(&rig) else {
+        return;
+    };
+    let host = Host::new(&rig);
+    host.login();
+    let site = host.site_name("fk");
+    populated_site(&host, &site, &rig.image("v1"));
+    let name = server.known_hosts_name();
+    let other = host.dir.path().join("other_known_hosts");
+    std::fs::write(
+        &other,
+        format!(
+            "{name} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\n"
+        ),
+    )
+    .unwrap();
+    let empty = host.dir.path().join("empty_known_hosts");
+    std::fs::write(&empty, "# nothing\n").unwrap();
+    let base = std::fs::read_to_string(&host.config).unwrap();
+    for (kh, says) in [
+        (&other, "does not match line 1"),
+        (&empty, "is not in known_hosts"),
+    ] {
+        let mut text = base.clone();
+        text.push_str(&server.destination("sftp", Some(&kh.to_string_lossy())));
+        std::fs::write(&host.config, text).unwrap();
+        let out = host.sp(&["--json", "backup"]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["uploads"][0]["ok"], false, "{report}");
+        let (code, err) = host.sp_fail(&["snapshots", "--from", "sftp"]);
+        assert_eq!(code, 5, "{err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains(says))
+            .unwrap_or_else(|| panic!("no refusal saying {says:?}: {err}"));
+        assert!(line.contains(&name), "{line}");
+        assert!(line.contains("SHA256:"), "{line}");
+        let left: Vec<_> = std::fs::read_dir(server.dir.path())
+            .unwrap()
+            .flatten()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+/// An SFTP upload cut off midway (the connection broken under it) leaves nothing listed; the
+/// next backup connects again and uploads what is missing.
+#[test]
+fn a_cut_off_sftp_upload_is_never_listed_and_the_next_backup_completes_it() {
+    let Some(rig) = rig() else { return };
+    let Some(server) = SftpDir::new(&rig) else {
+        return;
+    };
+    let hostport = server
+        .base
+        .rsplit_once('@')
+        .map(|x| x.1.to_string())
+        .unwrap();
+    let cut = Cut::new(&hostport);
+    let host = Host::new(&rig);
+    let (site, _, _, recipient) = prepared(&rig, &host, "fc");
+    // The rig's host key under the forwarder's address.
+    let rig_kh = std::fs::read_to_string(&server.known_hosts).unwrap();
+    let key = rig_kh.split_once(' ').unwrap().1.trim();
+    let kh = host.dir.path().join("cut_known_hosts");
+    std::fs::write(&kh, format!("[127.0.0.1]:{} {key}\n", cut.port)).unwrap();
+    let mut text = std::fs::read_to_string(&host.config).unwrap();
+    text.push_str(
+        &server
+            .destination("sftp", Some(&kh.to_string_lossy()))
+            .replace(&hostport, &format!("127.0.0.1:{}", cut.port)),
+    );
+    text.push_str(&format!("\n[encryption]\nrecipients = [\"{recipient}\"]\n"));
+    std::fs::write(&host.config, text).unwrap();
+    let first = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    assert_eq!(listed(&host, "sftp"), vec![first.clone()]);
+
+    let big: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(host.sites_dir().join(&site).join("data/big.bin"), big).unwrap();
+    cut.slow.store(true, Ordering::SeqCst);
+    let child = host
+        .cmd(&["--json", "backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Cut once the second snapshot's site archive is on its way (as a part file).
+    let started = std::time::Instant::now();
+    loop {
+        let files = server.files();
+        if files.iter().any(|(k, body)| {
+            k.starts_with("host/")
+                && !k.starts_with(&format!("host/{first}/"))
+                && !k.starts_with("host/images/")
+                && k.contains("/.part-")
+                && body.len() > 1 << 20
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the upload never began: {:?}",
+            files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cut.cut();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let second = report["id"].as_str().unwrap().to_string();
+    assert_eq!(report["uploads"][0]["ok"], false, "{report}");
+
+    cut.slow.store(false, Ordering::SeqCst);
+    cut.start();
+    assert_eq!(listed(&host, "sftp"), vec![first.clone()]);
+    let third = host.json(&["backup"]);
+    assert_eq!(third["uploads"][0]["ok"], true, "{third}");
+    assert_eq!(
+        third["uploads"][0]["caught_up"][0],
+        second.as_str(),
+        "{third}"
+    );
+    let third = third["id"].as_str().unwrap().to_string();
+    assert_eq!(listed(&host, "sftp"), vec![first, second, third]);
+    let v = host.json(&["verify", "all", "--from", "sftp"]);
+    assert!(
+        v["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["faults"].as_array().unwrap().is_empty()),
+        "{v}"
+    );
+    cut.cut();
 }

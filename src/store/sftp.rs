@@ -1,0 +1,873 @@
+//! SFTP servers (any OpenSSH `sshd`, a NAS, a storage box) in pure Rust: russh for SSH and
+//! russh-sftp for the file protocol, so a bare host needs no `ssh` binary. The client logs in
+//! with the destination's `key_file` (ed25519 or RSA, unencrypted) and talks only to a server
+//! whose host key its `known_hosts` file holds: an unknown or changed key is refused before
+//! anything is sent, never learnt on first use.
+//!
+//! Objects are files under the URL's path. A write goes to a `.part-RANDOM` file in its
+//! target's directory (created as needed) and is renamed into place on commit; dropped
+//! unfinished, the part file is removed. Listing never follows a link (the server's `READDIR`
+//! attributes are `lstat`'s) and never lists names starting with `.`. Reads and writes stream
+//! through the protocol's pipelined requests, so memory stays bounded.
+//!
+//! Like the S3 store, this one is blocking: each call drives the async client on the runtime
+//! the store was opened under (call it from `spawn_blocking`, `store::blocking` or a thread of
+//! its own).
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::client::fs::File as SftpFile;
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::{OpenFlags, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{check_path, Object, Store, Upload};
+use crate::config::DestinationConfig;
+use crate::error::{Error, Result};
+
+/// How long connecting and logging in may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one SFTP request may wait for its answer.
+const REQUEST_TIMEOUT_SECS: u64 = 60;
+/// Bytes an upload gathers before it hands them to the (pipelined) SFTP writer.
+const WRITE_BUF: usize = 256 << 10;
+/// Bytes a download asks for per read.
+const READ_BUF: usize = 1 << 20;
+
+/// What a known_hosts file says about a server's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKey {
+    /// A line for this host holds this key.
+    Known,
+    /// No line names this host (with this key's algorithm).
+    Unknown,
+    /// A line for this host holds another key of the same algorithm (its 1-based number).
+    Changed { line: usize },
+    /// A `@revoked` line holds this key.
+    Revoked { line: usize },
+}
+
+/// The name known_hosts files use for a server: `HOST`, or `[HOST]:PORT` off port 22.
+pub fn known_hosts_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// Checks `key` for `host`:`port` against a known_hosts file's text (OpenSSH's format: plain,
+/// wildcard and negated patterns, hashed `|1|` names, `@revoked`; `@cert-authority` lines are
+/// ignored, as sp accepts no host certificates). Pure, for tests.
+pub fn check_known_hosts(text: &str, host: &str, port: u16, key: &PublicKey) -> HostKey {
+    let name = known_hosts_name(host, port);
+    let mut changed = None;
+    let mut known = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let mut fields = raw.split_whitespace();
+        let Some(mut first) = fields.next() else {
+            continue;
+        };
+        if first.starts_with('#') {
+            continue;
+        }
+        let mut marker = None;
+        if first.starts_with('@') {
+            marker = Some(first);
+            let Some(next) = fields.next() else { continue };
+            first = next;
+        }
+        let (Some(_alg), Some(b64)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !hosts_match(first, &name) {
+            continue;
+        }
+        let Ok(recorded) = russh::keys::parse_public_key_base64(b64) else {
+            continue;
+        };
+        let same = recorded.key_data() == key.key_data();
+        match marker {
+            Some("@revoked") if same => return HostKey::Revoked { line },
+            Some(_) => continue,
+            None => {}
+        }
+        if same {
+            known = true;
+        } else if recorded.algorithm() == key.algorithm() && changed.is_none() {
+            changed = Some(line);
+        }
+    }
+    match (known, changed) {
+        (true, _) => HostKey::Known,
+        (false, Some(line)) => HostKey::Changed { line },
+        (false, None) => HostKey::Unknown,
+    }
+}
+
+/// Whether a known_hosts host field (comma-separated patterns) names `name`: some pattern
+/// matches and no negated one does.
+fn hosts_match(patterns: &str, name: &str) -> bool {
+    let mut hit = false;
+    for p in patterns.split(',') {
+        if let Some(neg) = p.strip_prefix('!') {
+            if glob(neg, name) {
+                return false;
+            }
+        } else if p.starts_with("|1|") {
+            hit |= hashed_match(p, name);
+        } else if glob(p, name) {
+            hit = true;
+        }
+    }
+    hit
+}
+
+/// `|1|SALT|HASH`: HMAC-SHA1 of the name under the salt (both base64).
+fn hashed_match(entry: &str, name: &str) -> bool {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let mut parts = entry.split('|').skip(2);
+    let (Some(salt), Some(hash)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
+        return false;
+    };
+    let Ok(mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.chain_update(name.as_bytes())
+        .verify_slice(&hash)
+        .is_ok()
+}
+
+/// `*` and `?` wildcards, case-insensitive (host names are).
+fn glob(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some((b'?', rest)) => !n.is_empty() && go(rest, &n[1..]),
+            Some((c, rest)) => {
+                n.first().is_some_and(|m| m.eq_ignore_ascii_case(c)) && go(rest, &n[1..])
+            }
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// The one-line refusal for a host key that is not [`HostKey::Known`].
+fn refusal(verdict: &HostKey, name: &str, key: &PublicKey, file: &Path) -> String {
+    let fp = key.fingerprint(HashAlg::Sha256);
+    let alg = key.algorithm();
+    let file = file.display();
+    match verdict {
+        HostKey::Known => String::new(),
+        HostKey::Unknown => format!(
+            "sftp server {name}: its host key ({alg} {fp}) is not in known_hosts {file}; nothing was sent — check the fingerprint with the server's admin and add its line (ssh-keyscan output) to that file"
+        ),
+        HostKey::Changed { line } => format!(
+            "sftp server {name}: its host key ({alg} {fp}) does not match line {line} of {file} — the key changed or someone is in between; nothing was sent — if the server really got a new key, replace that line"
+        ),
+        HostKey::Revoked { line } => format!(
+            "sftp server {name}: its host key ({alg} {fp}) is revoked at line {line} of {file}; nothing was sent"
+        ),
+    }
+}
+
+/// Checks the server's key during the handshake; a refusal's reason is kept for the error.
+struct Checker {
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+impl Checker {
+    fn refuse(&self, why: String) -> std::result::Result<bool, russh::Error> {
+        if let Ok(mut r) = self.refused.lock() {
+            *r = Some(why);
+        }
+        Ok(false)
+    }
+}
+
+impl client::Handler for Checker {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server: &PublicKeyOrCertificate,
+    ) -> std::result::Result<bool, Self::Error> {
+        let name = known_hosts_name(&self.host, self.port);
+        let key = match server {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            PublicKeyOrCertificate::Certificate(_) => {
+                return self.refuse(format!(
+                    "sftp server {name}: it offered a host certificate, which sp does not accept; nothing was sent — configure the server to offer its plain host key"
+                ));
+            }
+        };
+        let text = match std::fs::read_to_string(&self.known_hosts) {
+            Ok(t) => t,
+            Err(e) => {
+                return self.refuse(format!(
+                    "sftp server {name}: cannot read known_hosts {}: {e}; nothing was sent",
+                    self.known_hosts.display()
+                ))
+            }
+        };
+        match check_known_hosts(&text, &self.host, self.port, key) {
+            HostKey::Known => Ok(true),
+            v => {
+                let why = refusal(&v, &name, key, &self.known_hosts);
+                self.refuse(why)
+            }
+        }
+    }
+}
+
+/// One logged-in SFTP session (the SSH handle keeps the connection open).
+struct Conn {
+    sftp: SftpSession,
+    ssh: client::Handle<Checker>,
+}
+
+pub struct SftpStore {
+    what: String,
+    user: String,
+    host: String,
+    port: u16,
+    /// The server-side directory objects live under (absolute, no trailing `/`).
+    root: String,
+    key_file: PathBuf,
+    known_hosts: PathBuf,
+    rt: tokio::runtime::Handle,
+    conn: Mutex<Option<Arc<Conn>>>,
+    /// Directories known to exist (so a write does not stat its parents every time).
+    dirs: Mutex<HashSet<String>>,
+}
+
+/// Opens an SFTP destination (no connection yet: the first call makes it). Call under a
+/// tokio runtime.
+pub fn open(
+    cfg: &DestinationConfig,
+    user: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Result<SftpStore> {
+    let need = |what: &str, v: &Option<PathBuf>| -> Result<PathBuf> {
+        v.clone().ok_or_else(|| {
+            Error::Invalid(format!(
+                "destination {}: sftp:// needs {what} = \"/path\" in its [[destination]]",
+                cfg.name
+            ))
+        })
+    };
+    let key_file = need("key_file", &cfg.key_file)?;
+    let known_hosts = need("known_hosts", &cfg.known_hosts)?;
+    let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+        Error::Other(format!(
+            "destination {}: opened outside the runtime (a bug)",
+            cfg.name
+        ))
+    })?;
+    Ok(SftpStore {
+        what: format!("{} ({})", cfg.name, cfg.url),
+        user: user.to_string(),
+        host: host.to_string(),
+        port,
+        root: path.trim_end_matches('/').to_string(),
+        key_file,
+        known_hosts,
+        rt,
+        conn: Mutex::new(None),
+        dirs: Mutex::new(HashSet::new()),
+    })
+}
+
+fn load_key(path: &Path) -> Result<PrivateKey> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io_path("read key_file", path, e))?;
+    russh::keys::decode_secret_key(&text, None).map_err(|e| {
+        Error::Invalid(format!(
+            "key_file {}: not an unencrypted OpenSSH private key ({e}); make one with ssh-keygen -t ed25519 -N ''",
+            path.display()
+        ))
+    })
+}
+
+fn not_found(e: &SftpError) -> bool {
+    matches!(e, SftpError::Status(s) if s.status_code == StatusCode::NoSuchFile)
+}
+
+impl SftpStore {
+    fn abs(&self, rel: &str) -> String {
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            format!("{}/{rel}", self.root)
+        }
+    }
+
+    fn err(&self, what: &str, path: &str, e: SftpError) -> Error {
+        if not_found(&e) {
+            return Error::NotFound(format!("{}: no object {path}", self.what));
+        }
+        if matches!(e, SftpError::IO(_) | SftpError::Timeout) {
+            // The connection is gone or stuck: the next call makes a new one.
+            if let Ok(mut c) = self.conn.lock() {
+                *c = None;
+            }
+        }
+        let msg = e.to_string().replace('\n', " ");
+        Error::Other(format!("{}: {what} {path}: {msg}", self.what))
+    }
+
+    async fn connect(&self) -> Result<Conn> {
+        let name = known_hosts_name(&self.host, self.port);
+        let key = Arc::new(load_key(&self.key_file)?);
+        let refused = Arc::new(Mutex::new(None));
+        let checker = Checker {
+            host: self.host.clone(),
+            port: self.port,
+            known_hosts: self.known_hosts.clone(),
+            refused: refused.clone(),
+        };
+        let config = Arc::new(client::Config {
+            inactivity_timeout: Some(Duration::from_secs(600)),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            nodelay: true,
+            ..Default::default()
+        });
+        let addr = (self.host.clone(), self.port);
+        let fail = |step: &str, e: String| {
+            Error::Other(format!(
+                "{}: {step} {name}: {e}; check the url, the server and the key",
+                self.what
+            ))
+        };
+        let login = async {
+            let mut ssh = match client::connect(config, addr, checker).await {
+                Ok(h) => h,
+                Err(e) => {
+                    if let Some(why) = refused.lock().ok().and_then(|mut r| r.take()) {
+                        return Err(Error::Unauthentic(why));
+                    }
+                    return Err(fail("connect to", e.to_string()));
+                }
+            };
+            let hash = if key.algorithm().is_rsa() {
+                ssh.best_supported_rsa_hash()
+                    .await
+                    .map_err(|e| fail("negotiate with", e.to_string()))?
+                    .flatten()
+            } else {
+                None
+            };
+            let auth = ssh
+                .authenticate_publickey(
+                    self.user.clone(),
+                    PrivateKeyWithHashAlg::new(key.clone(), hash),
+                )
+                .await
+                .map_err(|e| fail("log in to", e.to_string()))?;
+            if !auth.success() {
+                return Err(Error::Other(format!(
+                    "{}: {name} refused key_file {} for user {}; add its public key to that user's authorized_keys",
+                    self.what,
+                    self.key_file.display(),
+                    self.user
+                )));
+            }
+            let ch = ssh
+                .channel_open_session()
+                .await
+                .map_err(|e| fail("open a session on", e.to_string()))?;
+            ch.request_subsystem(true, "sftp")
+                .await
+                .map_err(|e| fail("start sftp on", e.to_string()))?;
+            let sftp = SftpSession::new(ch.into_stream())
+                .await
+                .map_err(|e| fail("start sftp on", e.to_string()))?;
+            sftp.set_timeout(REQUEST_TIMEOUT_SECS);
+            Ok(Conn { sftp, ssh })
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, login).await {
+            Ok(r) => r,
+            Err(_) => Err(fail(
+                "connect to",
+                format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            )),
+        }
+    }
+
+    /// The session, connecting (again) when there is none.
+    fn session(&self) -> Result<Arc<Conn>> {
+        let mut slot = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Other(format!("{}: connection lock poisoned", self.what)))?;
+        if let Some(c) = slot.as_ref() {
+            if !c.ssh.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(self.rt.block_on(self.connect())?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Creates `dir` (absolute) and its missing parents below `/`.
+    async fn mkdirs(&self, sftp: &SftpSession, dir: &str) -> Result<()> {
+        let mut path = String::new();
+        for comp in dir.split('/').filter(|c| !c.is_empty()) {
+            path.push('/');
+            path.push_str(comp);
+            if self.dirs.lock().is_ok_and(|d| d.contains(&path)) {
+                continue;
+            }
+            match sftp.symlink_metadata(path.clone()).await {
+                Ok(m) if m.file_type().is_dir() => {}
+                Ok(_) => {
+                    return Err(Error::Conflict(format!(
+                        "{}: {path} exists on the server and is no directory; move it away",
+                        self.what
+                    )))
+                }
+                Err(e) if not_found(&e) => {
+                    if let Err(e) = sftp.create_dir(path.clone()).await {
+                        // Another upload may have made it meanwhile.
+                        let made = sftp
+                            .symlink_metadata(path.clone())
+                            .await
+                            .is_ok_and(|m| m.file_type().is_dir());
+                        if !made {
+                            return Err(self.err("create directory", &path, e));
+                        }
+                    }
+                }
+                Err(e) => return Err(self.err("stat", &path, e)),
+            }
+            if let Ok(mut d) = self.dirs.lock() {
+                d.insert(path.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn walk(&self, sftp: &SftpSession, start: &str) -> Result<Vec<Object>> {
+        let mut out = Vec::new();
+        let mut todo = vec![start.to_string()];
+        while let Some(rel) = todo.pop() {
+            let dir = self.abs(&rel);
+            let entries = match sftp.read_dir(dir.clone()).await {
+                Ok(e) => e,
+                Err(e) if not_found(&e) => continue,
+                Err(e) => return Err(self.err("list", &dir, e)),
+            };
+            for e in entries {
+                let name = e.file_name();
+                if name.starts_with('.') || name.contains('/') || name.contains('\\') {
+                    continue;
+                }
+                let child = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                // READDIR's attributes are lstat's: a link is neither followed nor listed.
+                let meta = e.metadata();
+                let kind = meta.file_type();
+                if kind.is_dir() {
+                    todo.push(child);
+                } else if kind.is_file() {
+                    out.push(Object {
+                        path: child,
+                        size: meta.size.unwrap_or(0),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct SftpReader {
+    rt: tokio::runtime::Handle,
+    file: SftpFile,
+    _conn: Arc<Conn>,
+}
+
+impl Read for SftpReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.rt.block_on(self.file.read(buf))
+    }
+}
+
+struct SftpUpload {
+    rt: tokio::runtime::Handle,
+    conn: Arc<Conn>,
+    file: Option<SftpFile>,
+    buf: Vec<u8>,
+    part: String,
+    target: String,
+    what: String,
+}
+
+impl SftpUpload {
+    fn push(&mut self) -> std::io::Result<()> {
+        let Some(f) = self.file.as_mut() else {
+            return Err(std::io::Error::other("upload already committed"));
+        };
+        if !self.buf.is_empty() {
+            self.rt.block_on(f.write_all(&self.buf))?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Write for SftpUpload {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.file.is_none() {
+            return Err(std::io::Error::other("upload already committed"));
+        }
+        if self.buf.len() + b.len() > WRITE_BUF {
+            self.push()?;
+        }
+        if b.len() >= WRITE_BUF {
+            let Some(f) = self.file.as_mut() else {
+                return Err(std::io::Error::other("upload already committed"));
+            };
+            self.rt.block_on(f.write_all(b))?;
+        } else {
+            self.buf.extend_from_slice(b);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Upload for SftpUpload {
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.push()
+            .map_err(|e| Error::io(format!("{}: upload {}", self.what, self.target), e))?;
+        let Some(mut f) = self.file.take() else {
+            return Ok(());
+        };
+        let sftp = &self.conn.sftp;
+        let r: std::result::Result<(), String> = self.rt.block_on(async {
+            f.flush().await.map_err(|e| e.to_string())?;
+            f.shutdown().await.map_err(|e| e.to_string())?;
+            if let Err(e) = sftp.rename(self.part.clone(), self.target.clone()).await {
+                // SFTP v3's rename refuses an existing target: replace it.
+                if sftp.symlink_metadata(self.target.clone()).await.is_err() {
+                    return Err(e.to_string());
+                }
+                sftp.remove_file(self.target.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sftp.rename(self.part.clone(), self.target.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => {
+                self.part.clear();
+                Ok(())
+            }
+            Err(e) => Err(Error::Other(format!(
+                "{}: complete the upload of {}: {}",
+                self.what,
+                self.target,
+                e.replace('\n', " ")
+            ))),
+        }
+    }
+}
+
+impl Drop for SftpUpload {
+    fn drop(&mut self) {
+        if self.part.is_empty() {
+            return;
+        }
+        drop(self.file.take());
+        let (rt, conn, part) = (self.rt.clone(), self.conn.clone(), self.part.clone());
+        // A thread of its own may block on the runtime wherever this drop runs.
+        std::thread::scope(|s| {
+            let _ = s
+                .spawn(move || {
+                    rt.block_on(async {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            conn.sftp.remove_file(part),
+                        )
+                        .await;
+                    })
+                })
+                .join();
+        });
+    }
+}
+
+impl Store for SftpStore {
+    fn describe(&self) -> String {
+        self.what.clone()
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<Object>> {
+        let base = prefix.trim_end_matches('/');
+        let start = match base.rsplit_once('/') {
+            Some((d, _)) if !prefix.ends_with('/') => d.to_string(),
+            _ if prefix.ends_with('/') => base.to_string(),
+            _ => String::new(),
+        };
+        if !start.is_empty() {
+            check_path(&start)?;
+        }
+        let c = self.session()?;
+        let mut out = self.rt.block_on(self.walk(&c.sftp, &start))?;
+        out.retain(|o| o.path.starts_with(prefix));
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    fn stat(&self, path: &str) -> Result<Option<u64>> {
+        check_path(path)?;
+        let c = self.session()?;
+        match self.rt.block_on(c.sftp.symlink_metadata(self.abs(path))) {
+            Ok(m) if m.file_type().is_file() => Ok(Some(m.size.unwrap_or(0))),
+            Ok(_) => Ok(None),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(self.err("stat", path, e)),
+        }
+    }
+
+    fn read(&self, path: &str) -> Result<Box<dyn Read + Send>> {
+        check_path(path)?;
+        let c = self.session()?;
+        let abs = self.abs(path);
+        let file = self.rt.block_on(async {
+            // Only a plain file: a link on the server is not followed out of the store.
+            let m = c
+                .sftp
+                .symlink_metadata(abs.clone())
+                .await
+                .map_err(|e| self.err("stat", path, e))?;
+            if !m.file_type().is_file() {
+                return Err(Error::NotFound(format!(
+                    "{}: {path} is no plain file",
+                    self.what
+                )));
+            }
+            c.sftp
+                .open_with_flags(abs.clone(), OpenFlags::READ)
+                .await
+                .map_err(|e| self.err("read", path, e))
+        })?;
+        Ok(Box::new(std::io::BufReader::with_capacity(
+            READ_BUF,
+            SftpReader {
+                rt: self.rt.clone(),
+                file,
+                _conn: c,
+            },
+        )))
+    }
+
+    fn write(&self, path: &str) -> Result<Box<dyn Upload>> {
+        check_path(path)?;
+        let c = self.session()?;
+        let target = self.abs(path);
+        let dir = match target.rsplit_once('/') {
+            Some((d, _)) => d.to_string(),
+            None => self.root.clone(),
+        };
+        let part = format!("{dir}/.part-{:016x}", rand::random::<u64>());
+        let file = self.rt.block_on(async {
+            self.mkdirs(&c.sftp, &dir).await?;
+            c.sftp
+                .open_with_flags(
+                    part.clone(),
+                    OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
+                )
+                .await
+                .map_err(|e| self.err("create", path, e))
+        })?;
+        Ok(Box::new(SftpUpload {
+            rt: self.rt.clone(),
+            conn: c,
+            file: Some(file),
+            buf: Vec::with_capacity(WRITE_BUF),
+            part,
+            target,
+            what: self.what.clone(),
+        }))
+    }
+
+    fn delete(&self, path: &str) -> Result<()> {
+        check_path(path)?;
+        let c = self.session()?;
+        let abs = self.abs(path);
+        self.rt.block_on(async {
+            match c.sftp.remove_file(abs.clone()).await {
+                Err(e) if !not_found(&e) => return Err(self.err("delete", path, e)),
+                _ => {}
+            }
+            // Empty folders left behind go too (best effort).
+            let mut dir = abs.as_str();
+            while let Some((parent, _)) = dir.rsplit_once('/') {
+                if parent.len() <= self.root.len() || c.sftp.remove_dir(parent).await.is_err() {
+                    break;
+                }
+                if let Ok(mut d) = self.dirs.lock() {
+                    d.remove(parent);
+                }
+                dir = parent;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAICtmGtiljDQMjCmEwubiNnnSuF7GoYm3KB6WM/Q/yswe";
+    const KEY_B: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+
+    fn key(b64: &str) -> PublicKey {
+        russh::keys::parse_public_key_base64(b64).unwrap()
+    }
+
+    #[test]
+    fn known_hosts_plain_and_port() {
+        let a = key(KEY_A);
+        let text = format!("# comment\n\n[127.0.0.1]:2222 ssh-ed25519 {KEY_A} rig\n");
+        assert_eq!(
+            check_known_hosts(&text, "127.0.0.1", 2222, &a),
+            HostKey::Known
+        );
+        // Another port is another server.
+        assert_eq!(
+            check_known_hosts(&text, "127.0.0.1", 22, &a),
+            HostKey::Unknown
+        );
+        assert_eq!(
+            check_known_hosts("", "127.0.0.1", 2222, &a),
+            HostKey::Unknown
+        );
+        let text = format!("backup.example.org,10.0.0.9 ssh-ed25519 {KEY_A}\n");
+        assert_eq!(check_known_hosts(&text, "10.0.0.9", 22, &a), HostKey::Known);
+        assert_eq!(
+            check_known_hosts(&text, "BACKUP.example.org", 22, &a),
+            HostKey::Known
+        );
+    }
+
+    #[test]
+    fn known_hosts_changed_and_revoked() {
+        let (a, b) = (key(KEY_A), key(KEY_B));
+        let text = format!("h ssh-ed25519 {KEY_B}\n");
+        assert_eq!(
+            check_known_hosts(&text, "h", 22, &a),
+            HostKey::Changed { line: 1 }
+        );
+        assert_eq!(check_known_hosts(&text, "h", 22, &b), HostKey::Known);
+        // Any line with the key makes it known (rotation: old and new listed).
+        let text = format!("h ssh-ed25519 {KEY_B}\nh ssh-ed25519 {KEY_A}\n");
+        assert_eq!(check_known_hosts(&text, "h", 22, &a), HostKey::Known);
+        let text = format!("h ssh-ed25519 {KEY_A}\n@revoked * ssh-ed25519 {KEY_A}\n");
+        assert_eq!(
+            check_known_hosts(&text, "h", 22, &a),
+            HostKey::Revoked { line: 2 }
+        );
+        // A certificate authority line vouches for nothing here.
+        let text = format!("@cert-authority * ssh-ed25519 {KEY_A}\n");
+        assert_eq!(check_known_hosts(&text, "h", 22, &a), HostKey::Unknown);
+        // Garbage lines are skipped, not fatal.
+        let text = format!("h ssh-ed25519 !!!notbase64\nh\nh ssh-ed25519 {KEY_A}\n");
+        assert_eq!(check_known_hosts(&text, "h", 22, &a), HostKey::Known);
+    }
+
+    #[test]
+    fn known_hosts_patterns() {
+        let a = key(KEY_A);
+        let text = format!("*.example.org,!evil.example.org ssh-ed25519 {KEY_A}\n");
+        assert_eq!(
+            check_known_hosts(&text, "b1.example.org", 22, &a),
+            HostKey::Known
+        );
+        assert_eq!(
+            check_known_hosts(&text, "evil.example.org", 22, &a),
+            HostKey::Unknown
+        );
+        assert_eq!(
+            check_known_hosts(&text, "example.org", 22, &a),
+            HostKey::Unknown
+        );
+        let text = format!("10.0.0.? ssh-ed25519 {KEY_A}\n");
+        assert_eq!(check_known_hosts(&text, "10.0.0.7", 22, &a), HostKey::Known);
+        assert_eq!(
+            check_known_hosts(&text, "10.0.0.17", 22, &a),
+            HostKey::Unknown
+        );
+    }
+
+    #[test]
+    fn known_hosts_hashed() {
+        use base64::Engine as _;
+        use hmac::{KeyInit, Mac};
+        let a = key(KEY_A);
+        let salt = [7u8; 20];
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt).unwrap();
+        mac.update(b"[backup.example.org]:2200");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let entry = format!(
+            "|1|{}|{}",
+            b64.encode(salt),
+            b64.encode(mac.finalize().into_bytes())
+        );
+        let text = format!("{entry} ssh-ed25519 {KEY_A}\n");
+        assert_eq!(
+            check_known_hosts(&text, "backup.example.org", 2200, &a),
+            HostKey::Known
+        );
+        assert_eq!(
+            check_known_hosts(&text, "backup.example.org", 22, &a),
+            HostKey::Unknown
+        );
+    }
+
+    #[test]
+    fn refusals_are_one_line_and_name_the_host() {
+        let a = key(KEY_A);
+        for v in [
+            HostKey::Unknown,
+            HostKey::Changed { line: 3 },
+            HostKey::Revoked { line: 1 },
+        ] {
+            let m = refusal(&v, "[127.0.0.1]:2222", &a, Path::new("/etc/sp/known_hosts"));
+            assert!(!m.contains('\n'), "{m}");
+            assert!(m.contains("[127.0.0.1]:2222"), "{m}");
+            assert!(m.contains("SHA256:"), "{m}");
+        }
+    }
+}
