@@ -204,8 +204,10 @@ fn curl_via(https: u16, http: u16, root: &Path, url: &str, extra: &[&str]) -> st
         .expect("curl")
 }
 
-/// Requests `https://DOMAIN/` about 20 times a second from another thread until stopped;
-/// counts answers that were not 2xx (or did not come).
+/// Requests `https://DOMAIN/` about 20 times a second from another thread until stopped, each
+/// on a new connection; counts answers that were not 2xx (or did not come). HTTP/1.1: over
+/// HTTP/2 a connection the old config's server accepted just before a reload can get a GOAWAY
+/// before its first request, which browsers retry and curl does not (seen once in 188).
 struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU32>,
@@ -225,7 +227,7 @@ impl Load {
             let mut errors = Vec::new();
             while !s.load(Ordering::SeqCst) {
                 let t = std::time::Instant::now();
-                let out = curl_via(https, http, &root, &url, &["-f"]);
+                let out = curl_via(https, http, &root, &url, &["-f", "--http1.1"]);
                 if out.status.success() {
                     o.fetch_add(1, Ordering::SeqCst);
                 } else {
