@@ -499,24 +499,7 @@ fn a_cut_off_upload_is_never_listed_and_the_next_backup_completes_it() {
     // The server is back: the second snapshot is not listed until the next backup uploads it.
     cut.start();
     assert_eq!(listed(&host, "s3"), vec![first.clone()]);
-    let third = host.json(&["backup"]);
-    assert_eq!(third["uploads"][0]["ok"], true, "{third}");
-    assert_eq!(
-        third["uploads"][0]["caught_up"][0],
-        second.as_str(),
-        "{third}"
-    );
-    let third = third["id"].as_str().unwrap().to_string();
-    assert_eq!(listed(&host, "s3"), vec![first, second, third]);
-    let v = host.json(&["verify", "all", "--from", "s3"]);
-    assert!(
-        v["snapshots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["faults"].as_array().unwrap().is_empty()),
-        "{v}"
-    );
+    next_backup_catches_up(&host, "s3", first, second);
     cut.cut();
 }
 
@@ -903,6 +886,13 @@ fn a_cut_off_sftp_upload_is_never_listed_and_the_next_backup_completes_it() {
     cut.slow.store(false, Ordering::SeqCst);
     cut.start();
     assert_eq!(listed(&host, "sftp"), vec![first.clone()]);
+    next_backup_catches_up(&host, "sftp", first, second);
+    cut.cut();
+}
+
+/// After a cut-off upload of `second`: the next backup uploads it too, the destination lists
+/// all three, and every one verifies there.
+fn next_backup_catches_up(host: &Host, dest: &str, first: String, second: String) {
     let third = host.json(&["backup"]);
     assert_eq!(third["uploads"][0]["ok"], true, "{third}");
     assert_eq!(
@@ -911,8 +901,8 @@ fn a_cut_off_sftp_upload_is_never_listed_and_the_next_backup_completes_it() {
         "{third}"
     );
     let third = third["id"].as_str().unwrap().to_string();
-    assert_eq!(listed(&host, "sftp"), vec![first, second, third]);
-    let v = host.json(&["verify", "all", "--from", "sftp"]);
+    assert_eq!(listed(host, dest), vec![first, second, third]);
+    let v = host.json(&["verify", "all", "--from", dest]);
     assert!(
         v["snapshots"]
             .as_array()
@@ -921,5 +911,4 @@ fn a_cut_off_sftp_upload_is_never_listed_and_the_next_backup_completes_it() {
             .all(|s| s["faults"].as_array().unwrap().is_empty()),
         "{v}"
     );
-    cut.cut();
 }
