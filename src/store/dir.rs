@@ -104,15 +104,7 @@ impl Store for DirStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Object>> {
-        let base = prefix.trim_end_matches('/');
-        let start = match base.rsplit_once('/') {
-            Some((d, _)) if !prefix.ends_with('/') => d.to_string(),
-            _ if prefix.ends_with('/') => base.to_string(),
-            _ => String::new(),
-        };
-        if !start.is_empty() {
-            check_path(&start)?;
-        }
+        let start = super::list_start(prefix)?;
         let mut out = Vec::new();
         walk(&self.root, &start, &mut out)?;
         out.retain(|o| o.path.starts_with(prefix));

@@ -64,6 +64,21 @@ pub fn check_path(path: &str) -> Result<()> {
     Ok(())
 }
 
+/// The directory a listing of `prefix` starts its walk in: the prefix itself when it ends in
+/// `/`, else the directory it names a name in (`a/b` → `a`, `a` → the root), checked.
+pub fn list_start(prefix: &str) -> Result<String> {
+    let base = prefix.trim_end_matches('/');
+    let start = match base.rsplit_once('/') {
+        Some((d, _)) if !prefix.ends_with('/') => d.to_string(),
+        _ if prefix.ends_with('/') => base.to_string(),
+        _ => String::new(),
+    };
+    if !start.is_empty() {
+        check_path(&start)?;
+    }
+    Ok(start)
+}
+
 /// The kind of place a destination URL names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Url {

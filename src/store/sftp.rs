@@ -632,15 +632,7 @@ impl Store for SftpStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Object>> {
-        let base = prefix.trim_end_matches('/');
-        let start = match base.rsplit_once('/') {
-            Some((d, _)) if !prefix.ends_with('/') => d.to_string(),
-            _ if prefix.ends_with('/') => base.to_string(),
-            _ => String::new(),
-        };
-        if !start.is_empty() {
-            check_path(&start)?;
-        }
+        let start = super::list_start(prefix)?;
         let c = self.session()?;
         let mut out = self.rt.block_on(self.walk(&c.sftp, &start))?;
         out.retain(|o| o.path.starts_with(prefix));

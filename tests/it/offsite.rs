@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::harness::{rig, Host, Rig};
-use crate::restore::{destroy_host, offhost_keys, populated_site, seen};
+use crate::restore::{destroy_host, offhost_keys, populated_site, seen, Seen};
 
 /// A bucket of the test's own on the rig's S3 server.
 struct Bucket {
@@ -330,25 +330,7 @@ fn cattle_cycle_from_s3() {
     assert!(err.contains("--identity"), "{err}");
     assert!(!host.sites_dir().join(&a).exists());
 
-    let report = host.json(&[
-        "restore",
-        "latest",
-        "--from",
-        "offsite",
-        "--identity",
-        &identity,
-        "--key",
-        &key,
-    ]);
-    assert_eq!(report["sites"].as_array().unwrap().len(), 2, "{report}");
-    assert_eq!(seen(&host, &a), before_a);
-    assert_eq!(seen(&host, &b), before_b);
-    let staging: Vec<_> = std::fs::read_dir(host.backup_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
-    assert!(staging.is_empty(), "staging left behind");
+    restore_from_offsite(&host, &identity, &key, [(&a, before_a), (&b, before_b)]);
 }
 
 /// A TCP forwarder to the S3 server that the test can cut (the server "stops" for sp) and
@@ -735,25 +717,7 @@ fn cattle_cycle_from_sftp() {
 
     let (_, public) = offhost_keys(&host);
     let key = public.to_string_lossy().to_string();
-    let report = host.json(&[
-        "restore",
-        "latest",
-        "--from",
-        "offsite",
-        "--identity",
-        &identity,
-        "--key",
-        &key,
-    ]);
-    assert_eq!(report["sites"].as_array().unwrap().len(), 2, "{report}");
-    assert_eq!(seen(&host, &a), before_a);
-    assert_eq!(seen(&host, &b), before_b);
-    let staging: Vec<_> = std::fs::read_dir(host.backup_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
-    assert!(staging.is_empty(), "staging left behind");
+    restore_from_offsite(&host, &identity, &key, [(&a, before_a), (&b, before_b)]);
 }
 
 /// Another server's key (same algorithm) under the rig's name, and no line at all: both
@@ -911,4 +875,29 @@ fn next_backup_catches_up(host: &Host, dest: &str, first: String, second: String
             .all(|s| s["faults"].as_array().unwrap().is_empty()),
         "{v}"
     );
+}
+
+/// `sp restore latest --from offsite` with the identity and the old host's key: both sites
+/// come back as they were seen before, and no fetch staging folder stays in backup_dir.
+fn restore_from_offsite(host: &Host, identity: &str, key: &str, sites: [(&String, Seen); 2]) {
+    let report = host.json(&[
+        "restore",
+        "latest",
+        "--from",
+        "offsite",
+        "--identity",
+        identity,
+        "--key",
+        key,
+    ]);
+    assert_eq!(report["sites"].as_array().unwrap().len(), 2, "{report}");
+    for (site, before) in sites {
+        assert_eq!(seen(host, site), before);
+    }
+    let staging: Vec<_> = std::fs::read_dir(host.backup_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(staging.is_empty(), "staging left behind");
 }
