@@ -17,6 +17,9 @@ pub const PART: usize = 8 << 20;
 
 pub struct RemoteStore {
     op: blocking::Operator,
+    /// The same operator, async: writes use it so an unfinished one can be aborted.
+    aop: opendal::Operator,
+    handle: tokio::runtime::Handle,
     what: String,
 }
 
@@ -72,10 +75,15 @@ pub fn s3(cfg: &DestinationConfig, bucket: &str, prefix: &str) -> Result<RemoteS
         )
         .layer(opendal::layers::TimeoutLayer::new().with_io_timeout(Duration::from_secs(60)))
         .finish();
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|e| Error::Other(format!("open {}: {e}", cfg.url)))?;
+    let aop = op.clone();
     let op =
         blocking::Operator::new(op).map_err(|e| Error::Other(format!("open {}: {e}", cfg.url)))?;
     Ok(RemoteStore {
         op,
+        aop,
+        handle,
         what: format!("{} ({})", cfg.name, cfg.url),
     })
 }
@@ -90,8 +98,12 @@ impl RemoteStore {
     }
 }
 
+/// A multipart upload in progress. Committed, it completes the object; dropped without
+/// that (a failed or abandoned file), it aborts the upload so the server frees the parts it
+/// holds instead of keeping (and billing) them until a lifecycle rule expires them.
 struct RemoteUpload {
-    w: Option<blocking::StdWriter>,
+    w: Option<opendal::Writer>,
+    handle: tokio::runtime::Handle,
 }
 
 impl Write for RemoteUpload {
@@ -101,7 +113,13 @@ impl Write for RemoteUpload {
             return Ok(0);
         }
         match &mut self.w {
-            Some(w) => w.write(b),
+            Some(w) => {
+                let bytes = bytes::Bytes::copy_from_slice(b);
+                self.handle
+                    .block_on(w.write(bytes))
+                    .map_err(std::io::Error::other)?;
+                Ok(b.len())
+            }
             None => Err(std::io::Error::other("upload already committed")),
         }
     }
@@ -113,8 +131,26 @@ impl Write for RemoteUpload {
 impl Upload for RemoteUpload {
     fn commit(mut self: Box<Self>) -> Result<()> {
         match self.w.take() {
-            Some(mut w) => w.close().map_err(|e| Error::io("complete the upload", e)),
+            Some(mut w) => match self.handle.block_on(w.close()) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let _ = self.handle.block_on(w.abort());
+                    Err(Error::io("complete the upload", std::io::Error::other(e)))
+                }
+            },
             None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RemoteUpload {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.w.take() {
+            // Best effort: a server that is gone cannot be told (SETUP's lifecycle rule
+            // covers that case).
+            if let Err(e) = self.handle.block_on(w.abort()) {
+                tracing::debug!("aborting an unfinished upload: {e}");
+            }
         }
     }
 }
@@ -177,8 +213,8 @@ impl Store for RemoteStore {
     fn write(&self, path: &str) -> Result<Box<dyn Upload>> {
         check_path(path)?;
         let w = self
-            .op
-            .writer_options(
+            .handle
+            .block_on(self.aop.writer_options(
                 path,
                 opendal::options::WriteOptions {
                     chunk: Some(PART),
@@ -186,10 +222,11 @@ impl Store for RemoteStore {
                     concurrent: 1,
                     ..Default::default()
                 },
-            )
+            ))
             .map_err(|e| self.err("write", path, e))?;
         Ok(Box::new(RemoteUpload {
-            w: Some(w.into_std_write()),
+            w: Some(w),
+            handle: self.handle.clone(),
         }))
     }
 

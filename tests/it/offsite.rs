@@ -524,6 +524,59 @@ fn prune_keeps_each_destinations_own_policy() {
     assert!(bucket.keys().iter().any(|k| k.starts_with("host/images/")));
 }
 
+/// An upload that is dropped unfinished (a file that failed or was left out midway) is
+/// aborted: the bucket holds no parts of it, where before it kept them until a lifecycle
+/// rule expired them (and a provider billed them).
+#[test]
+fn an_unfinished_multipart_upload_is_aborted() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    let Some(bucket) = Bucket::new(&rig, &host) else {
+        return;
+    };
+    let uploads = || {
+        let (ok, xml) = curl(&[&format!("{}?uploads", bucket.url(""))]);
+        assert!(ok, "list uploads: {xml}");
+        xml.matches("<UploadId>").count()
+    };
+    let cfg = sp::config::DestinationConfig {
+        name: "s3".into(),
+        url: format!("s3://{}/host", bucket.name),
+        endpoint: Some(bucket.endpoint.clone()),
+        path_style: true,
+        access_key_id: Some("sp-test".into()),
+        secret_access_key: Some("sp-test-secret".into()),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _in_runtime = rt.enter();
+    let store = sp::store::remote::s3(&cfg, &bucket.name, "host").unwrap();
+    use sp::store::Store;
+    let mut up = store.write("snap/sites/big.tar.zst").unwrap();
+    // Three parts' worth: at least two parts are on the server.
+    up.write_all(&vec![7u8; 3 * sp::store::remote::PART])
+        .unwrap();
+    assert_eq!(uploads(), 1, "the multipart upload should be in progress");
+    drop(up);
+    assert_eq!(
+        uploads(),
+        0,
+        "the dropped upload's parts are still in the bucket"
+    );
+    assert!(bucket.keys().is_empty(), "{:?}", bucket.keys());
+
+    // A committed one completes, and leaves no upload behind either.
+    let mut up = store.write("snap/sites/ok.tar.zst").unwrap();
+    up.write_all(&vec![8u8; sp::store::remote::PART + 5])
+        .unwrap();
+    up.commit().unwrap();
+    assert_eq!(uploads(), 0);
+    assert_eq!(
+        bucket.keys(),
+        vec!["host/snap/sites/ok.tar.zst".to_string()]
+    );
+}
+
 /// A directory of the test's own on the rig's sshd (which runs on this machine, so the test
 /// reads what the server stored straight from the disk), removed on drop.
 struct SftpDir {
