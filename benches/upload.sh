@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# Benchmark: sp backup with an upload to the rig's S3 server (moto, encrypted with age) beside
-# the same backup without a destination, on the same generated data.
+# Benchmark: sp backup with an upload to a local S3 server (encrypted with age) beside the
+# same backup without a destination, on the same generated data.
 #
-#   bash benches/upload.sh [SIZE_MIB]      (default 1024; ~80% files, ~20% database)
-#   DEST=sftp bash benches/upload.sh ...   the same to the rig's sshd (a temp dir on it)
+#   bash benches/upload.sh [SIZE_MIB]          (default 1024; ~80% files, ~20% database)
+#   S3_SERVER=moto bash benches/upload.sh ...  against the rig's moto instead of s3s-fs
+#   DEST=sftp bash benches/upload.sh ...       the same to the rig's sshd (a temp dir on it)
+#   DEST=dir bash benches/upload.sh ...        to a local directory: sp's own cost, no server
+#
+# The default S3 server is s3s-fs (an S3 implementation in Rust, from crates.io, installed
+# under the rig dir on first use: ~7 CPU-minutes), started by this script on its own port and
+# data dir. moto, the rig's test server, spends ~20 ms of CPU per MiB it receives in Python:
+# on 2 shared cores that server, not sp, sets the figure (its CPU seconds are printed). A real
+# bucket's server runs elsewhere.
 #
 # Prints medians of RUNS (default 3) runs after a warm-up, the ratio (target <= 1.3: the upload
-# overlaps the backup, each file going up as soon as it is written) and the peak RSS of the
-# backup with upload (target < 100 MiB: files stream up in 8 MiB parts). Everything is made
-# under a temp dir, in a bucket of its own, and removed afterwards.
+# overlaps the backup, each file going up as soon as it is written), the server's CPU seconds
+# per run, and the peak RSS of the backup with upload (target < 100 MiB: files stream up in
+# 8 MiB parts). Everything is made under a temp dir, in a bucket of its own, and removed
+# afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1024}
 RUNS=${RUNS:-3}
 
 [ -f /var/lib/sp-rig/rig.env ] || bash scripts/rig.sh up >/dev/null
-grep -q '^SP_RIG_S3_ENDPOINT=' /var/lib/sp-rig/rig.env || bash scripts/rig.sh s3 >/dev/null
 DEST=${DEST:-s3}
+S3_SERVER=${S3_SERVER:-s3s}
+if [ "$DEST" = s3 ] && [ "$S3_SERVER" = moto ]; then
+  grep -q '^SP_RIG_S3_ENDPOINT=' /var/lib/sp-rig/rig.env || bash scripts/rig.sh s3 >/dev/null
+fi
+S3S=/var/lib/sp-rig/s3s/bin/s3s-fs
+if [ "$DEST" = s3 ] && [ "$S3_SERVER" = s3s ] && ! [ -x "$S3S" ]; then
+  echo "== installing s3s-fs 0.14.1 (crates.io) under /var/lib/sp-rig/s3s"
+  cargo install -q s3s-fs@0.14.1 --features binary --locked --root /var/lib/sp-rig/s3s
+fi
 [ "$DEST" != sftp ] || grep -q '^SP_RIG_SFTP_URL_BASE=' /var/lib/sp-rig/rig.env || bash scripts/rig.sh sftp >/dev/null
 if ! [ -x /usr/bin/time ] || ! command -v bc >/dev/null; then
   apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time bc >/dev/null
@@ -31,24 +48,49 @@ INSTANCE="upbench$$"
 SITE="upbench$$"
 BUCKET="sp-upbench-$$"
 export SP_CONFIG="$W/config.toml"
-s3() { curl -sS -f --aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:bench" "$@"; }
+SERVER_PID=
+if [ "$DEST" = s3 ] && [ "$S3_SERVER" = s3s ]; then
+  mkdir -p "$W/s3s"
+  S3S_PORT=${S3S_PORT:-19100}
+  setsid "$S3S" --host 127.0.0.1 --port "$S3S_PORT" --access-key bench --secret-key bench "$W/s3s" >"$W/s3s.log" 2>&1 < /dev/null &
+  SERVER_PID=$!
+  SP_RIG_S3_ENDPOINT="http://127.0.0.1:$S3S_PORT"
+  for _ in $(seq 1 50); do curl -s -o /dev/null "$SP_RIG_S3_ENDPOINT/" && break; sleep 0.1; done
+elif [ "$DEST" = s3 ]; then
+  SERVER_PID=$(cat "$SP_RIG_DIR/run/moto.pid")
+elif [ "$DEST" = sftp ]; then
+  SERVER_PID=$(cat "$SP_RIG_DIR/run/sshd.pid")
+fi
+# s3s-fs wants the payload hash header; moto takes it too.
+s3() { curl -sS -f --aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:bench" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
+server_cpu() { # CPU seconds of the server (and, for sshd, its per-session children) so far
+  [ -n "$SERVER_PID" ] || { echo 0; return; }
+  local pids t=0 p
+  pids="$SERVER_PID $(pgrep -P "$SERVER_PID" 2>/dev/null | tr '\n' ' ')"
+  for p in $pids; do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15+$16+$17}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
 cleanup() {
   docker ps -aq --filter "label=sp.instance=$INSTANCE" | xargs -r docker rm -f >/dev/null
   docker network ls -q --filter "label=sp.instance=$INSTANCE" | xargs -r docker network rm >/dev/null
   mariadb --socket="$SP_RIG_MYSQL_SOCKET" -uroot -e "DROP DATABASE IF EXISTS \`$SITE\`; DROP USER IF EXISTS '$SITE'@'%';" || true
   empty_bucket || true
   s3 -X DELETE "$SP_RIG_S3_ENDPOINT/$BUCKET" >/dev/null 2>&1 || true
+  if [ "$DEST" = s3 ] && [ "$S3_SERVER" = s3s ] && [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
   rm -rf "$W"
 }
 empty_bucket() {
   local k
   if [ "$DEST" = sftp ]; then rm -rf "$W/sftp-server"; return; fi
+  if [ "$DEST" = dir ]; then rm -rf "$W/dir-dest"; return; fi
   for k in $(s3 "$SP_RIG_S3_ENDPOINT/$BUCKET?list-type=2" | grep -o '<Key>[^<]*' | sed 's/<Key>//'); do
     s3 -X DELETE "$SP_RIG_S3_ENDPOINT/$BUCKET/$k" >/dev/null
   done
 }
 trap cleanup EXIT
-s3 -X PUT "$SP_RIG_S3_ENDPOINT/$BUCKET" >/dev/null
+[ "$DEST" != s3 ] || s3 -X PUT "$SP_RIG_S3_ENDPOINT/$BUCKET" >/dev/null
 
 ADMIN=${SP_RIG_MYSQL_URL#mysql://}
 ADMIN_URL="mysql://${ADMIN%%:*}@${ADMIN##*@}"
@@ -66,6 +108,15 @@ name = "bench"
 url = "$SP_RIG_SFTP_URL_BASE$W/sftp-server/bench"
 key_file = "$SP_RIG_SFTP_KEY"
 known_hosts = "$SP_RIG_SFTP_KNOWN_HOSTS"
+
+[encryption]
+recipients = ["$RCPT"]
+TOML
+elif [ "$DEST" = dir ]; then cat "$W/plain.toml" - > "$W/upload.toml" <<TOML
+
+[[destination]]
+name = "bench"
+url = "$W/dir-dest"
 
 [encryption]
 recipients = ["$RCPT"]
@@ -116,7 +167,11 @@ echo "database: $ROWS rows"
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 now() { date +%s.%N; }
-backup_with() { SP_CONFIG="$W/$1.toml" /usr/bin/time -f %M -o "$W/rss" "$SP" -q backup >/dev/null; }
+backup_with() {
+  local c0; c0=$(server_cpu)
+  SP_CONFIG="$W/$1.toml" /usr/bin/time -f "%M %U %S" -o "$W/rss" "$SP" -q backup >/dev/null
+  echo "$(( $(server_cpu) - c0 ))" > "$W/server_ticks"
+}
 clear_all() { rm -rf "$W"/backups/2*; empty_bucket; }
 
 echo "== warm-up"
