@@ -36,12 +36,13 @@ pub struct SnapshotList {
     pub plaintext: Vec<SnapshotInfo>,
 }
 
+/// `backup_dir` as the encrypted store, its snapshots and those whose index cannot be read.
+pub type StoredLocal = (crate::store::Destination, Vec<SnapshotInfo>, Vec<String>);
+
 /// The encrypted snapshots `backup_dir` holds (`[encryption] local = true`, or only encrypted
 /// ones there), oldest first, with their pin and verify markers; `None` when it is read in the
 /// local layout.
-pub fn stored_local(
-    ctx: &Ctx,
-) -> Result<Option<(crate::store::Destination, Vec<SnapshotInfo>, Vec<String>)>> {
+pub fn stored_local(ctx: &Ctx) -> Result<Option<StoredLocal>> {
     let Source::Remote(d) = Source::resolve(&ctx.config, None)? else {
         return Ok(None);
     };
