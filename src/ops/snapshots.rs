@@ -17,7 +17,8 @@ pub struct ListOpts {
     /// Only snapshots of this kind: full, partial, final or pre-restore.
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
-    /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
+    /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir,
+    /// read as the encrypted store it is with [encryption] local = true).
     #[arg(long, value_name = "NAME|URL|DIR")]
     pub from: Option<PathBuf>,
 }
