@@ -55,7 +55,8 @@ pub enum Command {
     Snapshot(SnapshotCommand),
     /// Check the signature, re-hash every file, walk every archive, check every dump; non-zero exit on any fault.
     Verify(crate::ops::verify::VerifyOpts),
-    /// Delete snapshots the [retention] policy does not keep (never pinned ones, never the newest verified).
+    /// Delete snapshots the [retention] policy does not keep (never pinned ones, never the newest verified);
+    /// an encrypted backup_dir ([encryption] local = true) too, with its plaintext ones from before.
     Prune {
         /// Show what would be deleted; delete nothing.
         #[arg(long)]

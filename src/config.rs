@@ -196,7 +196,9 @@ pub struct EncryptionConfig {
     /// them as it streams to a destination. Empty: destinations get plaintext.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
-    /// Encrypt the snapshots in `backup_dir` too (not supported yet: must stay false).
+    /// Encrypt the snapshots in `backup_dir` too: it then holds them in the off-host format
+    /// (see [`crate::store::offsite`]), and reading them back needs `--identity`. Needs
+    /// `recipients`.
     pub local: bool,
 }
 
@@ -565,8 +567,8 @@ impl Config {
             }
         }
         crate::crypt::Recipients::parse(&self.encryption.recipients)?;
-        if self.encryption.local {
-            return Err("encryption.local = true is not supported yet: local snapshots stay plaintext (keep backup_dir root-only); remove the key".into());
+        if self.encryption.local && self.encryption.recipients.is_empty() {
+            return Err("encryption.local = true needs [encryption] recipients (`sp key generate --output FILE` prints one): add one, or set local = false".into());
         }
         Ok(())
     }
@@ -920,9 +922,22 @@ mod tests {
             "[[destination]]\nname = \"a\"\nurl = \"/x\"\nbogus = 1",
             "[encryption]\nrecipients = [\"age1notakey\"]",
             "[encryption]\nlocal = true",
+            "[encryption]\nrecipients = []\nlocal = true",
         ] {
             assert!(Config::parse(bad, Path::new("t.toml")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn local_encryption_needs_recipients() {
+        let e = Config::parse("[encryption]\nlocal = true", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("recipients") && !e.contains('\n'), "{e}");
+        let (_, public) = crate::crypt::generate();
+        let text = format!("[encryption]\nrecipients = [\"{public}\"]\nlocal = true\n");
+        let c = Config::parse(&text, Path::new("t.toml")).unwrap();
+        assert!(c.encryption.local);
     }
 
     #[test]

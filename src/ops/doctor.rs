@@ -125,6 +125,20 @@ pub async fn run(ctx: &Ctx) -> Result<DoctorReport> {
             .map_err(|e| e.to_string());
         check(&format!("destination {}", d.name), reached);
     }
+    if ctx.config.encryption.local {
+        // The newest local snapshot, read as the encrypted store it is.
+        let stored = super::snapshots::stored_local(ctx).map(|s| {
+            let (n, newest) = s
+                .map(|(_, l, _)| (l.len(), l.last().map(|x| x.id.clone())))
+                .unwrap_or_default();
+            format!(
+                "snapshots in backup_dir are encrypted to {} age recipient(s): {n} snapshot(s), newest {}; restoring one needs --identity FILE",
+                ctx.config.encryption.recipients.len(),
+                newest.as_deref().unwrap_or("none")
+            )
+        });
+        check("local encryption", stored.map_err(|e| e.to_string()));
+    }
     if !ctx.config.destinations.is_empty() {
         check(
             "encryption",

@@ -3,7 +3,8 @@
 //! policy (`[destination.retention]`, else `[retention]`); `--from` prunes one destination
 //! only. Plan first (printed either way), then apply unless `--dry-run`. On a destination a
 //! snapshot's index goes first (it stops being listed), then its objects, then the image
-//! archives no remaining snapshot names.
+//! archives no remaining snapshot names. An encrypted `backup_dir` (`[encryption] local = true`)
+//! is pruned the same way, by `[retention]`, together with its plaintext snapshots from before.
 
 use serde::Serialize;
 
@@ -60,6 +61,10 @@ fn prune_images(ctx: &Ctx) -> Result<Vec<String>> {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let hex = name.split('.').next().unwrap_or("").to_string();
+        // Encrypted archives are the encrypted store's (see `prune`).
+        if name.contains(".age") || name.starts_with('.') {
+            continue;
+        }
         if !used.contains(&hex) {
             std::fs::remove_file(e.path())
                 .map_err(|err| Error::io_path("delete", &e.path(), err))?;
@@ -186,10 +191,23 @@ pub async fn run(ctx: &Ctx, dry_run: bool, from: Option<&std::path::Path>) -> Re
     result
 }
 
+/// Prunes `backup_dir` by `[retention]`: its plaintext snapshots and — when it holds them
+/// encrypted (`[encryption] local = true`) — its encrypted ones, planned together (so the
+/// plaintext ones from before age out as encrypted ones replace them).
 fn prune(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
     let _lock = ctx.lock("prune")?;
     let (snaps, _) = snapshot::list(&ctx.config.backup_dir)?;
-    let candidates: Vec<Candidate> = snaps
+    let stored = super::snapshots::stored_local(ctx)?;
+    let stored_ids: Vec<String> = stored
+        .as_ref()
+        .map(|(_, l, _)| l.iter().map(|s| s.id.clone()).collect())
+        .unwrap_or_default();
+    let mut all: Vec<&snapshot::SnapshotInfo> = snaps.iter().collect();
+    if let Some((_, list, _)) = &stored {
+        all.extend(list.iter());
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    let candidates: Vec<Candidate> = all
         .iter()
         .map(|s| Candidate {
             id: s.id.clone(),
@@ -203,9 +221,22 @@ fn prune(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
     let mut deleted = Vec::new();
     if !dry_run {
         for d in decisions.iter().filter(|d| !d.keep) {
-            let Some(s) = snaps.iter().find(|s| s.id == d.id) else {
+            let Some(s) = all.iter().find(|s| s.id == d.id) else {
                 continue;
             };
+            if let (Some((dest, _, _)), true) = (&stored, stored_ids.contains(&s.id)) {
+                // Its index first: it stops being a snapshot at once; then its objects and
+                // the markers beside them.
+                crate::store::offsite::delete(dest.store.as_ref(), &s.id)?;
+                match std::fs::remove_dir_all(&s.dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io_path("delete", &s.dir, e))
+                    }
+                    _ => {}
+                }
+                deleted.push(s.id.clone());
+                continue;
+            }
             // Rename first so a half-deleted folder never looks like a snapshot.
             let doomed = ctx.config.backup_dir.join(format!(".tmp-prune-{}", s.id));
             std::fs::rename(&s.dir, &doomed).map_err(|e| Error::io_path("rename", &s.dir, e))?;
@@ -216,7 +247,14 @@ fn prune(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
     let images_deleted = if dry_run {
         Vec::new()
     } else {
-        prune_images(ctx)?
+        let mut images = prune_images(ctx)?;
+        if let Some((dest, _, _)) = &stored {
+            let gone = crate::store::offsite::prune_images_where(dest.store.as_ref(), |o| {
+                o.ends_with(".age")
+            })?;
+            images.extend(gone);
+        }
+        images
     };
     Ok(PruneReport {
         dry_run,

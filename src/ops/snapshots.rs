@@ -17,7 +17,8 @@ pub struct ListOpts {
     /// Only snapshots of this kind: full, partial, final or pre-restore.
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
-    /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir).
+    /// A [[destination]] name, an s3:// URL, or a directory of snapshots (default: backup_dir,
+    /// read as the encrypted store it is with [encryption] local = true).
     #[arg(long, value_name = "NAME|URL|DIR")]
     pub from: Option<PathBuf>,
 }
@@ -30,6 +31,39 @@ pub struct SnapshotList {
     pub snapshots: Vec<SnapshotInfo>,
     /// Folders that look like snapshots but whose manifest cannot be read.
     pub unreadable: Vec<String>,
+    /// With `backup_dir` encrypted: its plaintext snapshots from before (`--from BACKUP_DIR`
+    /// reads them; `sp prune` ages them out by the same policy).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plaintext: Vec<SnapshotInfo>,
+}
+
+/// `backup_dir` as the encrypted store, its snapshots and those whose index cannot be read.
+pub type StoredLocal = (crate::store::Destination, Vec<SnapshotInfo>, Vec<String>);
+
+/// The encrypted snapshots `backup_dir` holds (`[encryption] local = true`, or only encrypted
+/// ones there), oldest first, with their pin and verify markers; `None` when it is read in the
+/// local layout.
+pub fn stored_local(ctx: &Ctx) -> Result<Option<StoredLocal>> {
+    let Source::Remote(d) = Source::resolve(&ctx.config, None)? else {
+        return Ok(None);
+    };
+    let (mut list, unreadable) = offsite::list(d.store.as_ref())?;
+    for s in &mut list {
+        s.dir = ctx.config.backup_dir.join(&s.id);
+        (s.pinned, s.verified) = snapshot::markers(&s.dir);
+    }
+    Ok(Some((d, list, unreadable)))
+}
+
+/// Every snapshot in `backup_dir`, oldest first: plaintext and — with local encryption —
+/// encrypted ones alike (for `sp status`, which only reads their listing).
+pub fn all_local(ctx: &Ctx) -> Result<Vec<SnapshotInfo>> {
+    let (mut all, _) = snapshot::list(&ctx.config.backup_dir)?;
+    if let Some((_, stored, _)) = stored_local(ctx)? {
+        all.extend(stored);
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    Ok(all)
 }
 
 impl std::fmt::Display for SnapshotList {
@@ -59,6 +93,17 @@ impl std::fmt::Display for SnapshotList {
         for u in &self.unreadable {
             write!(f, "\nunreadable: {u}")?;
         }
+        if !self.plaintext.is_empty() {
+            write!(
+                f,
+                "\nplaintext, from before [encryption] local = true (--from BACKUP_DIR reads them): {}",
+                self.plaintext
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+        }
         Ok(())
     }
 }
@@ -73,16 +118,29 @@ pub fn list(ctx: &Ctx, opts: &ListOpts) -> Result<SnapshotList> {
         .as_deref()
         .map(snapshot::Kind::parse)
         .transpose()?;
-    let (mut snapshots, unreadable) = match Source::resolve(&ctx.config, opts.from.as_deref())? {
-        Source::Local(dir) => snapshot::list(&dir)?,
-        Source::Remote(d) => crate::store::blocking(|| offsite::list(d.store.as_ref()))?,
+    let mut plaintext = Vec::new();
+    let (mut snapshots, unreadable) = match opts.from.as_deref() {
+        None => match stored_local(ctx)? {
+            Some((_, list, unreadable)) => {
+                (plaintext, _) = snapshot::list(&ctx.config.backup_dir)?;
+                (list, unreadable)
+            }
+            None => snapshot::list(&ctx.config.backup_dir)?,
+        },
+        Some(from) => match Source::resolve(&ctx.config, Some(from))? {
+            Source::Local(dir) => snapshot::list(&dir)?,
+            Source::Remote(d) => crate::store::blocking(|| offsite::list(d.store.as_ref()))?,
+        },
     };
-    snapshots.retain(|s| {
+    let wanted = |s: &SnapshotInfo| {
         kind.is_none_or(|k| s.kind == k) && opts.site.as_ref().is_none_or(|n| s.sites.contains(n))
-    });
+    };
+    snapshots.retain(wanted);
+    plaintext.retain(wanted);
     Ok(SnapshotList {
         snapshots,
         unreadable,
+        plaintext,
     })
 }
 
@@ -105,6 +163,14 @@ impl std::fmt::Display for PinReport {
 /// `sp snapshot pin|unpin ID`.
 pub fn pin(ctx: &Ctx, id: &str, pinned: bool) -> Result<PinReport> {
     let _lock = ctx.lock("snapshot pin")?;
+    if let Some((d, list, _)) = stored_local(ctx)? {
+        // An encrypted snapshot keeps its pin beside its objects (never listed as one).
+        let sid = offsite::resolve(d.store.as_ref(), id, snapshot::Pick::Any).ok();
+        if let Some(s) = list.into_iter().find(|s| Some(&s.id) == sid.as_ref()) {
+            snapshot::set_pinned(&s.dir, pinned)?;
+            return Ok(PinReport { id: s.id, pinned });
+        }
+    }
     let s = snapshot::find(&ctx.config.backup_dir, id)?;
     snapshot::set_pinned(&s.dir, pinned)?;
     Ok(PinReport { id: s.id, pinned })

@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use crate::config::parse_duration;
 use crate::error::{Error, Result};
-use crate::snapshot;
 
 use super::backup::BackupStatus;
 use super::Ctx;
@@ -132,7 +131,7 @@ impl std::fmt::Display for StatusReport {
 /// `sp status`.
 pub fn run(ctx: &Ctx) -> Result<StatusReport> {
     let max_age = parse_duration(&ctx.config.backup.max_age).map_err(Error::Invalid)?;
-    let (snaps, _) = snapshot::list(&ctx.config.backup_dir)?;
+    let snaps = super::snapshots::all_local(ctx)?;
     let now = Utc::now();
     let mut sites = Vec::new();
     let status = BackupStatus::load(ctx);

@@ -138,6 +138,14 @@ fn verify_remote(
                 + v.index.images.iter().map(|i| i.stored_size).sum::<u64>();
             r.ciphertext_only = !v.full;
             r.faults = v.faults;
+            if d.local && v.full && r.faults.is_empty() {
+                // backup_dir's own encrypted snapshot, proven to its plaintext: prune keeps
+                // verified ones as it does plaintext ones (best effort: the check stands).
+                let _ = snapshot::mark_verified(
+                    &std::path::Path::new(&d.name).join(&id),
+                    chrono::Utc::now(),
+                );
+            }
         }
         Err(e) => r.faults.push(Fault {
             file: format!("{id}/{}", offsite::INDEX),

@@ -248,8 +248,18 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io_path("fsync", dir, e))
 }
 
+/// Whether `dir` holds a snapshot in the off-host format (see [`crate::store::offsite`]):
+/// an index, or — an encrypted snapshot still being written, or cut off — its host archive's
+/// ciphertext, which is always stored first. Its manifest is there in plaintext, its files
+/// are not: it is no snapshot of the local layout, damaged or not.
+pub fn is_stored_folder(dir: &Path) -> bool {
+    dir.join(crate::store::offsite::INDEX).is_file()
+        || dir.join(format!("{HOST_ARCHIVE}.age")).is_file()
+}
+
 /// All complete snapshots in `backup_dir`, oldest first. Folders without a readable manifest
-/// are skipped (and named in the second list).
+/// are skipped (and named in the second list); so are encrypted snapshots (see
+/// [`is_stored_folder`]: `[encryption] local = true` reads them as a store).
 pub fn list(backup_dir: &Path) -> Result<(Vec<SnapshotInfo>, Vec<String>)> {
     let entries = match std::fs::read_dir(backup_dir) {
         Ok(e) => e,
@@ -260,7 +270,10 @@ pub fn list(backup_dir: &Path) -> Result<(Vec<SnapshotInfo>, Vec<String>)> {
     let mut bad = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !e.path().join(MANIFEST).is_file() {
+        if name.starts_with('.')
+            || !e.path().join(MANIFEST).is_file()
+            || is_stored_folder(&e.path())
+        {
             continue;
         }
         match info(&e.path()) {
@@ -272,13 +285,20 @@ pub fn list(backup_dir: &Path) -> Result<(Vec<SnapshotInfo>, Vec<String>)> {
     Ok((out, bad))
 }
 
-/// One snapshot's listing entry.
-pub fn info(dir: &Path) -> Result<SnapshotInfo> {
-    let m = read_manifest(dir)?;
+/// A snapshot folder's pin and last successful verify (see [`set_pinned`],
+/// [`mark_verified`]; an encrypted snapshot in `backup_dir` keeps them beside its objects).
+pub fn markers(dir: &Path) -> (bool, Option<DateTime<Utc>>) {
     let verified = std::fs::read_to_string(dir.join(VERIFIED))
         .ok()
         .and_then(|t| DateTime::parse_from_rfc3339(t.trim()).ok())
         .map(|t| t.with_timezone(&Utc));
+    (dir.join(PINNED).exists(), verified)
+}
+
+/// One snapshot's listing entry.
+pub fn info(dir: &Path) -> Result<SnapshotInfo> {
+    let m = read_manifest(dir)?;
+    let (_, verified) = markers(dir);
     Ok(SnapshotInfo {
         id: m.id.clone(),
         kind: m.kind,
@@ -311,6 +331,12 @@ pub fn resolve(backup_dir: &Path, id: &str, pick: Pick) -> Result<(String, PathB
             return Err(Error::Invalid(format!("invalid snapshot id {id:?}")));
         }
         let dir = backup_dir.join(id);
+        if is_stored_folder(&dir) {
+            return Err(Error::NotFound(format!(
+                "snapshot {id:?} in {} is encrypted: read it without --from when that is backup_dir (with --identity FILE), or move the plaintext snapshots elsewhere and name that directory with --from",
+                backup_dir.display()
+            )));
+        }
         if dir.join(MANIFEST).is_file() {
             return Ok((id.to_string(), dir));
         }

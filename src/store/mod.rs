@@ -228,6 +228,8 @@ pub struct Destination {
     pub store: Box<dyn Store>,
     /// Its own retention policy (the host's `[retention]` when it names none).
     pub retention: crate::snapshot::retention::Policy,
+    /// This is `backup_dir` itself, holding encrypted snapshots (`[encryption] local = true`).
+    pub local: bool,
 }
 
 impl Destination {
@@ -253,7 +255,59 @@ impl Destination {
             name: cfg.name.clone(),
             store,
             retention: cfg.retention.clone().unwrap_or_else(|| retention.clone()),
+            local: false,
         })
+    }
+
+    /// `backup_dir` as a directory store: where `[encryption] local = true` keeps snapshots,
+    /// in the off-host format, by the host's `[retention]` policy.
+    pub fn local(cfg: &crate::config::Config) -> Destination {
+        Destination {
+            name: cfg.backup_dir.display().to_string(),
+            store: Box::new(dir::DirStore::new(cfg.backup_dir.clone())),
+            retention: cfg.retention.clone(),
+            local: true,
+        }
+    }
+}
+
+/// What a directory of snapshots holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// No snapshot at all (or no such directory).
+    Empty,
+    /// Only snapshots in the local layout (plaintext files beside a manifest).
+    Plain,
+    /// Only complete snapshots in the off-host format (`ID/index.json`, `.age` objects).
+    Encrypted,
+    /// Both: plaintext snapshots from before `[encryption] local = true`, and encrypted ones.
+    Mixed,
+}
+
+/// Which kinds of snapshots `dir` holds (reads only its folders' names and markers).
+pub fn layout(dir: &std::path::Path) -> Layout {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Layout::Empty;
+    };
+    let (mut plain, mut encrypted) = (false, false);
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let p = e.path();
+        if p.join(offsite::INDEX).is_file() {
+            encrypted = true;
+        } else if !crate::snapshot::is_stored_folder(&p)
+            && p.join(crate::snapshot::MANIFEST).is_file()
+        {
+            plain = true;
+        }
+    }
+    match (plain, encrypted) {
+        (false, false) => Layout::Empty,
+        (true, false) => Layout::Plain,
+        (false, true) => Layout::Encrypted,
+        (true, true) => Layout::Mixed,
     }
 }
 
@@ -266,11 +320,19 @@ pub enum Source {
 }
 
 impl Source {
-    /// `None`: `backup_dir`. A configured destination's name (or URL): that destination.
-    /// An `s3://` URL: that bucket, credentials from `AWS_*`. Anything else: a directory.
+    /// `None`: `backup_dir` — as the encrypted store it is with `[encryption] local = true`,
+    /// or when it holds encrypted snapshots only (a new host whose config does not say so yet);
+    /// else its plaintext snapshots. A configured destination's name (or URL): that
+    /// destination. An `s3://` URL: that bucket, credentials from `AWS_*`. Anything else: a
+    /// directory — read as a directory store when it holds encrypted snapshots only (a copy of
+    /// an encrypted `backup_dir`, a directory destination), else in the local layout (so
+    /// `--from BACKUP_DIR` reads the plaintext snapshots taken before `local = true`).
     /// Call from the runtime.
     pub fn resolve(cfg: &crate::config::Config, from: Option<&std::path::Path>) -> Result<Source> {
         let Some(from) = from else {
+            if cfg.encryption.local || layout(&cfg.backup_dir) == Layout::Encrypted {
+                return Ok(Source::Remote(Destination::local(cfg)));
+            }
             return Ok(Source::Local(cfg.backup_dir.clone()));
         };
         let text = from.to_string_lossy();
@@ -303,6 +365,13 @@ impl Source {
                 "--from {text}: no such directory, and no [[destination]] of that name (configured: {})",
                 if names.is_empty() { "none".to_string() } else { names.join(", ") }
             )));
+        }
+        if layout(from) == Layout::Encrypted {
+            let mut d = Destination::local(cfg);
+            d.name = from.display().to_string();
+            d.store = Box::new(dir::DirStore::new(from.to_path_buf()));
+            d.local = from == cfg.backup_dir;
+            return Ok(Source::Remote(d));
         }
         Ok(Source::Local(from.to_path_buf()))
     }
@@ -400,6 +469,80 @@ mod tests {
             let e = Url::parse(bad).expect_err(bad);
             assert!(!e.contains('\n'), "{e}");
         }
+    }
+
+    /// A config whose backup_dir is `dir`, encrypted locally or not.
+    fn config(dir: &std::path::Path, local: bool) -> crate::config::Config {
+        let mut c = crate::config::Config {
+            backup_dir: dir.to_path_buf(),
+            ..Default::default()
+        };
+        c.encryption.local = local;
+        c
+    }
+
+    fn snapshot_folder(root: &std::path::Path, id: &str, encrypted: bool) {
+        let d = root.join(id);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(crate::snapshot::MANIFEST), b"{}").unwrap();
+        if encrypted {
+            std::fs::write(d.join("host.tar.zst.age"), b"x").unwrap();
+            std::fs::write(d.join(offsite::INDEX), b"{}").unwrap();
+        }
+    }
+
+    fn is_store(s: &Source) -> Option<bool> {
+        match s {
+            Source::Remote(d) => Some(d.local),
+            Source::Local(_) => None,
+        }
+    }
+
+    #[test]
+    fn layouts_and_the_default_source() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        assert_eq!(layout(&root.join("none")), Layout::Empty);
+        assert_eq!(layout(root), Layout::Empty);
+        // local = false: backup_dir in the local layout, as always…
+        let plain = config(root, false);
+        assert_eq!(is_store(&Source::resolve(&plain, None).unwrap()), None);
+        // …and local = true: the encrypted store, even before its first snapshot.
+        let enc = config(root, true);
+        assert_eq!(is_store(&Source::resolve(&enc, None).unwrap()), Some(true));
+
+        snapshot_folder(root, "20260101T000000Z", true);
+        // An unfinished encrypted snapshot (no index) is no plaintext one either.
+        let cut = root.join("20260102T000000Z");
+        std::fs::create_dir_all(&cut).unwrap();
+        std::fs::write(cut.join(crate::snapshot::MANIFEST), b"{}").unwrap();
+        std::fs::write(cut.join("host.tar.zst.age"), b"x").unwrap();
+        assert_eq!(layout(root), Layout::Encrypted);
+        assert!(crate::snapshot::list(root).unwrap().0.is_empty());
+        assert!(crate::snapshot::list(root).unwrap().1.is_empty());
+        // A new host whose config does not say local = true yet still reads them.
+        assert_eq!(
+            is_store(&Source::resolve(&plain, None).unwrap()),
+            Some(true)
+        );
+        // --from a directory of encrypted snapshots: a directory store.
+        let other = tempfile::tempdir().unwrap();
+        assert_eq!(
+            is_store(&Source::resolve(&config(other.path(), false), Some(root)).unwrap()),
+            Some(false)
+        );
+
+        // Plaintext ones from before: --from BACKUP_DIR reads them in the local layout; the
+        // default source follows the config.
+        snapshot_folder(root, "20251201T000000Z", false);
+        assert_eq!(layout(root), Layout::Mixed);
+        assert_eq!(is_store(&Source::resolve(&enc, None).unwrap()), Some(true));
+        assert_eq!(is_store(&Source::resolve(&plain, None).unwrap()), None);
+        assert_eq!(is_store(&Source::resolve(&enc, Some(root)).unwrap()), None);
+        let e = crate::snapshot::resolve(root, "20260101T000000Z", crate::snapshot::Pick::Any)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("encrypted"), "{e}");
     }
 
     #[test]

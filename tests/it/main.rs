@@ -10,6 +10,7 @@ mod day2;
 mod hostile_files;
 mod isolation;
 mod latest;
+mod local_encryption;
 mod lock;
 mod offsite;
 mod partial;

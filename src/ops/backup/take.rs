@@ -1,5 +1,7 @@
 //! One snapshot: written under `.tmp-ID`, every site taken in turn, the manifest signed last,
-//! renamed into place only when complete and fsynced.
+//! renamed into place only when complete and fsynced. With `[encryption] local = true` the
+//! snapshot is written encrypted into `backup_dir` as a store while `.tmp-ID` grows (see
+//! [`super::upload`]), its index last, and `.tmp-ID` — the plaintext — is removed instead.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -60,11 +62,14 @@ async fn take_snapshot(
     let tmp = backup_dir.join(format!(".tmp-{id}"));
     std::fs::create_dir_all(tmp.join("sites")).map_err(|e| Error::io_path("create", &tmp, e))?;
     crate::fsutil::chmod(&tmp, 0o700)?;
-    let uploader = if upload {
-        Uploader::start(ctx, &id)?
+    // With local encryption the plaintext is a working copy only, image archives included.
+    let local = ctx.config.encryption.local;
+    let images = if local {
+        tmp.join("images")
     } else {
-        None
+        backup_dir.join("images")
     };
+    let uploader = Uploader::start(ctx, &id, upload, &images)?;
     let result = write_snapshot(
         ctx,
         specs,
@@ -80,25 +85,58 @@ async fn take_snapshot(
     match result {
         Ok(mut report) => {
             if let Some(u) = uploader {
-                report.uploads = u.finish(report.dir.clone()).await;
+                let uploads = u.finish(report.dir.clone()).await;
+                report.uploads = uploads.remote;
+                if let Some(l) = uploads.local {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    let dir = backup_dir.join(&id);
+                    if let Some(e) = l.error {
+                        discard_stored(ctx, &id);
+                        return Err(Error::Other(format!(
+                            "snapshot {id} could not be written encrypted to {}: {e}; no snapshot was kept ([encryption] local = true keeps no plaintext copy) — fix that and take it again",
+                            backup_dir.display()
+                        )));
+                    }
+                    report.dir = dir;
+                }
                 report.seconds = started.elapsed().as_secs_f64();
             }
             Ok(report)
         }
         Err(e) => {
+            if local {
+                // Nothing may write into backup_dir once the partial snapshot goes.
+                if let Some(u) = uploader {
+                    u.abandon().await;
+                }
+                discard_stored(ctx, &id);
+            }
             let _ = std::fs::remove_dir_all(&tmp);
             Err(e)
         }
     }
 }
 
-/// Removes `.tmp-*` folders: with the lock held, they can only be left by a killed backup.
+/// Removes what the encrypted store holds of snapshot `id`, which never got its index.
+fn discard_stored(ctx: &Ctx, id: &str) {
+    let dir = ctx.config.backup_dir.join(id);
+    if !dir.join(crate::store::offsite::INDEX).exists() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Removes `.tmp-*` folders, and encrypted snapshots that never got their index: with the
+/// lock held, they can only be left by a killed backup.
 fn clear_stale(backup_dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(backup_dir) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                tracing::info!("removing the unfinished snapshot {}", e.path().display());
-                let _ = std::fs::remove_dir_all(e.path());
+            let p = e.path();
+            let unfinished = e.file_name().to_string_lossy().starts_with(".tmp-")
+                || (snapshot::is_stored_folder(&p)
+                    && !p.join(crate::store::offsite::INDEX).exists());
+            if unfinished {
+                tracing::info!("removing the unfinished snapshot {}", p.display());
+                let _ = std::fs::remove_dir_all(p);
             }
         }
     }
@@ -270,13 +308,13 @@ async fn write_snapshot(
     let proxy_image = crate::ops::proxy::ImageState::load(&proxy).map(|st| st.id);
     if let (true, Some(engine)) = (ctx.config.backup.keep_images, &engine) {
         if let Some(id) = &proxy_image {
-            keep_image(ctx, engine, id, level)
+            keep_image(ctx, engine, id, level, tmp)
                 .await
                 .step("proxy", "image archive")?;
         }
         for e in &entries {
             if let Some(id) = &e.image_id {
-                keep_image(ctx, engine, id, level)
+                keep_image(ctx, engine, id, level, tmp)
                     .await
                     .step(&e.name, "image archive")?;
             }
@@ -307,9 +345,15 @@ async fn write_snapshot(
     snapshot::write_manifest(tmp, &manifest, &key)?;
     snapshot::sync_dir(&tmp.join("sites"))?;
     snapshot::sync_dir(tmp)?;
-    let dir = ctx.config.backup_dir.join(id);
-    std::fs::rename(tmp, &dir).map_err(|e| Error::io_path("rename into place", &dir, e))?;
-    snapshot::sync_dir(&ctx.config.backup_dir)?;
+    let dir = if ctx.config.encryption.local {
+        // The encrypted store's worker finishes from the working copy; it goes after.
+        tmp.to_path_buf()
+    } else {
+        let dir = ctx.config.backup_dir.join(id);
+        std::fs::rename(tmp, &dir).map_err(|e| Error::io_path("rename into place", &dir, e))?;
+        snapshot::sync_dir(&ctx.config.backup_dir)?;
+        dir
+    };
     Ok(BackupReport {
         id: id.to_string(),
         kind,
@@ -322,9 +366,34 @@ async fn write_snapshot(
     })
 }
 
-/// Saves an image into `backup_dir/images` unless it is there already.
-async fn keep_image(ctx: &Ctx, engine: &Engine, id: &str, level: i32) -> Result<()> {
-    let path = super::super::provision::image_archive(ctx, id);
+/// Saves an image into `backup_dir/images` unless it is there already. With
+/// `[encryption] local = true` into the working copy's `images/` instead (`tmp`), and only
+/// when the encrypted store does not hold it yet (a plaintext archive of it from before is
+/// linked in rather than saved again): the encrypted store gets it from there.
+async fn keep_image(ctx: &Ctx, engine: &Engine, id: &str, level: i32, tmp: &Path) -> Result<()> {
+    let kept = super::super::provision::image_archive(ctx, id);
+    let path = if ctx.config.encryption.local {
+        let hex = id.trim_start_matches("sha256:");
+        let stored = ctx
+            .config
+            .backup_dir
+            .join(format!("images/{hex}.tar.zst.age.json"));
+        if stored.exists() {
+            return Ok(());
+        }
+        let path = tmp.join(format!("images/{hex}.tar.zst"));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
+        }
+        if kept.exists()
+            && (std::fs::hard_link(&kept, &path).is_ok() || std::fs::copy(&kept, &path).is_ok())
+        {
+            return Ok(());
+        }
+        path
+    } else {
+        kept
+    };
     if path.exists() {
         return Ok(());
     }

@@ -6,6 +6,12 @@
 //! last — the signed index. A destination that fails keeps failing for this snapshot (its
 //! partial upload is never listed); the next backup uploads what is missing: every local
 //! snapshot newer than the destination's newest.
+//!
+//! With `[encryption] local = true` one more worker writes the snapshot the same way into
+//! `backup_dir` itself, as a directory store (see [`Destination::local`]): that is the local
+//! snapshot, and the plaintext working copy goes once it is done. Its failure fails the
+//! snapshot. A destination is then caught up by copying the encrypted store's objects as
+//! they are (already ciphertext to the same recipients), the index last.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -71,6 +77,8 @@ enum Job {
 
 struct Worker {
     name: String,
+    /// The encrypted store in `backup_dir` (`[encryption] local = true`).
+    local: bool,
     tx: mpsc::Sender<Job>,
     handle: std::thread::JoinHandle<UploadReport>,
 }
@@ -87,23 +95,60 @@ struct Setup {
     rcpt: Recipients,
     state_dir: PathBuf,
     backup_dir: PathBuf,
+    /// This snapshot's plaintext image archives.
+    images: PathBuf,
+    /// The encrypted store in `backup_dir`, with `[encryption] local = true`.
+    local: Option<Destination>,
+    keyring: Option<crate::key::Keyring>,
     notify: Arc<Notifier>,
 }
 
+/// What [`Uploader::finish`] reports.
+pub struct Uploads {
+    /// One per `[[destination]]`.
+    pub remote: Vec<UploadReport>,
+    /// The encrypted store in `backup_dir` (`[encryption] local = true`): the only local copy,
+    /// so its failure fails the snapshot.
+    pub local: Option<UploadReport>,
+}
+
 impl Uploader {
-    /// Opens every destination (none configured: `None`). Call from the runtime.
-    pub fn start(ctx: &Ctx, id: &str) -> Result<Option<Uploader>> {
-        if ctx.config.destinations.is_empty() {
+    /// Opens every destination when `remote` (none configured: `None`), and with
+    /// `[encryption] local = true` the encrypted store in `backup_dir` too (see
+    /// [`Uploads::local`]). `images` holds the plaintext image archives of this snapshot.
+    /// Call from the runtime.
+    pub fn start(
+        ctx: &Ctx,
+        id: &str,
+        remote: bool,
+        images: &std::path::Path,
+    ) -> Result<Option<Uploader>> {
+        let local = ctx.config.encryption.local;
+        let remotes: &[crate::config::DestinationConfig] = if remote {
+            &ctx.config.destinations
+        } else {
+            &[]
+        };
+        if remotes.is_empty() && !local {
             return Ok(None);
         }
         let rcpt = Recipients::parse(&ctx.config.encryption.recipients).map_err(Error::Invalid)?;
+        // Catching a destination up from the encrypted store authenticates what it copies.
+        let keyring = if local { Some(ctx.keyring(&[])?) } else { None };
         let mut workers = Vec::new();
         let mut failed = Vec::new();
-        for d in &ctx.config.destinations {
+        let mut dests = Vec::new();
+        if local {
+            dests.push(Ok(Destination::local(&ctx.config)));
+        }
+        for d in remotes {
             // One that cannot be opened fails its upload, not the local snapshot.
-            let dest = match Destination::open(d, &ctx.config.retention) {
+            dests.push(Destination::open(d, &ctx.config.retention).map_err(|e| (d, e)));
+        }
+        for dest in dests {
+            let dest = match dest {
                 Ok(dest) => dest,
-                Err(e) => {
+                Err((d, e)) => {
                     failed.push(UploadReport {
                         destination: d.name.clone(),
                         ok: false,
@@ -121,14 +166,24 @@ impl Uploader {
                 rcpt: rcpt.clone(),
                 state_dir: ctx.config.state_dir.clone(),
                 backup_dir: ctx.config.backup_dir.clone(),
+                images: images.to_path_buf(),
+                local: local.then(|| Destination::local(&ctx.config)),
+                keyring: keyring.clone(),
                 notify: ctx.reporter(),
             };
+            let name = dest.name.clone();
+            let is_local = dest.local;
             let handle = std::thread::Builder::new()
-                .name(format!("upload-{}", d.name))
+                .name(if is_local {
+                    "store-local".to_string()
+                } else {
+                    format!("upload-{name}")
+                })
                 .spawn(move || work(dest, setup, rx))
                 .map_err(|e| Error::io("start an upload thread", e))?;
             workers.push(Worker {
-                name: d.name.clone(),
+                name,
+                local: is_local,
                 tx,
                 handle,
             });
@@ -172,14 +227,17 @@ impl Uploader {
     }
 
     /// The snapshot is complete at `dir`: waits for every destination to finish.
-    pub async fn finish(self, dir: PathBuf) -> Vec<UploadReport> {
-        let mut out = self.failed;
+    pub async fn finish(self, dir: PathBuf) -> Uploads {
+        let mut out = Uploads {
+            remote: self.failed,
+            local: None,
+        };
         for w in self.workers {
             let _ = w.tx.send(Job::Finish(dir.clone()));
             drop(w.tx);
             let name = w.name.clone();
             let r = tokio::task::spawn_blocking(move || w.handle.join()).await;
-            out.push(match r {
+            let report = match r {
                 Ok(Ok(r)) => r,
                 _ => UploadReport {
                     destination: name,
@@ -189,9 +247,23 @@ impl Uploader {
                     caught_up: Vec::new(),
                     error: Some("the upload thread failed".into()),
                 },
-            });
+            };
+            if w.local {
+                out.local = Some(report);
+            } else {
+                out.remote.push(report);
+            }
         }
         out
+    }
+
+    /// The snapshot failed: stops every worker (nothing is committed as a snapshot) and waits
+    /// for them, so nothing writes into `backup_dir` any more.
+    pub async fn abandon(self) {
+        for w in self.workers {
+            drop(w.tx);
+            let _ = tokio::task::spawn_blocking(move || w.handle.join()).await;
+        }
     }
 }
 
@@ -266,21 +338,58 @@ fn finish(
     let store = dest.store.as_ref();
     let key = crate::key::HostKey::load(&s.state_dir)?
         .ok_or_else(|| Error::Other("no snapshot key to sign the upload with".into()))?;
-    let images = s.backup_dir.join("images");
+    if dest.local {
+        // The encrypted store in backup_dir: this snapshot only (nothing to catch up).
+        let index = offsite::finish(store, &s.rcpt, &key, &dir, &s.images, done, progress)?;
+        return Ok((index.files.iter().map(|f| f.stored_size).sum(), Vec::new()));
+    }
     // What the destination held before: the next backup catches up from its newest.
     let before = offsite::ids(store)?;
-    let index = offsite::finish(store, &s.rcpt, &key, &dir, &images, done, progress)?;
+    if let Some(local) = &s.local {
+        // An image archive the encrypted store already held was not made again in plaintext:
+        // its ciphertext is copied as it is.
+        let m = crate::snapshot::read_manifest(&dir)?;
+        let ids = m.sites.iter().filter_map(|e| e.image_id.as_ref());
+        for img in ids.chain(m.proxy_image_id.as_ref()) {
+            let hex = img.trim_start_matches("sha256:");
+            if !s.images.join(format!("{hex}.tar.zst")).exists() {
+                offsite::copy_image(local.store.as_ref(), store, img, true, progress)?;
+            }
+        }
+    }
+    let index = offsite::finish(store, &s.rcpt, &key, &dir, &s.images, done, progress)?;
     let mut bytes: u64 = index.files.iter().map(|f| f.stored_size).sum();
     let mut caught_up = Vec::new();
     if let Some(newest) = before.last() {
-        let (local, _) = crate::snapshot::list(&s.backup_dir)?;
-        for l in local {
-            if l.id > *newest && l.id != s.id && !before.contains(&l.id) {
-                let i =
-                    offsite::finish(store, &s.rcpt, &key, &l.dir, &images, Vec::new(), progress)?;
-                bytes += i.files.iter().map(|f| f.stored_size).sum::<u64>();
-                caught_up.push(l.id);
+        let images = s.backup_dir.join("images");
+        // Plaintext snapshots (all of them with local = false; those from before it otherwise)
+        // are encrypted on the way; the encrypted store's are copied as they are.
+        let (plain, _) = crate::snapshot::list(&s.backup_dir)?;
+        let mut todo: Vec<(String, Option<PathBuf>)> =
+            plain.into_iter().map(|l| (l.id, Some(l.dir))).collect();
+        if let Some(local) = &s.local {
+            todo.extend(
+                offsite::ids(local.store.as_ref())?
+                    .into_iter()
+                    .map(|id| (id, None)),
+            );
+            todo.sort();
+        }
+        for (id, plain_dir) in todo {
+            if id <= *newest || id == s.id || before.contains(&id) {
+                continue;
             }
+            let i = match (&plain_dir, &s.local, &s.keyring) {
+                (Some(d), _, _) => {
+                    offsite::finish(store, &s.rcpt, &key, d, &images, Vec::new(), progress)?
+                }
+                (None, Some(local), Some(keyring)) => {
+                    offsite::copy(local.store.as_ref(), store, &id, keyring, progress)?
+                }
+                _ => continue,
+            };
+            bytes += i.files.iter().map(|f| f.stored_size).sum::<u64>();
+            caught_up.push(id);
         }
     }
     Ok((bytes, caught_up))

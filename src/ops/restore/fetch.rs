@@ -1,4 +1,5 @@
-//! `--from NAME|URL` for restore and drill: the snapshot is downloaded (and decrypted with
+//! `--from NAME|URL` for restore and drill — and no `--from` when `backup_dir` holds encrypted
+//! snapshots (`[encryption] local = true`): the snapshot is downloaded (and decrypted with
 //! `--identity`) into a private staging folder beside `backup_dir` first, each file proven
 //! against the signed manifest as it is written (see [`offsite::fetch`]); then the same
 //! restore path as for a local snapshot runs on it. The folder goes when the op is done.
@@ -45,6 +46,12 @@ pub async fn stage(
         }
         Source::Remote(d) => d,
     };
+    if dest.local && source.identity.is_none() {
+        return Err(Error::Invalid(format!(
+            "the snapshots in {} are encrypted ([encryption] local = true): pass --identity FILE, the age identity whose recipient is in [encryption] recipients; nothing was changed",
+            dest.name
+        )));
+    }
     let identity = source
         .identity
         .as_deref()

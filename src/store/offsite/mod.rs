@@ -17,9 +17,11 @@
 //! objects are plaintext and carry no `.age` suffix.
 
 mod check;
+mod copy;
 mod upload;
 
 pub use self::check::{authenticate, fetch, verify, Verified};
+pub use self::copy::{copy, copy_image};
 pub use self::upload::{finish, put_file};
 
 use std::io::{Read, Write};
@@ -215,6 +217,12 @@ pub fn delete(store: &dyn Store, id: &str) -> Result<()> {
 
 /// Deletes image archives no remaining index names; returns their objects.
 pub fn prune_images(store: &dyn Store) -> Result<Vec<String>> {
+    prune_images_where(store, |_| true)
+}
+
+/// [`prune_images`], touching only the objects `ours` says are (an encrypted `backup_dir`
+/// also holds the plaintext image archives of snapshots from before it was encrypted).
+pub fn prune_images_where(store: &dyn Store, ours: impl Fn(&str) -> bool) -> Result<Vec<String>> {
     let mut used = std::collections::HashSet::new();
     for id in ids(store)? {
         // An index we cannot read might need any image: keep them all.
@@ -224,6 +232,9 @@ pub fn prune_images(store: &dyn Store) -> Result<Vec<String>> {
     let mut deleted = Vec::new();
     for o in store.list(&format!("{IMAGES}/"))? {
         let base = o.path.strip_suffix(".json").unwrap_or(&o.path).to_string();
+        if !ours(&base) {
+            continue;
+        }
         if !used.contains(&base) {
             store.delete(&o.path)?;
             if !o.path.ends_with(".json") {

@@ -263,3 +263,38 @@ fn without_an_index_nothing_is_listed_and_delete_takes_everything() {
     delete(&store, "20261201T000000Z").unwrap();
     assert!(store.objects().is_empty());
 }
+
+#[test]
+fn copy_is_verbatim_index_last_and_refuses_a_changed_object() {
+    let key = HostKey::generate();
+    let ring = Keyring {
+        keys: vec![key.public()],
+    };
+    let (_t, dir) = snapshot_dir(&key);
+    let (_i, id, rcpt) = identity();
+    let (from, to) = (MemStore::new(), MemStore::new());
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
+    let sid = "20261201T000000Z";
+    finish(&from, &rcpt, &key, &dir, Path::new("/x"), Vec::new(), &none).unwrap();
+    copy(&from, &to, sid, &ring, &none).unwrap();
+    assert_eq!(
+        from.objects(),
+        to.objects(),
+        "the same bytes, ciphertext as it is"
+    );
+    assert!(verify(&to, sid, &ring, Some(&id))
+        .unwrap()
+        .faults
+        .is_empty());
+
+    // A changed object is refused and nothing of the snapshot counts on the other side.
+    let other = MemStore::new();
+    let object = format!("{sid}/sites/blog.sql.zst.age");
+    let mut body = get_bytes(&from, &object, 1 << 30).unwrap();
+    let n = body.len() / 2;
+    body[n] ^= 1;
+    put_bytes(&from, &object, &body).unwrap();
+    let e = copy(&from, &other, sid, &ring, &none).unwrap_err();
+    assert!(e.to_string().contains("blog.sql.zst.age"), "{e}");
+    assert!(ids(&other).unwrap().is_empty());
+}

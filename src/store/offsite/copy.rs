@@ -1,0 +1,136 @@
+//! Copying a stored snapshot from one store to another as it is: each object's bytes verbatim
+//! (ciphertext stays ciphertext, to the same recipients), checked against the signed index
+//! on the way, the image archives it needs, then the signed index — last. This is how a
+//! backup catches a destination up from an encrypted `backup_dir` without decrypting.
+
+use std::io::Read;
+
+use super::{
+    authenticate, get_bytes, put_bytes, read_index, Index, Progress, StoredImage, INDEX, INDEX_SIG,
+};
+use crate::error::{Error, Result};
+use crate::key::Keyring;
+use crate::snapshot::{self, archive::HashingReader};
+use crate::store::Store;
+
+/// Streams `object` from `from` to `to`, committing it only when its size and sha256 are the
+/// index's.
+fn copy_object(
+    from: &dyn Store,
+    to: &dyn Store,
+    object: &str,
+    stored_size: u64,
+    stored_sha256: &str,
+    progress: Progress,
+) -> Result<()> {
+    let label = format!("upload {object}");
+    progress(&label, 0, stored_size, false);
+    let mut r = HashingReader::new(from.read(object)?.take(stored_size.saturating_add(1)));
+    let mut w = to.write(object)?;
+    let io = |e: std::io::Error| Error::io(format!("copy {object} to {}", to.describe()), e);
+    std::io::copy(&mut r, &mut w).map_err(io)?;
+    let (n, sha) = r.finish().map_err(io)?;
+    if n != stored_size || sha != stored_sha256 {
+        // Dropped uncommitted: nothing is left under its name.
+        return Err(Error::Unauthentic(format!(
+            "{}: {object} differs from its signed index (changed after sp wrote it); it was not copied — `sp verify` names what else is damaged",
+            from.describe()
+        )));
+    }
+    w.commit()?;
+    progress(&label, stored_size, stored_size, true);
+    Ok(())
+}
+
+/// Copies snapshot `id` from `from` to `to` (authenticated with `keyring` first; every object
+/// checked against the index as it is copied); the index goes last. Returns it.
+pub fn copy(
+    from: &dyn Store,
+    to: &dyn Store,
+    id: &str,
+    keyring: &Keyring,
+    progress: Progress,
+) -> Result<Index> {
+    let (index, _, mbytes) = authenticate(from, id, keyring)?;
+    // The index as it will be copied: signed by a trusted key, and the one just checked.
+    let (bytes, again) = read_index(from, id)?;
+    let sig = get_bytes(from, &format!("{id}/{INDEX_SIG}"), 4096)?;
+    if keyring
+        .check(&bytes, &String::from_utf8_lossy(&sig))
+        .is_err()
+        || again.files != index.files
+        || again.images != index.images
+    {
+        return Err(Error::Unauthentic(format!(
+            "snapshot {id} on {}: its index changed while it was being copied; nothing of it was copied",
+            from.describe()
+        )));
+    }
+    for f in &index.files {
+        let object = format!("{id}/{}", f.object);
+        copy_object(from, to, &object, f.stored_size, &f.stored_sha256, progress)?;
+    }
+    for i in &index.images {
+        let sum = format!("{}.json", i.object);
+        if to.stat(&sum)?.is_some() && to.stat(&i.object)? == Some(i.stored_size) {
+            let b = get_bytes(to, &sum, 1 << 16)?;
+            if serde_json::from_slice::<StoredImage>(&b).is_ok_and(|e| &e == i) {
+                continue;
+            }
+        }
+        copy_object(
+            from,
+            to,
+            &i.object,
+            i.stored_size,
+            &i.stored_sha256,
+            progress,
+        )?;
+        let json = serde_json::to_vec_pretty(i).map_err(|e| Error::Other(e.to_string()))?;
+        put_bytes(to, &sum, &json)?;
+    }
+    put_bytes(to, &format!("{id}/{}", snapshot::MANIFEST), &mbytes)?;
+    for name in [snapshot::MANIFEST_SUM, snapshot::MANIFEST_SIG] {
+        let object = format!("{id}/{name}");
+        if from.stat(&object)?.is_some() {
+            put_bytes(to, &object, &get_bytes(from, &object, 4096)?)?;
+        }
+    }
+    put_bytes(to, &format!("{id}/{INDEX_SIG}"), &sig)?;
+    put_bytes(to, &format!("{id}/{INDEX}"), &bytes)?;
+    Ok(index)
+}
+
+/// Copies the image archive of `image_id` from `from` to `to` unless `to` has it; `false`
+/// when `from` has none either. Used when the plaintext archive was not made again because
+/// the encrypted `backup_dir` already holds it.
+pub fn copy_image(
+    from: &dyn Store,
+    to: &dyn Store,
+    image_id: &str,
+    encrypted: bool,
+    progress: Progress,
+) -> Result<bool> {
+    let hex = image_id.trim_start_matches("sha256:");
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(false);
+    }
+    let object = super::object_name(&format!("{}/{hex}.tar.zst", super::IMAGES), encrypted);
+    let sum = format!("{object}.json");
+    if to.stat(&sum)?.is_some() {
+        return Ok(true);
+    }
+    if from.stat(&sum)?.is_none() {
+        return Ok(false);
+    }
+    let b = get_bytes(from, &sum, 1 << 16)?;
+    let Ok(e) = serde_json::from_slice::<StoredImage>(&b) else {
+        return Ok(false);
+    };
+    if e.object != object || e.id != image_id {
+        return Ok(false);
+    }
+    copy_object(from, to, &object, e.stored_size, &e.stored_sha256, progress)?;
+    put_bytes(to, &sum, &b)?;
+    Ok(true)
+}
