@@ -29,6 +29,7 @@ S3_SERVER=${S3_SERVER:-s3s}
 if [ "$DEST" = s3 ] && [ "$S3_SERVER" = moto ]; then
   grep -q '^SP_RIG_S3_ENDPOINT=' /var/lib/sp-rig/rig.env || bash scripts/rig.sh s3 >/dev/null
 fi
+case $DEST in s3) SERVER_NAME=$S3_SERVER ;; sftp) SERVER_NAME=sshd ;; *) SERVER_NAME=none ;; esac
 S3S=/var/lib/sp-rig/s3s/bin/s3s-fs
 if [ "$DEST" = s3 ] && [ "$S3_SERVER" = s3s ] && ! [ -x "$S3S" ]; then
   echo "== installing s3s-fs 0.14.1 (crates.io) under /var/lib/sp-rig/s3s"
@@ -177,17 +178,20 @@ clear_all() { rm -rf "$W"/backups/2*; empty_bucket; }
 echo "== warm-up"
 backup_with plain; backup_with upload; clear_all
 
-: > "$W/t_plain"; : > "$W/t_up"; : > "$W/rss_up"; : > "$W/rss_plain"
+: > "$W/t_plain"; : > "$W/t_up"; : > "$W/rss_up"; : > "$W/rss_plain"; : > "$W/srv_up"; : > "$W/cpu_up"; : > "$W/cpu_plain"
 for r in $(seq 1 "$RUNS"); do
-  s=$(now); backup_with plain; e=$(now); echo "$e - $s" | bc >> "$W/t_plain"; cat "$W/rss" >> "$W/rss_plain"
+  s=$(now); backup_with plain; e=$(now); echo "$e - $s" | bc >> "$W/t_plain"; cut -d' ' -f1 "$W/rss" >> "$W/rss_plain"
+  awk '{print $2 + $3}' "$W/rss" >> "$W/cpu_plain"
   clear_all
-  s=$(now); backup_with upload; e=$(now); echo "$e - $s" | bc >> "$W/t_up"; cat "$W/rss" >> "$W/rss_up"
+  s=$(now); backup_with upload; e=$(now); echo "$e - $s" | bc >> "$W/t_up"; cut -d' ' -f1 "$W/rss" >> "$W/rss_up"
+  awk '{print $2 + $3}' "$W/rss" >> "$W/cpu_up"; echo "$(cat "$W/server_ticks") / 100" | bc -l >> "$W/srv_up"
   clear_all
-  echo "run $r: backup $(tail -n1 "$W/t_plain")s, backup + upload $(tail -n1 "$W/t_up")s"
+  echo "run $r: backup $(tail -n1 "$W/t_plain")s, backup + upload $(tail -n1 "$W/t_up")s (server CPU $(tail -n1 "$W/srv_up" | cut -c1-5)s)"
 done
 P_T=$(median < "$W/t_plain"); U_T=$(median < "$W/t_up")
 RSS_UP=$(sort -n "$W/rss_up" | tail -n1); RSS_PLAIN=$(sort -n "$W/rss_plain" | tail -n1)
 echo
-echo "data: ${SIZE} MiB; medians of $RUNS runs"
+echo "data: ${SIZE} MiB; destination: $DEST ($SERVER_NAME); medians of $RUNS runs"
 printf 'backup + upload   %8.2fs   backup alone %8.2fs   ratio %.2f (target <= 1.3)\n' "$U_T" "$P_T" "$(echo "$U_T / $P_T" | bc -l)"
+printf 'CPU (user+sys)    sp %.1fs with upload, %.1fs without; the %s server %.1fs\n' "$(median < "$W/cpu_up")" "$(median < "$W/cpu_plain")" "$SERVER_NAME" "$(median < "$W/srv_up")"
 printf 'peak RSS          %6.1f MiB with upload, %.1f MiB without (target < 100 MiB)\n' "$(echo "$RSS_UP / 1024" | bc -l)" "$(echo "$RSS_PLAIN / 1024" | bc -l)"

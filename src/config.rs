@@ -75,6 +75,10 @@ pub struct DestinationConfig {
     /// SFTP: the known_hosts file that must hold the server's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts: Option<PathBuf>,
+    /// S3: files are stored as objects of this many MiB each (default 64; 0: one object a
+    /// file), so each piece completes while the backup goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_mib: Option<u64>,
     /// This destination's own `keep_*` policy (none: the host's `[retention]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::snapshot::retention::Policy>,
@@ -121,11 +125,20 @@ impl DestinationConfig {
                 "secret_access_key_file",
                 self.secret_access_key_file.is_some(),
             ),
+            ("segment_mib", self.segment_mib.is_some()),
         ];
         for (k, set) in s3_only {
             if set && !s3 {
                 return Err(format!(
                     "destination {}: {k} is for s3:// destinations only",
+                    self.name
+                ));
+            }
+        }
+        if let Some(n) = self.segment_mib {
+            if n > 4096 {
+                return Err(format!(
+                    "destination {}: segment_mib = {n}: use 0 (one object a file) to 4096",
                     self.name
                 ));
             }

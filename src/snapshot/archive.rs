@@ -25,6 +25,10 @@ impl<W: Write> HashingWriter<W> {
             bytes: 0,
         }
     }
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
     /// The inner writer, the byte count and the hex sha256 of everything written.
     pub fn finish(self) -> (W, u64, String) {
         (self.inner, self.bytes, hex::encode(self.hasher.finalize()))

@@ -10,11 +10,20 @@ use crate::error::{Error, Result};
 #[derive(Default, Clone)]
 pub struct MemStore {
     objects: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    segment: Option<u64>,
 }
 
 impl MemStore {
     pub fn new() -> MemStore {
         MemStore::default()
+    }
+
+    /// A store that splits files into objects of `bytes` (as S3 destinations do).
+    pub fn segmented(bytes: u64) -> MemStore {
+        MemStore {
+            segment: Some(bytes),
+            ..MemStore::default()
+        }
     }
 
     /// A copy of every object (for tests to look at or change).
@@ -61,6 +70,10 @@ impl Upload for MemUpload {
 }
 
 impl Store for MemStore {
+    fn segment_size(&self) -> Option<u64> {
+        self.segment
+    }
+
     fn describe(&self) -> String {
         "memory".into()
     }

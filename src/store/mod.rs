@@ -46,6 +46,11 @@ pub trait Store: Send + Sync {
     fn write(&self, path: &str) -> Result<Box<dyn Upload>>;
     /// Deletes `path` (no error when it is already gone).
     fn delete(&self, path: &str) -> Result<()>;
+    /// Split every file into objects of at most this many bytes (see
+    /// [`offsite::Segment`]); `None`: one object a file.
+    fn segment_size(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Checks a path an index or manifest names before it is used as a store path.

@@ -21,7 +21,12 @@ pub struct RemoteStore {
     aop: opendal::Operator,
     handle: tokio::runtime::Handle,
     what: String,
+    segment: Option<u64>,
 }
+
+/// Default `segment_mib` for S3: each 64 MiB piece of a file completes (and the server
+/// assembles it) while the backup writes the next; 10,000 of them make 640 GiB a file.
+pub const SEGMENT_MIB: u64 = 64;
 
 /// The S3 options a destination sets, as opendal's builder takes them (pure, for tests).
 #[derive(Debug, PartialEq, Eq)]
@@ -85,6 +90,10 @@ pub fn s3(cfg: &DestinationConfig, bucket: &str, prefix: &str) -> Result<RemoteS
         aop,
         handle,
         what: format!("{} ({})", cfg.name, cfg.url),
+        segment: match cfg.segment_mib.unwrap_or(SEGMENT_MIB) {
+            0 => None,
+            n => Some(n << 20),
+        },
     })
 }
 
@@ -235,6 +244,10 @@ impl Store for RemoteStore {
         self.op
             .delete(path)
             .map_err(|e| self.err("delete", path, e))
+    }
+
+    fn segment_size(&self) -> Option<u64> {
+        self.segment
     }
 }
 

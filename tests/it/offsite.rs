@@ -210,9 +210,19 @@ fn listed(host: &Host, from: &str) -> Vec<String> {
 
 #[test]
 fn upload_is_age_ciphertext_and_verify_names_a_changed_object() {
-    let Some((host, bucket, site, marker, identity)) = offsite_host("os", None, "") else {
+    // Segments of 1 MiB: the site's files (3 MiB that do not compress) go up as several
+    // objects.
+    let Some((host, bucket, site, marker, identity)) =
+        offsite_host("os", None, "segment_mib = 1\n")
+    else {
         return;
     };
+    let mut noise = vec![0u8; 3 << 20];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut noise)
+        .unwrap();
+    std::fs::write(host.sites_dir().join(&site).join("data/noise.bin"), noise).unwrap();
     let backup = host.json(&["backup"]);
     let id = backup["id"].as_str().unwrap().to_string();
     assert_eq!(backup["uploads"][0]["ok"], true, "{backup}");
@@ -231,14 +241,28 @@ fn upload_is_age_ciphertext_and_verify_names_a_changed_object() {
         assert!(!contains(body, &marker), "{k} holds the site's plaintext");
         let meta = plain_meta.iter().any(|m| k.ends_with(&format!("/{m}"))) || k.ends_with(".json");
         if !meta {
-            assert!(k.ends_with(".age"), "{k} is not encrypted");
+            let first = k.ends_with(".age.0000");
             assert!(
-                body.starts_with(b"age-encryption.org/v1\n"),
-                "{k} is not age"
+                k.ends_with(".age") || first || k.contains(".age.000"),
+                "{k} is not encrypted"
             );
+            // A split file's first segment starts the age stream; the rest continue it.
+            if first || k.ends_with(".age") {
+                assert!(
+                    body.starts_with(b"age-encryption.org/v1\n"),
+                    "{k} is not age"
+                );
+            }
             data += 1;
         }
     }
+    let segments: Vec<_> = objects
+        .iter()
+        .filter(|o| o.0.contains(&format!("/sites/{site}.tar.zst.age.")))
+        .map(|o| o.1.len())
+        .collect();
+    assert!(segments.len() >= 3, "{segments:?}");
+    assert!(segments.iter().all(|n| *n <= 1 << 20), "{segments:?}");
     // host archive, the site's files and dump, and its image archive.
     assert!(
         data >= 4,
@@ -254,8 +278,16 @@ fn upload_is_age_ciphertext_and_verify_names_a_changed_object() {
     assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
     assert!(v.get("ciphertext_only").is_none(), "{v}");
 
+    // The split file comes back whole: a drill restores it from the bucket.
+    let out = host.sp(&["drill", "--from", "s3", "--identity", &identity]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // One byte changed in the bucket: verify fails naming the object, with or without the identity.
-    let key = format!("host/{id}/sites/{site}.sql.zst.age");
+    let key = format!("host/{id}/sites/{site}.tar.zst.age.0001");
     let mut body = get(&bucket.url(&key));
     let n = body.len() / 2;
     body[n] ^= 0x01;
@@ -267,14 +299,17 @@ fn upload_is_age_ciphertext_and_verify_names_a_changed_object() {
         let (code, out) = fails(&host, &args);
         assert_eq!(code, 1, "{out}");
         assert!(
-            out.contains(&format!("{id}/sites/{site}.sql.zst.age")),
+            out.contains(&format!("{id}/sites/{site}.tar.zst.age.0001")),
             "{out}"
         );
     }
     // A restore from it refuses before changing anything.
     let (code, out) = fails(&host, &["drill", "--from", "s3", "--identity", &identity]);
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains(&format!("sites/{site}.sql.zst.age")), "{out}");
+    assert!(
+        out.contains(&format!("sites/{site}.tar.zst.age.0001")),
+        "{out}"
+    );
     let leftover: Vec<_> = std::fs::read_dir(host.backup_dir())
         .unwrap()
         .flatten()

@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::segments::open_stored;
 use super::{get_bytes, read_index, Index, Progress, IMAGES, INDEX, INDEX_SIG};
 use crate::crypt::Identity;
 use crate::error::{Error, Result};
@@ -67,6 +68,18 @@ pub fn authenticate(
     for f in &index.files {
         check_path(&f.path)?;
         check_path(&f.object)?;
+        let total = f
+            .segments
+            .iter()
+            .try_fold(0u64, |sum, s| sum.checked_add(s.size));
+        if f.segments.len() > super::MAX_SEGMENTS
+            || (!f.segments.is_empty() && total != Some(f.stored_size))
+        {
+            return Err(Error::Unauthentic(format!(
+                "snapshot {id}: the index's segments of {} do not add up; nothing from it is used",
+                f.path
+            )));
+        }
         if !m
             .files
             .iter()
@@ -99,8 +112,7 @@ pub fn authenticate(
 /// archives and dumps as `sp verify` does locally.
 #[allow(clippy::too_many_arguments)]
 fn check_object(
-    store: &dyn Store,
-    object: &str,
+    r: Result<Box<dyn Read + '_>>,
     path: &str,
     size: u64,
     sha256: &str,
@@ -110,7 +122,7 @@ fn check_object(
     identity: Option<&Identity>,
     sink: Option<&Path>,
 ) -> std::result::Result<(), String> {
-    let r = store.read(object).map_err(|e| e.to_string())?;
+    let r = r.map_err(|e| e.to_string())?;
     let mut stored = HashingReader::new(r.take(stored_size.saturating_add(1)));
     let plain_check = match (encrypted, identity) {
         (true, None) => None,
@@ -204,8 +216,7 @@ pub fn verify(
     for f in &index.files {
         let object = format!("{id}/{}", f.object);
         if let Err(problem) = check_object(
-            store,
-            &object,
+            open_stored(store, id, f),
             &f.path,
             f.size,
             &f.sha256,
@@ -223,8 +234,7 @@ pub fn verify(
     }
     for i in &index.images {
         if let Err(problem) = check_object(
-            store,
-            &i.object,
+            store.read(&i.object).map(|r| Box::new(r) as Box<dyn Read>),
             &i.object,
             i.size,
             &i.sha256,
@@ -284,8 +294,7 @@ pub fn fetch(
             let label = format!("download {object}");
             progress(&label, 0, f.size, false);
             check_object(
-                store,
-                &object,
+                open_stored(store, id, f),
                 &f.path,
                 f.size,
                 &f.sha256,
@@ -310,8 +319,7 @@ pub fn fetch(
             let _ = std::fs::remove_file(&part);
             let label = format!("download {}", i.object);
             check_object(
-                store,
-                &i.object,
+                store.read(&i.object).map(|r| Box::new(r) as Box<dyn Read>),
                 &i.object,
                 i.size,
                 &i.sha256,

@@ -67,8 +67,14 @@ pub fn copy(
         )));
     }
     for f in &index.files {
-        let object = format!("{id}/{}", f.object);
-        copy_object(from, to, &object, f.stored_size, &f.stored_sha256, progress)?;
+        if f.segments.is_empty() {
+            let object = format!("{id}/{}", f.object);
+            copy_object(from, to, &object, f.stored_size, &f.stored_sha256, progress)?;
+        }
+        for (n, seg) in f.segments.iter().enumerate() {
+            let object = format!("{id}/{}", super::segment_object(&f.object, n));
+            copy_object(from, to, &object, seg.size, &seg.sha256, progress)?;
+        }
     }
     for i in &index.images {
         let sum = format!("{}.json", i.object);

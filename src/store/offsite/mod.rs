@@ -18,6 +18,7 @@
 
 mod check;
 mod copy;
+mod segments;
 mod upload;
 
 pub use self::check::{authenticate, fetch, verify, Verified};
@@ -65,8 +66,29 @@ pub struct StoredFile {
     pub object: String,
     pub size: u64,
     pub sha256: String,
+    /// The stored bytes (the whole ciphertext stream): their size and sha256.
     pub stored_size: u64,
     pub stored_sha256: String,
+    /// When the store splits files (see [`Store::segment_size`]): the stored stream is these
+    /// objects in order, `OBJECT.0000`, `OBJECT.0001`, … (see [`segment_object`]), and no
+    /// object is named `OBJECT` itself. Empty: one object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
+}
+
+/// One piece of a split file: its size and sha256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Segments per file at most (with 64 MiB segments: 640 GiB).
+pub const MAX_SEGMENTS: usize = 10_000;
+
+/// The object holding segment `n` of `object`.
+pub fn segment_object(object: &str, n: usize) -> String {
+    format!("{object}.{n:04}")
 }
 
 /// An image archive as stored (`images/HEX.tar.zst[.age]`).

@@ -298,3 +298,87 @@ fn copy_is_verbatim_index_last_and_refuses_a_changed_object() {
     assert!(e.to_string().contains("blog.sql.zst.age"), "{e}");
     assert!(ids(&other).unwrap().is_empty());
 }
+
+#[test]
+fn split_files_round_trip_and_a_changed_segment_is_named() {
+    let key = HostKey::generate();
+    let ring = Keyring {
+        keys: vec![key.public()],
+    };
+    let (_t, dir) = snapshot_dir(&key);
+    let (_i, id, rcpt) = identity();
+    // Segments of 100 bytes: the dump's ciphertext is several of them.
+    let store = MemStore::segmented(100);
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
+    let index = finish(
+        &store,
+        &rcpt,
+        &key,
+        &dir,
+        Path::new("/x"),
+        Vec::new(),
+        &none,
+    )
+    .unwrap();
+    let dump = index
+        .files
+        .iter()
+        .find(|f| f.path == "sites/blog.sql.zst")
+        .unwrap();
+    assert!(dump.segments.len() >= 2, "{dump:?}");
+    assert_eq!(
+        dump.segments.iter().map(|s| s.size).sum::<u64>(),
+        dump.stored_size
+    );
+    let objects = store.objects();
+    assert!(!objects.contains_key("20261201T000000Z/sites/blog.sql.zst.age"));
+    for n in 0..dump.segments.len() {
+        let o = format!("20261201T000000Z/sites/blog.sql.zst.age.{n:04}");
+        assert!(objects[&o].len() <= 100, "{o}");
+    }
+    assert!(
+        objects["20261201T000000Z/sites/blog.sql.zst.age.0000"].starts_with(crate::crypt::MAGIC)
+    );
+    let v = verify(&store, "20261201T000000Z", &ring, Some(&id)).unwrap();
+    assert!(v.faults.is_empty() && v.full, "{:?}", v.faults);
+    let out = tempfile::tempdir().unwrap();
+    let got = fetch(
+        &store,
+        "20261201T000000Z",
+        &ring,
+        Some(&id),
+        out.path(),
+        &none,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(got.join("sites/blog.sql.zst")).unwrap(),
+        std::fs::read(dir.join("sites/blog.sql.zst")).unwrap()
+    );
+
+    // One byte of the second segment changed: the fault names that segment.
+    let obj = "20261201T000000Z/sites/blog.sql.zst.age.0001";
+    let mut b = objects[obj].clone();
+    b[10] ^= 1;
+    store.put(obj, b);
+    let v = verify(&store, "20261201T000000Z", &ring, None).unwrap();
+    assert_eq!(v.faults.len(), 1, "{:?}", v.faults);
+    assert!(v.faults[0].problem.contains(obj), "{:?}", v.faults);
+
+    // A signed index whose segments do not add up to the stored size is refused.
+    let (_, mut index) = read_index(&store, "20261201T000000Z").unwrap();
+    let f = index
+        .files
+        .iter_mut()
+        .find(|f| f.path == "sites/blog.sql.zst")
+        .unwrap();
+    f.segments[0].size += 1;
+    let bytes = serde_json::to_vec(&index).unwrap();
+    store.put("20261201T000000Z/index.json", bytes.clone());
+    store.put(
+        "20261201T000000Z/index.json.sig",
+        key.sign(&bytes).into_bytes(),
+    );
+    let err = authenticate(&store, "20261201T000000Z", &ring).unwrap_err();
+    assert!(err.to_string().contains("do not add up"), "{err}");
+}

@@ -4,9 +4,10 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
+use super::segments::StoredWriter;
 use super::{
-    get_bytes, object_name, put_bytes, Index, Progress, StoredFile, StoredImage, IMAGES, INDEX,
-    INDEX_SIG,
+    get_bytes, object_name, put_bytes, Index, Progress, Segment, StoredFile, StoredImage, IMAGES,
+    INDEX, INDEX_SIG,
 };
 use crate::crypt::Recipients;
 use crate::error::{Error, Result};
@@ -21,6 +22,7 @@ struct Put {
     sha256: String,
     stored_size: u64,
     stored_sha256: String,
+    segments: Vec<Segment>,
 }
 
 /// Streams `input` to `object`, encrypted when `rcpt` has recipients, hashing both sides.
@@ -29,12 +31,13 @@ fn put(
     rcpt: &Recipients,
     mut input: impl Read,
     object: &str,
+    split: bool,
     total: u64,
     progress: Progress,
 ) -> Result<Put> {
     let label = format!("upload {object}");
     progress(&label, 0, total, false);
-    let up = store.write(object)?;
+    let up = StoredWriter::open(store, object, split)?;
     let mut stored = HashingWriter::new(up);
     let (mut plain_bytes, mut plain) = (0u64, HashingWriter::new(std::io::sink()));
     let mut buf = vec![0u8; 1 << 20];
@@ -65,7 +68,7 @@ fn put(
         enc.finish().map_err(io)?;
     }
     let (up, stored_size, stored_sha256) = stored.finish();
-    up.commit()?;
+    let segments = up.commit()?;
     progress(&label, plain_bytes, total, true);
     let (_, size, sha256) = plain.finish();
     Ok(Put {
@@ -73,6 +76,7 @@ fn put(
         sha256,
         stored_size,
         stored_sha256,
+        segments,
     })
 }
 
@@ -107,6 +111,7 @@ fn put_image(
         rcpt,
         std::io::BufReader::new(file),
         &object,
+        false,
         total,
         progress,
     )?;
@@ -140,6 +145,7 @@ pub fn put_file(
         rcpt,
         std::io::BufReader::with_capacity(1 << 20, file),
         &format!("{id}/{object}"),
+        true,
         total,
         progress,
     )?;
@@ -150,6 +156,7 @@ pub fn put_file(
         sha256: p.sha256,
         stored_size: p.stored_size,
         stored_sha256: p.stored_sha256,
+        segments: p.segments,
     })
 }
 
