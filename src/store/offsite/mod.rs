@@ -36,6 +36,8 @@ use crate::error::{Error, Result};
 use crate::snapshot::{self, Kind, SnapshotInfo};
 
 pub const INDEX: &str = "index.json";
+/// The newest index format this sp reads (2: files in segments).
+pub const FORMAT: u32 = 2;
 pub const INDEX_SIG: &str = "index.json.sig";
 const IMAGES: &str = "images";
 
@@ -158,6 +160,13 @@ pub(super) fn read_index(store: &dyn Store, id: &str) -> Result<(Vec<u8>, Index)
             store.describe()
         ))
     })?;
+    if index.format > FORMAT {
+        return Err(Error::Other(format!(
+            "{}: snapshot {id} is in format {} (this sp reads up to {FORMAT}): upgrade sp to read it",
+            store.describe(),
+            index.format
+        )));
+    }
     if index.id != id {
         return Err(Error::Other(format!(
             "{}: {id}/{INDEX} names snapshot {:?}",

@@ -82,6 +82,7 @@ fn upload_is_ciphertext_verifies_and_fetches_back() {
     )
     .unwrap();
     assert!(index.encrypted);
+    assert_eq!(index.format, 1, "no segments: readable by an older sp");
     assert_eq!(ids(&store).unwrap(), vec!["20261201T000000Z".to_string()]);
     for (k, v) in store.objects() {
         if k.ends_with(".age") {
@@ -326,6 +327,7 @@ fn split_files_round_trip_and_a_changed_segment_is_named() {
         .find(|f| f.path == "sites/blog.sql.zst")
         .unwrap();
     assert!(dump.segments.len() >= 2, "{dump:?}");
+    assert_eq!(index.format, 2);
     assert_eq!(
         dump.segments.iter().map(|s| s.size).sum::<u64>(),
         dump.stored_size
@@ -381,4 +383,13 @@ fn split_files_round_trip_and_a_changed_segment_is_named() {
     );
     let err = authenticate(&store, "20261201T000000Z", &ring).unwrap_err();
     assert!(err.to_string().contains("do not add up"), "{err}");
+
+    // A format this sp does not know is named, not misread.
+    index.format = FORMAT + 1;
+    store.put(
+        "20261201T000000Z/index.json",
+        serde_json::to_vec(&index).unwrap(),
+    );
+    let err = read_index(&store, "20261201T000000Z").unwrap_err();
+    assert!(err.to_string().contains("upgrade sp"), "{err}");
 }

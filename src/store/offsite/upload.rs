@@ -215,7 +215,12 @@ pub fn finish(
         }
     }
     let index = Index {
-        format: 1,
+        // 2: some file is in segments (an sp that knows only 1 could not read it).
+        format: if done.iter().any(|f| !f.segments.is_empty()) {
+            2
+        } else {
+            1
+        },
         id: id.to_string(),
         kind: m.kind,
         created: m.created,
