@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 /// Passes writes through while counting and hashing them.
 pub struct HashingWriter<W: Write> {
     inner: W,
-    hasher: Sha256,
+    /// `None`: counting only (the hash is taken elsewhere; see [`HashingWriter::counting`]).
+    hasher: Option<Sha256>,
     bytes: u64,
 }
 
@@ -21,7 +22,15 @@ impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
+            bytes: 0,
+        }
+    }
+    /// Counts without hashing: [`HashingWriter::finish`] then gives an empty hash.
+    pub fn counting(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: None,
             bytes: 0,
         }
     }
@@ -31,14 +40,17 @@ impl<W: Write> HashingWriter<W> {
     }
     /// The inner writer, the byte count and the hex sha256 of everything written.
     pub fn finish(self) -> (W, u64, String) {
-        (self.inner, self.bytes, hex::encode(self.hasher.finalize()))
+        let sha = self.hasher.map(|h| hex::encode(h.finalize()));
+        (self.inner, self.bytes, sha.unwrap_or_default())
     }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
@@ -50,7 +62,8 @@ impl<W: Write> Write for HashingWriter<W> {
 /// Passes reads through while counting and hashing them.
 pub struct HashingReader<R: Read> {
     inner: R,
-    hasher: Sha256,
+    /// `None`: counting only (see [`HashingReader::counting`]).
+    hasher: Option<Sha256>,
     bytes: u64,
 }
 
@@ -58,21 +71,32 @@ impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
+            bytes: 0,
+        }
+    }
+    /// Counts without hashing: [`HashingReader::finish`] then gives an empty hash.
+    pub fn counting(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: None,
             bytes: 0,
         }
     }
     /// Reads the rest, then returns the byte count and hex sha256 of everything read.
     pub fn finish(mut self) -> io::Result<(u64, String)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((self.bytes, hex::encode(self.hasher.finalize())))
+        let sha = self.hasher.map(|h| hex::encode(h.finalize()));
+        Ok((self.bytes, sha.unwrap_or_default()))
     }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }

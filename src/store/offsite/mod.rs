@@ -88,6 +88,16 @@ pub struct Segment {
 /// Segments per file at most (with 64 MiB segments: 640 GiB).
 pub const MAX_SEGMENTS: usize = 10_000;
 
+/// A split file's `stored_sha256`: the sha256 of its segments' list (`SIZE SHA256\n` each),
+/// which the signed index holds beside them, so the stream is never hashed a second time.
+pub fn segments_digest(segments: &[Segment]) -> String {
+    let list: String = segments
+        .iter()
+        .map(|s| format!("{} {}\n", s.size, s.sha256))
+        .collect();
+    snapshot::sha256_hex(list.as_bytes())
+}
+
 /// The object holding segment `n` of `object`.
 pub fn segment_object(object: &str, n: usize) -> String {
     format!("{object}.{n:04}")

@@ -38,7 +38,11 @@ fn put(
     let label = format!("upload {object}");
     progress(&label, 0, total, false);
     let up = StoredWriter::open(store, object, split)?;
-    let mut stored = HashingWriter::new(up);
+    // A split file's segments are hashed one by one: the stream is only counted here.
+    let mut stored = match up {
+        StoredWriter::Split(_) => HashingWriter::counting(up),
+        StoredWriter::Whole(_) => HashingWriter::new(up),
+    };
     let (mut plain_bytes, mut plain) = (0u64, HashingWriter::new(std::io::sink()));
     let mut buf = vec![0u8; 1 << 20];
     let io = |e: std::io::Error| Error::io(format!("upload {object} to {}", store.describe()), e);
@@ -67,8 +71,11 @@ fn put(
         }
         enc.finish().map_err(io)?;
     }
-    let (up, stored_size, stored_sha256) = stored.finish();
+    let (up, stored_size, mut stored_sha256) = stored.finish();
     let segments = up.commit()?;
+    if !segments.is_empty() {
+        stored_sha256 = super::segments_digest(&segments);
+    }
     progress(&label, plain_bytes, total, true);
     let (_, size, sha256) = plain.finish();
     Ok(Put {
