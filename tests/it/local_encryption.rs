@@ -341,7 +341,8 @@ fn an_altered_or_unsigned_local_index_is_refused_and_pre_restore_snapshots_are_e
 }
 
 /// A destination that missed a snapshot is caught up from the encrypted `backup_dir` by
-/// copying its objects as they are (the same ciphertext, byte for byte), index last.
+/// copying its objects as they are (the same ciphertext, byte for byte), index last; an image
+/// archive the destination already holds is kept, so every snapshot there still verifies.
 #[test]
 fn a_destination_is_caught_up_with_the_local_ciphertext_as_it_is() {
     let Some((host, _site, _markers, identity)) = encrypted_host("lu") else {
@@ -379,9 +380,14 @@ fn a_destination_is_caught_up_with_the_local_ciphertext_as_it_is() {
     );
     let local = files(&host.backup_dir().join(&missed));
     let copied = files(&dest.join(&missed));
+    // Byte for byte but the signed index: it names the image archive the destination
+    // already held (never replaced: its older snapshots are signed over it).
     let strip = |v: Vec<(PathBuf, Vec<u8>)>, root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
         v.into_iter()
-            .filter(|(p, _)| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .filter(|(p, _)| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                !name.starts_with('.') && name != "index.json" && name != "index.json.sig"
+            })
             .map(|(p, b)| (p.strip_prefix(root).unwrap().to_path_buf(), b))
             .collect()
     };
@@ -390,6 +396,20 @@ fn a_destination_is_caught_up_with_the_local_ciphertext_as_it_is() {
         strip(local, &host.backup_dir().join(&missed)),
         "the destination's copy differs from the local ciphertext"
     );
-    let v = host.json(&["verify", &missed, "--from", "usb", "--identity", &identity]);
-    assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
+    let index = |root: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(root.join(&missed).join("index.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(
+        index(&dest)["files"],
+        index(&host.backup_dir())["files"],
+        "the copied index names other files"
+    );
+    // Every snapshot on the destination still verifies, the ones from before the catch-up too.
+    let on_dest = ids(&host, &["--from", "usb"]);
+    assert_eq!(on_dest.len(), 3, "{on_dest:?}");
+    for id in &on_dest {
+        let v = host.json(&["verify", id, "--from", "usb", "--identity", &identity]);
+        assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{id}: {v}");
+    }
 }

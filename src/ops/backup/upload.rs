@@ -384,7 +384,7 @@ fn finish(
                     offsite::finish(store, &s.rcpt, &key, d, &images, Vec::new(), progress)?
                 }
                 (None, Some(local), Some(keyring)) => {
-                    offsite::copy(local.store.as_ref(), store, &id, keyring, progress)?
+                    offsite::copy(local.store.as_ref(), store, &id, keyring, &key, progress)?
                 }
                 _ => continue,
             };
