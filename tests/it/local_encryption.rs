@@ -413,3 +413,45 @@ fn a_destination_is_caught_up_with_the_local_ciphertext_as_it_is() {
         assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{id}: {v}");
     }
 }
+
+/// A `backup_dir` with plaintext snapshots from before local encryption beside the encrypted
+/// ones, read with a config that does not mention `[encryption]` (the runbook's minimal one):
+/// the newest kind — the encrypted snapshots — is read by default, never an old plaintext one;
+/// `sp snapshots` still names the plaintext ones.
+#[test]
+fn a_mixed_backup_dir_is_read_as_its_newest_kind() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let site = host.site_name("lm");
+    populated_site(&host, &site, &rig.image("v1"));
+    let plain = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    let minimal = std::fs::read_to_string(&host.config).unwrap();
+    let identity = encrypt_locally(&host);
+    let enc = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    assert!(enc > plain, "{enc} {plain}");
+    std::fs::write(&host.config, minimal).unwrap();
+
+    let list = host.json(&["snapshots"]);
+    assert_eq!(ids(&host, &[]), vec![enc.clone()], "{list}");
+    assert_eq!(list["plaintext"][0]["id"], plain.as_str(), "{list}");
+
+    // The encrypted snapshot is the one restored: without the identity, refused naming it.
+    let clone = host.site_name("lm2");
+    let args = ["restore", "latest", "--site", &site, "--as", &clone];
+    let (code, err) = host.sp_fail(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--identity"), "{err}");
+    assert!(!host.sites_dir().join(&clone).exists());
+    let mut args = args.to_vec();
+    args.extend(["--identity", identity.as_str()]);
+    let report = host.json(&args);
+    assert_eq!(report["id"], enc.as_str(), "{report}");
+
+    // A plaintext backup after it (local encryption off again): the plaintext snapshots are
+    // read by default, the encrypted one named.
+    let newer = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    let list = host.json(&["snapshots"]);
+    assert_eq!(ids(&host, &[]), vec![plain, newer], "{list}");
+    assert_eq!(list["encrypted"], serde_json::json!([enc]), "{list}");
+}
