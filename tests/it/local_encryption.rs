@@ -455,3 +455,30 @@ fn a_mixed_backup_dir_is_read_as_its_newest_kind() {
     assert_eq!(ids(&host, &[]), vec![plain, newer], "{list}");
     assert_eq!(list["encrypted"], serde_json::json!([enc]), "{list}");
 }
+
+/// `sp prune --from BACKUP_DIR` on an encrypted `backup_dir` is the local prune: a pinned
+/// snapshot is kept. Another directory that is no destination is refused.
+#[test]
+fn prune_from_the_encrypted_backup_dir_honours_pins() {
+    let Some((host, _site, _markers, _identity)) = encrypted_host("lp") else {
+        return;
+    };
+    let first = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    let second = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    host.sp_ok(&["snapshot", "pin", &first]);
+    host.config_replace("keep_last = 3", "keep_last = 1");
+    host.config_replace("keep_daily = 7", "keep_daily = 0");
+    host.config_replace("keep_weekly = 4", "keep_weekly = 0");
+    host.config_replace("keep_monthly = 6", "keep_monthly = 0");
+    let backup_dir = host.backup_dir().to_string_lossy().to_string();
+    let out = host.sp_ok(&["prune", "--from", &backup_dir]);
+    assert!(out.contains(&format!("keep   {first}")), "{out}");
+    assert_eq!(ids(&host, &[]), vec![first.clone(), second.clone()]);
+    assert!(host.backup_dir().join(&first).join("index.json").is_file());
+
+    let elsewhere = host.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let (code, err) = host.sp_fail(&["prune", "--from", &elsewhere.to_string_lossy()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("[[destination]]"), "{err}");
+}
