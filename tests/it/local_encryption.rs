@@ -482,3 +482,56 @@ fn prune_from_the_encrypted_backup_dir_honours_pins() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("[[destination]]"), "{err}");
 }
+
+/// The encrypted local write fails (its image archive cannot be put in place: a directory
+/// where it goes) while the snapshot itself is complete: the plaintext snapshot is kept, the
+/// backup fails naming both, and the destination's upload is still done and reported.
+#[test]
+fn a_failed_local_encrypted_write_keeps_the_plaintext_snapshot() {
+    let Some((host, site, _markers, _identity)) = encrypted_host("lf") else {
+        return;
+    };
+    let rig = rig().unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", &rig.image("v1")])
+        .output()
+        .unwrap();
+    let image_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let hex = image_id.trim_start_matches("sha256:");
+    assert_eq!(hex.len(), 64, "{image_id}");
+    let blocker = host.backup_dir().join(format!("images/{hex}.tar.zst.age"));
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let dest = host.dir.path().join("usb");
+    let mut text = std::fs::read_to_string(&host.config).unwrap();
+    text.push_str(&format!(
+        "\n[[destination]]\nname = \"usb\"\nurl = \"{}\"\n",
+        dest.display()
+    ));
+    std::fs::write(&host.config, text).unwrap();
+
+    let out = host.sp(&["--json", "backup"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = report["id"].as_str().unwrap().to_string();
+    let err = report["local_error"].as_str().unwrap();
+    assert!(err.contains("local encrypted copy"), "{err}");
+    assert!(err.contains("plaintext snapshot was kept"), "{err}");
+    assert_eq!(report["uploads"][0]["ok"], true, "{report}");
+    // Kept in plaintext, sound; no working copy left.
+    let snap = host.backup_dir().join(&id);
+    assert!(snap.join(format!("sites/{site}.tar.zst")).is_file());
+    assert!(!snap.join("index.json").exists());
+    assert!(host
+        .backup_dir()
+        .join(format!("images/{hex}.tar.zst"))
+        .is_file());
+    let backup_dir = host.backup_dir().to_string_lossy().to_string();
+    let v = host.json(&["verify", &id, "--from", &backup_dir]);
+    assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
+    let tmp: Vec<_> = std::fs::read_dir(host.backup_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(tmp.is_empty(), "the working copy is left");
+}
