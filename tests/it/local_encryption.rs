@@ -535,3 +535,39 @@ fn a_failed_local_encrypted_write_keeps_the_plaintext_snapshot() {
         .collect();
     assert!(tmp.is_empty(), "the working copy is left");
 }
+
+/// The scheduled drill (`sp -q drill`, no identity) cannot read an encrypted `backup_dir`: it
+/// is recorded as a failed drill, so `sp status` stops showing the older one that passed;
+/// `sp doctor` warns about the drill schedule.
+#[test]
+fn a_drill_that_cannot_start_is_recorded_as_failed() {
+    let Some((host, _site, _markers, identity)) = encrypted_host("ld") else {
+        return;
+    };
+    host.json(&["backup"]);
+    host.json(&["drill", "latest", "--identity", &identity]);
+    // (`sp status` exits 1 here anyway: no schedule is installed.)
+    let status = |host: &Host| -> serde_json::Value {
+        serde_json::from_slice(&host.sp(&["--json", "status"]).stdout).unwrap()
+    };
+    assert_eq!(status(&host)["last_drill"]["ok"], true);
+
+    let (code, err) = host.sp_fail(&["-q", "drill"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--identity"), "{err}");
+    let status = status(&host);
+    assert_eq!(status["last_drill"]["ok"], false, "{status}");
+
+    let doctor: serde_json::Value =
+        serde_json::from_slice(&host.sp(&["--json", "doctor"]).stdout).unwrap();
+    let check = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "drill schedule")
+        .unwrap_or_else(|| panic!("{doctor}"));
+    assert!(
+        check["detail"].as_str().unwrap().contains("WARNING"),
+        "{check}"
+    );
+}
