@@ -138,8 +138,12 @@ pub fn list(ctx: &Ctx, opts: &ListOpts) -> Result<SnapshotList> {
                 (list, unreadable)
             }
             None => {
-                let dir = crate::store::dir::DirStore::new(ctx.config.backup_dir.clone());
-                encrypted = offsite::ids(&dir)?;
+                if let crate::store::Layout::Mixed { .. } =
+                    crate::store::layout(&ctx.config.backup_dir)
+                {
+                    let dir = crate::store::dir::DirStore::new(ctx.config.backup_dir.clone());
+                    encrypted = offsite::ids(&dir)?;
+                }
                 snapshot::list(&ctx.config.backup_dir)?
             }
         },
