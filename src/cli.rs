@@ -61,8 +61,9 @@ pub enum Command {
         /// Show what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Prune only this [[destination]] (a name or an s3:// URL), by its own policy.
-        #[arg(long, value_name = "NAME|URL")]
+        /// Prune only this [[destination]] (a name or an s3:// URL), by its own policy; or
+        /// backup_dir itself (only it, as without --from).
+        #[arg(long, value_name = "NAME|URL|BACKUP_DIR")]
         from: Option<PathBuf>,
     },
     /// Rebuild sites from a snapshot: files, database + user, image by digest, container.

@@ -94,9 +94,17 @@ pub struct DrillOpts {
     pub source: super::source::SourceOpts,
 }
 
-/// `sp drill`.
-pub async fn run(ctx: &Ctx, opts: &DrillOpts) -> Result<DrillReport> {
-    let started = Instant::now();
+/// What a drill needs before it starts: the snapshot staged and resolved, the lock held.
+struct Prepared {
+    _staged: super::restore::fetch::Staged,
+    from: PathBuf,
+    id: String,
+    dir: PathBuf,
+    _lock: crate::lock::HostLock,
+    keyring: crate::key::Keyring,
+}
+
+async fn prepare(ctx: &Ctx, opts: &DrillOpts) -> Result<Prepared> {
     let (id, keys) = (opts.id.as_str(), &opts.source.keys);
     let staged = super::restore::fetch::stage(ctx, &opts.source, id, snapshot::Pick::Host).await?;
     let from = staged.dir.clone();
@@ -105,9 +113,64 @@ pub async fn run(ctx: &Ctx, opts: &DrillOpts) -> Result<DrillReport> {
         staged.id.as_deref().unwrap_or(id),
         snapshot::Pick::Host,
     )?;
-    let _lock = ctx.lock(&format!("drill {id}"))?;
-    let d = dir.clone();
+    let lock = ctx.lock(&format!("drill {id}"))?;
     let keyring = ctx.keyring(keys)?;
+    Ok(Prepared {
+        _staged: staged,
+        from,
+        id,
+        dir,
+        _lock: lock,
+        keyring,
+    })
+}
+
+/// Records a drill that could not even start (no identity for an encrypted `backup_dir`, no
+/// such snapshot, a source out of reach) as a failed one: `sp status` and the failure hook
+/// see it rather than an older drill that passed.
+async fn record(ctx: &Ctx, report: &DrillReport) -> Result<()> {
+    if let Ok(bytes) = serde_json::to_vec_pretty(report) {
+        crate::fsutil::write_atomic(&status_path(ctx), &bytes, 0o644)?;
+    }
+    if !report.ok {
+        ctx.report_failure(serde_json::json!({
+            "drill": report.id,
+            "faults": report.faults,
+            "sites": report.sites.iter().filter(|s| !s.faults.is_empty()).map(|s| serde_json::json!({"site": s.site, "faults": s.faults})).collect::<Vec<_>>(),
+        }))
+        .await;
+    }
+    Ok(())
+}
+
+/// `sp drill`. A drill that fails before it starts is recorded as failed too (and its error
+/// returned).
+pub async fn run(ctx: &Ctx, opts: &DrillOpts) -> Result<DrillReport> {
+    let started = Instant::now();
+    let p = match prepare(ctx, opts).await {
+        Ok(p) => p,
+        Err(e) => {
+            let report = DrillReport {
+                id: opts.id.clone(),
+                ok: false,
+                time: Utc::now(),
+                seconds: started.elapsed().as_secs_f64(),
+                faults: vec![e.to_string()],
+                sites: Vec::new(),
+            };
+            if let Err(w) = record(ctx, &report).await {
+                tracing::warn!("cannot record the failed drill: {w}");
+            }
+            return Err(e);
+        }
+    };
+    let (from, id, dir, keyring) = (
+        p.from.clone(),
+        p.id.clone(),
+        p.dir.clone(),
+        p.keyring.clone(),
+    );
+    let d = dir.clone();
     let verified = tokio::task::spawn_blocking(move || {
         snapshot::verify(&d, snapshot::Depth::BeforeRestore, &keyring)
     })
@@ -162,17 +225,8 @@ pub async fn run(ctx: &Ctx, opts: &DrillOpts) -> Result<DrillReport> {
     }
     report.ok = report.faults.is_empty() && report.sites.iter().all(|s| s.faults.is_empty());
     report.seconds = started.elapsed().as_secs_f64();
-    if let Ok(bytes) = serde_json::to_vec_pretty(&report) {
-        crate::fsutil::write_atomic(&status_path(ctx), &bytes, 0o644)?;
-    }
-    if !report.ok {
-        ctx.report_failure(serde_json::json!({
-            "drill": report.id,
-            "faults": report.faults,
-            "sites": report.sites.iter().filter(|s| !s.faults.is_empty()).map(|s| serde_json::json!({"site": s.site, "faults": s.faults})).collect::<Vec<_>>(),
-        }))
-        .await;
-    }
+    record(ctx, &report).await?;
+    drop(p);
     Ok(report)
 }
 

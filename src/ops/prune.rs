@@ -150,6 +150,13 @@ pub async fn run(ctx: &Ctx, dry_run: bool, from: Option<&std::path::Path>) -> Re
             }
             Ok(r)
         }),
+        // backup_dir itself: the local prune (pins and verified marks honoured; its plaintext
+        // image archives are the plaintext snapshots'), without the destinations.
+        Some(from) if same_dir(from, &ctx.config.backup_dir) => prune(ctx, dry_run),
+        Some(from) if !is_destination(&ctx.config, from) => Err(Error::Invalid(format!(
+            "--from {}: prune takes a [[destination]] name or URL, or backup_dir itself (add another directory as a [[destination]] to prune it)",
+            from.display()
+        ))),
         Some(from) => match crate::store::Source::resolve(&ctx.config, Some(from))? {
             crate::store::Source::Remote(dest) => {
                 let _lock = ctx.lock("prune")?;
@@ -189,6 +196,25 @@ pub async fn run(ctx: &Ctx, dry_run: bool, from: Option<&std::path::Path>) -> Re
             .await;
     }
     result
+}
+
+/// `a` and `b` name the same directory.
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a.components().eq(b.components()),
+    }
+}
+
+/// `--from` names a destination: a configured one (name or URL), a URL, or a bare word (which
+/// [`crate::store::Source::resolve`] refuses naming the configured ones) — not a directory.
+fn is_destination(cfg: &crate::config::Config, from: &std::path::Path) -> bool {
+    let text = from.to_string_lossy();
+    cfg.destinations
+        .iter()
+        .any(|d| d.name == text || d.url == text)
+        || text.contains("://")
+        || (!text.contains('/') && !from.exists())
 }
 
 /// Prunes `backup_dir` by `[retention]`: its plaintext snapshots and — when it holds them

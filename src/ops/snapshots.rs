@@ -35,6 +35,10 @@ pub struct SnapshotList {
     /// reads them; `sp prune` ages them out by the same policy).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plaintext: Vec<SnapshotInfo>,
+    /// With `backup_dir` read as plaintext (its newest snapshot is one, no `local = true`):
+    /// the ids of the encrypted snapshots beside them, which `[encryption] local = true` reads.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encrypted: Vec<String>,
 }
 
 /// `backup_dir` as the encrypted store, its snapshots and those whose index cannot be read.
@@ -104,6 +108,13 @@ impl std::fmt::Display for SnapshotList {
                     .join(", ")
             )?;
         }
+        if !self.encrypted.is_empty() {
+            write!(
+                f,
+                "\nencrypted, older than the newest plaintext snapshot ([encryption] local = true reads them): {}",
+                self.encrypted.join(", ")
+            )?;
+        }
         Ok(())
     }
 }
@@ -119,13 +130,22 @@ pub fn list(ctx: &Ctx, opts: &ListOpts) -> Result<SnapshotList> {
         .map(snapshot::Kind::parse)
         .transpose()?;
     let mut plaintext = Vec::new();
+    let mut encrypted = Vec::new();
     let (mut snapshots, unreadable) = match opts.from.as_deref() {
         None => match stored_local(ctx)? {
             Some((_, list, unreadable)) => {
                 (plaintext, _) = snapshot::list(&ctx.config.backup_dir)?;
                 (list, unreadable)
             }
-            None => snapshot::list(&ctx.config.backup_dir)?,
+            None => {
+                if let crate::store::Layout::Mixed { .. } =
+                    crate::store::layout(&ctx.config.backup_dir)
+                {
+                    let dir = crate::store::dir::DirStore::new(ctx.config.backup_dir.clone());
+                    encrypted = offsite::ids(&dir)?;
+                }
+                snapshot::list(&ctx.config.backup_dir)?
+            }
         },
         Some(from) => match Source::resolve(&ctx.config, Some(from))? {
             Source::Local(dir) => snapshot::list(&dir)?,
@@ -141,6 +161,7 @@ pub fn list(ctx: &Ctx, opts: &ListOpts) -> Result<SnapshotList> {
         snapshots,
         unreadable,
         plaintext,
+        encrypted,
     })
 }
 

@@ -285,8 +285,10 @@ pub enum Layout {
     Plain,
     /// Only complete snapshots in the off-host format (`ID/index.json`, `.age` objects).
     Encrypted,
-    /// Both: plaintext snapshots from before `[encryption] local = true`, and encrypted ones.
-    Mixed,
+    /// Both: plaintext snapshots from before `[encryption] local = true`, and encrypted ones;
+    /// `newest_encrypted`: the newest snapshot id of all is an encrypted one (the usual case:
+    /// local encryption switched on later).
+    Mixed { newest_encrypted: bool },
 }
 
 /// Which kinds of snapshots `dir` holds (reads only its folders' names and markers).
@@ -294,25 +296,34 @@ pub fn layout(dir: &std::path::Path) -> Layout {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Layout::Empty;
     };
-    let (mut plain, mut encrypted) = (false, false);
+    // The newest id of each kind (ids are sortable timestamps).
+    let (mut plain, mut encrypted): (Option<String>, Option<String>) = (None, None);
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with('.') {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
             continue;
         }
         let p = e.path();
-        if p.join(offsite::INDEX).is_file() {
-            encrypted = true;
+        let newest = if p.join(offsite::INDEX).is_file() {
+            &mut encrypted
         } else if !crate::snapshot::is_stored_folder(&p)
             && p.join(crate::snapshot::MANIFEST).is_file()
         {
-            plain = true;
+            &mut plain
+        } else {
+            continue;
+        };
+        if newest.as_ref().is_none_or(|n| *n < name) {
+            *newest = Some(name);
         }
     }
     match (plain, encrypted) {
-        (false, false) => Layout::Empty,
-        (true, false) => Layout::Plain,
-        (false, true) => Layout::Encrypted,
-        (true, true) => Layout::Mixed,
+        (None, None) => Layout::Empty,
+        (Some(_), None) => Layout::Plain,
+        (None, Some(_)) => Layout::Encrypted,
+        (Some(p), Some(e)) => Layout::Mixed {
+            newest_encrypted: e > p,
+        },
     }
 }
 
@@ -326,8 +337,8 @@ pub enum Source {
 
 impl Source {
     /// `None`: `backup_dir` — as the encrypted store it is with `[encryption] local = true`,
-    /// or when it holds encrypted snapshots only (a new host whose config does not say so yet);
-    /// else its plaintext snapshots. A configured destination's name (or URL): that
+    /// or when its newest snapshot is an encrypted one (a new host whose config does not say
+    /// so yet, its old plaintext snapshots beside them or not); else its plaintext snapshots. A configured destination's name (or URL): that
     /// destination. An `s3://` URL: that bucket, credentials from `AWS_*`. Anything else: a
     /// directory — read as a directory store when it holds encrypted snapshots only (a copy of
     /// an encrypted `backup_dir`, a directory destination), else in the local layout (so
@@ -335,7 +346,14 @@ impl Source {
     /// Call from the runtime.
     pub fn resolve(cfg: &crate::config::Config, from: Option<&std::path::Path>) -> Result<Source> {
         let Some(from) = from else {
-            if cfg.encryption.local || layout(&cfg.backup_dir) == Layout::Encrypted {
+            let newest_encrypted = matches!(
+                layout(&cfg.backup_dir),
+                Layout::Encrypted
+                    | Layout::Mixed {
+                        newest_encrypted: true
+                    }
+            );
+            if cfg.encryption.local || newest_encrypted {
                 return Ok(Source::Remote(Destination::local(cfg)));
             }
             return Ok(Source::Local(cfg.backup_dir.clone()));
@@ -537,13 +555,33 @@ mod tests {
             Some(false)
         );
 
-        // Plaintext ones from before: --from BACKUP_DIR reads them in the local layout; the
-        // default source follows the config.
+        // Plaintext ones from before: --from BACKUP_DIR reads them in the local layout; by
+        // default the newest kind is read — the encrypted snapshots, even when the config
+        // does not say local = true (the runbook's minimal config on a new host).
         snapshot_folder(root, "20251201T000000Z", false);
-        assert_eq!(layout(root), Layout::Mixed);
+        assert_eq!(
+            layout(root),
+            Layout::Mixed {
+                newest_encrypted: true
+            }
+        );
         assert_eq!(is_store(&Source::resolve(&enc, None).unwrap()), Some(true));
-        assert_eq!(is_store(&Source::resolve(&plain, None).unwrap()), None);
+        assert_eq!(
+            is_store(&Source::resolve(&plain, None).unwrap()),
+            Some(true)
+        );
         assert_eq!(is_store(&Source::resolve(&enc, Some(root)).unwrap()), None);
+        // A plaintext snapshot newer than every encrypted one (local switched off again): the
+        // plaintext ones, unless the config says local = true.
+        snapshot_folder(root, "20260201T000000Z", false);
+        assert_eq!(
+            layout(root),
+            Layout::Mixed {
+                newest_encrypted: false
+            }
+        );
+        assert_eq!(is_store(&Source::resolve(&plain, None).unwrap()), None);
+        assert_eq!(is_store(&Source::resolve(&enc, None).unwrap()), Some(true));
         let e = crate::snapshot::resolve(root, "20260101T000000Z", crate::snapshot::Pick::Any)
             .unwrap_err()
             .to_string();

@@ -341,7 +341,8 @@ fn an_altered_or_unsigned_local_index_is_refused_and_pre_restore_snapshots_are_e
 }
 
 /// A destination that missed a snapshot is caught up from the encrypted `backup_dir` by
-/// copying its objects as they are (the same ciphertext, byte for byte), index last.
+/// copying its objects as they are (the same ciphertext, byte for byte), index last; an image
+/// archive the destination already holds is kept, so every snapshot there still verifies.
 #[test]
 fn a_destination_is_caught_up_with_the_local_ciphertext_as_it_is() {
     let Some((host, _site, _markers, identity)) = encrypted_host("lu") else {
@@ -379,9 +380,14 @@ fn a_destination_is_caught_up_with_the_local_ciphertext_as_it_is() {
     );
     let local = files(&host.backup_dir().join(&missed));
     let copied = files(&dest.join(&missed));
+    // Byte for byte but the signed index: it names the image archive the destination
+    // already held (never replaced: its older snapshots are signed over it).
     let strip = |v: Vec<(PathBuf, Vec<u8>)>, root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
         v.into_iter()
-            .filter(|(p, _)| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .filter(|(p, _)| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                !name.starts_with('.') && name != "index.json" && name != "index.json.sig"
+            })
             .map(|(p, b)| (p.strip_prefix(root).unwrap().to_path_buf(), b))
             .collect()
     };
@@ -390,6 +396,178 @@ fn a_destination_is_caught_up_with_the_local_ciphertext_as_it_is() {
         strip(local, &host.backup_dir().join(&missed)),
         "the destination's copy differs from the local ciphertext"
     );
-    let v = host.json(&["verify", &missed, "--from", "usb", "--identity", &identity]);
+    let index = |root: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(root.join(&missed).join("index.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(
+        index(&dest)["files"],
+        index(&host.backup_dir())["files"],
+        "the copied index names other files"
+    );
+    // Every snapshot on the destination still verifies, the ones from before the catch-up too.
+    let on_dest = ids(&host, &["--from", "usb"]);
+    assert_eq!(on_dest.len(), 3, "{on_dest:?}");
+    for id in &on_dest {
+        let v = host.json(&["verify", id, "--from", "usb", "--identity", &identity]);
+        assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{id}: {v}");
+    }
+}
+
+/// A `backup_dir` with plaintext snapshots from before local encryption beside the encrypted
+/// ones, read with a config that does not mention `[encryption]` (the runbook's minimal one):
+/// the newest kind — the encrypted snapshots — is read by default, never an old plaintext one;
+/// `sp snapshots` still names the plaintext ones.
+#[test]
+fn a_mixed_backup_dir_is_read_as_its_newest_kind() {
+    let Some(rig) = rig() else { return };
+    let host = Host::new(&rig);
+    host.login();
+    let site = host.site_name("lm");
+    populated_site(&host, &site, &rig.image("v1"));
+    let plain = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    let minimal = std::fs::read_to_string(&host.config).unwrap();
+    let identity = encrypt_locally(&host);
+    let enc = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    assert!(enc > plain, "{enc} {plain}");
+    std::fs::write(&host.config, minimal).unwrap();
+
+    let list = host.json(&["snapshots"]);
+    assert_eq!(ids(&host, &[]), vec![enc.clone()], "{list}");
+    assert_eq!(list["plaintext"][0]["id"], plain.as_str(), "{list}");
+
+    // The encrypted snapshot is the one restored: without the identity, refused naming it.
+    let clone = host.site_name("lm2");
+    let args = ["restore", "latest", "--site", &site, "--as", &clone];
+    let (code, err) = host.sp_fail(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--identity"), "{err}");
+    assert!(!host.sites_dir().join(&clone).exists());
+    let mut args = args.to_vec();
+    args.extend(["--identity", identity.as_str()]);
+    let report = host.json(&args);
+    assert_eq!(report["id"], enc.as_str(), "{report}");
+
+    // A plaintext backup after it (local encryption off again): the plaintext snapshots are
+    // read by default, the encrypted one named.
+    let newer = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    let list = host.json(&["snapshots"]);
+    assert_eq!(ids(&host, &[]), vec![plain, newer], "{list}");
+    assert_eq!(list["encrypted"], serde_json::json!([enc]), "{list}");
+}
+
+/// `sp prune --from BACKUP_DIR` on an encrypted `backup_dir` is the local prune: a pinned
+/// snapshot is kept. Another directory that is no destination is refused.
+#[test]
+fn prune_from_the_encrypted_backup_dir_honours_pins() {
+    let Some((host, _site, _markers, _identity)) = encrypted_host("lp") else {
+        return;
+    };
+    let first = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    let second = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    host.sp_ok(&["snapshot", "pin", &first]);
+    host.config_replace("keep_last = 3", "keep_last = 1");
+    host.config_replace("keep_daily = 7", "keep_daily = 0");
+    host.config_replace("keep_weekly = 4", "keep_weekly = 0");
+    host.config_replace("keep_monthly = 6", "keep_monthly = 0");
+    let backup_dir = host.backup_dir().to_string_lossy().to_string();
+    let out = host.sp_ok(&["prune", "--from", &backup_dir]);
+    assert!(out.contains(&format!("keep   {first}")), "{out}");
+    assert_eq!(ids(&host, &[]), vec![first.clone(), second.clone()]);
+    assert!(host.backup_dir().join(&first).join("index.json").is_file());
+
+    let elsewhere = host.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let (code, err) = host.sp_fail(&["prune", "--from", &elsewhere.to_string_lossy()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("[[destination]]"), "{err}");
+}
+
+/// The encrypted local write fails (its image archive cannot be put in place: a directory
+/// where it goes) while the snapshot itself is complete: the plaintext snapshot is kept, the
+/// backup fails naming both, and the destination's upload is still done and reported.
+#[test]
+fn a_failed_local_encrypted_write_keeps_the_plaintext_snapshot() {
+    let Some((host, site, _markers, _identity)) = encrypted_host("lf") else {
+        return;
+    };
+    let rig = rig().unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", &rig.image("v1")])
+        .output()
+        .unwrap();
+    let image_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let hex = image_id.trim_start_matches("sha256:");
+    assert_eq!(hex.len(), 64, "{image_id}");
+    let blocker = host.backup_dir().join(format!("images/{hex}.tar.zst.age"));
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let dest = host.dir.path().join("usb");
+    let mut text = std::fs::read_to_string(&host.config).unwrap();
+    text.push_str(&format!(
+        "\n[[destination]]\nname = \"usb\"\nurl = \"{}\"\n",
+        dest.display()
+    ));
+    std::fs::write(&host.config, text).unwrap();
+
+    let out = host.sp(&["--json", "backup"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = report["id"].as_str().unwrap().to_string();
+    let err = report["local_error"].as_str().unwrap();
+    assert!(err.contains("local encrypted copy"), "{err}");
+    assert!(err.contains("plaintext snapshot was kept"), "{err}");
+    assert_eq!(report["uploads"][0]["ok"], true, "{report}");
+    // Kept in plaintext, sound; no working copy left.
+    let snap = host.backup_dir().join(&id);
+    assert!(snap.join(format!("sites/{site}.tar.zst")).is_file());
+    assert!(!snap.join("index.json").exists());
+    assert!(host
+        .backup_dir()
+        .join(format!("images/{hex}.tar.zst"))
+        .is_file());
+    let backup_dir = host.backup_dir().to_string_lossy().to_string();
+    let v = host.json(&["verify", &id, "--from", &backup_dir]);
     assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
+    let tmp: Vec<_> = std::fs::read_dir(host.backup_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(tmp.is_empty(), "the working copy is left");
+}
+
+/// The scheduled drill (`sp -q drill`, no identity) cannot read an encrypted `backup_dir`: it
+/// is recorded as a failed drill, so `sp status` stops showing the older one that passed;
+/// `sp doctor` warns about the drill schedule.
+#[test]
+fn a_drill_that_cannot_start_is_recorded_as_failed() {
+    let Some((host, _site, _markers, identity)) = encrypted_host("ld") else {
+        return;
+    };
+    host.json(&["backup"]);
+    host.json(&["drill", "latest", "--identity", &identity]);
+    // (`sp status` exits 1 here anyway: no schedule is installed.)
+    let status = |host: &Host| -> serde_json::Value {
+        serde_json::from_slice(&host.sp(&["--json", "status"]).stdout).unwrap()
+    };
+    assert_eq!(status(&host)["last_drill"]["ok"], true);
+
+    let (code, err) = host.sp_fail(&["-q", "drill"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--identity"), "{err}");
+    let status = status(&host);
+    assert_eq!(status["last_drill"]["ok"], false, "{status}");
+
+    let doctor: serde_json::Value =
+        serde_json::from_slice(&host.sp(&["--json", "doctor"]).stdout).unwrap();
+    let check = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "drill schedule")
+        .unwrap_or_else(|| panic!("{doctor}"));
+    assert!(
+        check["detail"].as_str().unwrap().contains("WARNING"),
+        "{check}"
+    );
 }

@@ -56,22 +56,27 @@ pub struct BackupReport {
     /// One per `[[destination]]`: what was uploaded, or why not.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub uploads: Vec<upload::UploadReport>,
+    /// `[encryption] local = true` and the encrypted local copy failed: why, and that the
+    /// plaintext snapshot was kept instead (`sp backup` exits 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_error: Option<String>,
 }
 
 impl BackupReport {
     /// Every site taken and every upload done (else `sp backup` exits 1).
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.uploads.iter().all(|u| u.ok)
+        self.failed.is_empty() && self.uploads.iter().all(|u| u.ok) && self.local_error.is_none()
     }
 
     fn upload_errors(&self) -> Vec<String> {
-        self.uploads
+        self.local_error
             .iter()
-            .filter_map(|u| {
+            .cloned()
+            .chain(self.uploads.iter().filter_map(|u| {
                 u.error
                     .as_ref()
                     .map(|e| format!("upload to {}: {e}", u.destination))
-            })
+            }))
             .collect()
     }
 }
@@ -158,6 +163,9 @@ impl std::fmt::Display for BackupReport {
         }
         for u in &self.uploads {
             write!(f, "\n{u}")?;
+        }
+        if let Some(e) = &self.local_error {
+            write!(f, "\nFAILED {e}")?;
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! One snapshot: written under `.tmp-ID`, every site taken in turn, the manifest signed last,
 //! renamed into place only when complete and fsynced. With `[encryption] local = true` the
 //! snapshot is written encrypted into `backup_dir` as a store while `.tmp-ID` grows (see
-//! [`super::upload`]), its index last, and `.tmp-ID` — the plaintext — is removed instead.
+//! [`super::upload`]), its index last, and `.tmp-ID` — the plaintext — is removed instead
+//! (kept as a plaintext snapshot when the encrypted write fails: no data is lost).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -70,6 +71,7 @@ async fn take_snapshot(
         backup_dir.join("images")
     };
     let uploader = Uploader::start(ctx, &id, upload, &images)?;
+    let tolerant = tolerate.is_some();
     let result = write_snapshot(
         ctx,
         specs,
@@ -88,15 +90,31 @@ async fn take_snapshot(
                 let uploads = u.finish(report.dir.clone()).await;
                 report.uploads = uploads.remote;
                 if let Some(l) = uploads.local {
-                    let _ = std::fs::remove_dir_all(&tmp);
                     let dir = backup_dir.join(&id);
                     if let Some(e) = l.error {
+                        // The complete, signed plaintext snapshot is kept rather than lost.
                         discard_stored(ctx, &id);
-                        return Err(Error::Other(format!(
-                            "snapshot {id} could not be written encrypted to {}: {e}; no snapshot was kept ([encryption] local = true keeps no plaintext copy) — fix that and take it again",
-                            backup_dir.display()
-                        )));
+                        keep_plaintext(backup_dir, &tmp, &dir)?;
+                        let msg = format!(
+                            "the local encrypted copy of snapshot {id} failed ({e}); the plaintext snapshot was kept in {} instead — fix that and run `sp backup` again (`sp prune` ages the plaintext one out)",
+                            dir.display()
+                        );
+                        report.dir = dir;
+                        report.seconds = started.elapsed().as_secs_f64();
+                        if tolerant {
+                            report.local_error = Some(msg);
+                            return Ok(report);
+                        }
+                        return Err(Error::Other(msg));
                     }
+                    // The encrypted snapshot is durable before its plaintext working copy goes.
+                    for d in [dir.join("sites"), dir.clone(), backup_dir.join("images")] {
+                        if d.is_dir() {
+                            snapshot::sync_dir(&d)?;
+                        }
+                    }
+                    snapshot::sync_dir(backup_dir)?;
+                    let _ = std::fs::remove_dir_all(&tmp);
                     report.dir = dir;
                 }
                 report.seconds = started.elapsed().as_secs_f64();
@@ -115,6 +133,38 @@ async fn take_snapshot(
             Err(e)
         }
     }
+}
+
+/// Puts the complete plaintext working copy `tmp` into place as snapshot `dir` (when its
+/// encrypted copy failed): renamed, its image archives moved to `backup_dir/images` (left in
+/// the snapshot's `images/` when they cannot be), everything fsynced.
+fn keep_plaintext(backup_dir: &Path, tmp: &Path, dir: &Path) -> Result<()> {
+    std::fs::rename(tmp, dir).map_err(|e| {
+        Error::io_path(
+            "keep the plaintext snapshot (its encrypted copy failed); it is still in",
+            tmp,
+            e,
+        )
+    })?;
+    let held = dir.join("images");
+    let images = backup_dir.join("images");
+    if let Ok(entries) = std::fs::read_dir(&held) {
+        let _ = std::fs::create_dir_all(&images);
+        for e in entries.flatten() {
+            let to = images.join(e.file_name());
+            if to.exists() {
+                let _ = std::fs::remove_file(e.path());
+            } else if let Err(err) = std::fs::rename(e.path(), &to) {
+                tracing::warn!("image archive left in {}: {err}", held.display());
+            }
+        }
+        let _ = std::fs::remove_dir(&held);
+        if images.is_dir() {
+            snapshot::sync_dir(&images)?;
+        }
+    }
+    snapshot::sync_dir(dir)?;
+    snapshot::sync_dir(backup_dir)
 }
 
 /// Removes what the encrypted store holds of snapshot `id`, which never got its index.
@@ -363,6 +413,7 @@ async fn write_snapshot(
         failed,
         seconds: started.elapsed().as_secs_f64(),
         uploads: Vec::new(),
+        local_error: None,
     })
 }
 

@@ -10,7 +10,7 @@
 //! With `[encryption] local = true` one more worker writes the snapshot the same way into
 //! `backup_dir` itself, as a directory store (see [`Destination::local`]): that is the local
 //! snapshot, and the plaintext working copy goes once it is done. Its failure fails the
-//! snapshot. A destination is then caught up by copying the encrypted store's objects as
+//! backup (the working copy is then kept as a plaintext snapshot, see `take`). A destination is then caught up by copying the encrypted store's objects as
 //! they are (already ciphertext to the same recipients), the index last.
 
 use std::io::Read;
@@ -384,7 +384,7 @@ fn finish(
                     offsite::finish(store, &s.rcpt, &key, d, &images, Vec::new(), progress)?
                 }
                 (None, Some(local), Some(keyring)) => {
-                    offsite::copy(local.store.as_ref(), store, &id, keyring, progress)?
+                    offsite::copy(local.store.as_ref(), store, &id, keyring, &key, progress)?
                 }
                 _ => continue,
             };

@@ -9,7 +9,7 @@ use super::{
     authenticate, get_bytes, put_bytes, read_index, Index, Progress, StoredImage, INDEX, INDEX_SIG,
 };
 use crate::error::{Error, Result};
-use crate::key::Keyring;
+use crate::key::{HostKey, Keyring};
 use crate::snapshot::{self, archive::HashingReader};
 use crate::store::Store;
 
@@ -43,12 +43,15 @@ fn copy_object(
 }
 
 /// Copies snapshot `id` from `from` to `to` (authenticated with `keyring` first; every object
-/// checked against the index as it is copied); the index goes last. Returns it.
+/// checked against the index as it is copied); the index goes last. An image archive `to`
+/// already holds is kept, and the copied index (then signed again with `key`) names it.
+/// Returns the index as written.
 pub fn copy(
     from: &dyn Store,
     to: &dyn Store,
     id: &str,
     keyring: &Keyring,
+    key: &HostKey,
     progress: Progress,
 ) -> Result<Index> {
     let (index, _, mbytes) = authenticate(from, id, keyring)?;
@@ -76,13 +79,14 @@ pub fn copy(
             copy_object(from, to, &object, seg.size, &seg.sha256, progress)?;
         }
     }
+    // An image archive the destination already holds is never replaced (its ciphertext
+    // differs — age is randomized — and older snapshots there are signed over it): the copied
+    // index names the destination's archive instead, and is signed again with the host key.
+    let mut images = Vec::with_capacity(index.images.len());
     for i in &index.images {
-        let sum = format!("{}.json", i.object);
-        if to.stat(&sum)?.is_some() && to.stat(&i.object)? == Some(i.stored_size) {
-            let b = get_bytes(to, &sum, 1 << 16)?;
-            if serde_json::from_slice::<StoredImage>(&b).is_ok_and(|e| &e == i) {
-                continue;
-            }
+        if let Some(theirs) = held_image(to, i)? {
+            images.push(theirs);
+            continue;
         }
         copy_object(
             from,
@@ -93,8 +97,18 @@ pub fn copy(
             progress,
         )?;
         let json = serde_json::to_vec_pretty(i).map_err(|e| Error::Other(e.to_string()))?;
-        put_bytes(to, &sum, &json)?;
+        put_bytes(to, &format!("{}.json", i.object), &json)?;
+        images.push(i.clone());
     }
+    let (index, bytes, sig) = if images == index.images {
+        (index, bytes, sig)
+    } else {
+        let mut ours = index;
+        ours.images = images;
+        let b = serde_json::to_vec_pretty(&ours).map_err(|e| Error::Other(e.to_string()))?;
+        let s = key.sign(&b).into_bytes();
+        (ours, b, s)
+    };
     put_bytes(to, &format!("{id}/{}", snapshot::MANIFEST), &mbytes)?;
     for name in [snapshot::MANIFEST_SUM, snapshot::MANIFEST_SIG] {
         let object = format!("{id}/{name}");
@@ -105,6 +119,23 @@ pub fn copy(
     put_bytes(to, &format!("{id}/{INDEX_SIG}"), &sig)?;
     put_bytes(to, &format!("{id}/{INDEX}"), &bytes)?;
     Ok(index)
+}
+
+/// The destination's entry for the image archive `i` names, when it holds that archive whole
+/// (the object present with the size its `.json` records).
+fn held_image(to: &dyn Store, i: &StoredImage) -> Result<Option<StoredImage>> {
+    let sum = format!("{}.json", i.object);
+    if to.stat(&sum)?.is_none() {
+        return Ok(None);
+    }
+    let b = get_bytes(to, &sum, 1 << 16)?;
+    let Ok(e) = serde_json::from_slice::<StoredImage>(&b) else {
+        return Ok(None);
+    };
+    if e.object != i.object || e.id != i.id || to.stat(&e.object)? != Some(e.stored_size) {
+        return Ok(None);
+    }
+    Ok(Some(e))
 }
 
 /// Copies the image archive of `image_id` from `from` to `to` unless `to` has it; `false`

@@ -277,7 +277,7 @@ fn copy_is_verbatim_index_last_and_refuses_a_changed_object() {
     let none = |_: &str, _: u64, _: u64, _: bool| {};
     let sid = "20261201T000000Z";
     finish(&from, &rcpt, &key, &dir, Path::new("/x"), Vec::new(), &none).unwrap();
-    copy(&from, &to, sid, &ring, &none).unwrap();
+    copy(&from, &to, sid, &ring, &key, &none).unwrap();
     assert_eq!(
         from.objects(),
         to.objects(),
@@ -295,7 +295,7 @@ fn copy_is_verbatim_index_last_and_refuses_a_changed_object() {
     let n = body.len() / 2;
     body[n] ^= 1;
     put_bytes(&from, &object, &body).unwrap();
-    let e = copy(&from, &other, sid, &ring, &none).unwrap_err();
+    let e = copy(&from, &other, sid, &ring, &key, &none).unwrap_err();
     assert!(e.to_string().contains("blog.sql.zst.age"), "{e}");
     assert!(ids(&other).unwrap().is_empty());
 }
