@@ -571,3 +571,40 @@ fn a_drill_that_cannot_start_is_recorded_as_failed() {
         "{check}"
     );
 }
+
+/// An image archive's `.json` left without its archive (a prune cut off between the two, or
+/// the archive lost) does not count as the archive: the next backup makes it again and its
+/// index names it, where before the snapshot was signed without any image archive.
+#[test]
+fn an_image_entry_without_its_archive_is_made_again() {
+    let Some((host, _site, _markers, _identity)) = encrypted_host("li") else {
+        return;
+    };
+    let first = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    let images = host.backup_dir().join("images");
+    let archives: Vec<_> = std::fs::read_dir(&images)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".tar.zst.age"))
+        .collect();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    std::fs::remove_file(&archives[0]).unwrap();
+    assert!(images
+        .join(format!(
+            "{}.json",
+            archives[0].file_name().unwrap().to_string_lossy()
+        ))
+        .is_file());
+
+    let second = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(host.backup_dir().join(&second).join("index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(index["images"].as_array().unwrap().len(), 1, "{index}");
+    assert!(archives[0].is_file(), "the archive was not made again");
+    let v = host.json(&["verify", &second]);
+    assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
+}

@@ -425,11 +425,13 @@ async fn keep_image(ctx: &Ctx, engine: &Engine, id: &str, level: i32, tmp: &Path
     let kept = super::super::provision::image_archive(ctx, id);
     let path = if ctx.config.encryption.local {
         let hex = id.trim_start_matches("sha256:");
-        let stored = ctx
-            .config
-            .backup_dir
-            .join(format!("images/{hex}.tar.zst.age.json"));
-        if stored.exists() {
+        let local = crate::store::Destination::local(&ctx.config);
+        let object = crate::store::offsite::image_object(hex, true);
+        if crate::store::blocking(|| {
+            crate::store::offsite::held_image(local.store.as_ref(), id, &object)
+        })?
+        .is_some()
+        {
             return Ok(());
         }
         let path = tmp.join(format!("images/{hex}.tar.zst"));

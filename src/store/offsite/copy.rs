@@ -6,7 +6,7 @@
 use std::io::Read;
 
 use super::{
-    authenticate, get_bytes, put_bytes, read_index, Index, Progress, StoredImage, INDEX, INDEX_SIG,
+    authenticate, get_bytes, held_image, put_bytes, read_index, Index, Progress, INDEX, INDEX_SIG,
 };
 use crate::error::{Error, Result};
 use crate::key::{HostKey, Keyring};
@@ -84,7 +84,7 @@ pub fn copy(
     // index names the destination's archive instead, and is signed again with the host key.
     let mut images = Vec::with_capacity(index.images.len());
     for i in &index.images {
-        if let Some(theirs) = held_image(to, i)? {
+        if let Some(theirs) = held_image(to, &i.id, &i.object)? {
             images.push(theirs);
             continue;
         }
@@ -121,23 +121,6 @@ pub fn copy(
     Ok(index)
 }
 
-/// The destination's entry for the image archive `i` names, when it holds that archive whole
-/// (the object present with the size its `.json` records).
-fn held_image(to: &dyn Store, i: &StoredImage) -> Result<Option<StoredImage>> {
-    let sum = format!("{}.json", i.object);
-    if to.stat(&sum)?.is_none() {
-        return Ok(None);
-    }
-    let b = get_bytes(to, &sum, 1 << 16)?;
-    let Ok(e) = serde_json::from_slice::<StoredImage>(&b) else {
-        return Ok(None);
-    };
-    if e.object != i.object || e.id != i.id || to.stat(&e.object)? != Some(e.stored_size) {
-        return Ok(None);
-    }
-    Ok(Some(e))
-}
-
 /// Copies the image archive of `image_id` from `from` to `to` unless `to` has it; `false`
 /// when `from` has none either. Used when the plaintext archive was not made again because
 /// the encrypted `backup_dir` already holds it.
@@ -152,22 +135,15 @@ pub fn copy_image(
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(false);
     }
-    let object = super::object_name(&format!("{}/{hex}.tar.zst", super::IMAGES), encrypted);
-    let sum = format!("{object}.json");
-    if to.stat(&sum)?.is_some() {
+    let object = super::image_object(hex, encrypted);
+    if held_image(to, image_id, &object)?.is_some() {
         return Ok(true);
     }
-    if from.stat(&sum)?.is_none() {
-        return Ok(false);
-    }
-    let b = get_bytes(from, &sum, 1 << 16)?;
-    let Ok(e) = serde_json::from_slice::<StoredImage>(&b) else {
+    let Some(e) = held_image(from, image_id, &object)? else {
         return Ok(false);
     };
-    if e.object != object || e.id != image_id {
-        return Ok(false);
-    }
     copy_object(from, to, &object, e.stored_size, &e.stored_sha256, progress)?;
-    put_bytes(to, &sum, &b)?;
+    let json = serde_json::to_vec_pretty(&e).map_err(|e| Error::Other(e.to_string()))?;
+    put_bytes(to, &format!("{object}.json"), &json)?;
     Ok(true)
 }

@@ -146,6 +146,11 @@ pub(super) fn object_name(path: &str, encrypted: bool) -> String {
     }
 }
 
+/// The object of the image archive `images/HEX.tar.zst[.age]`.
+pub fn image_object(hex: &str, encrypted: bool) -> String {
+    object_name(&format!("{IMAGES}/{hex}.tar.zst"), encrypted)
+}
+
 /// The ids of the complete snapshots in `store` (those with an index), oldest first.
 pub fn ids(store: &dyn Store) -> Result<Vec<String>> {
     let mut out: Vec<String> = store
@@ -256,6 +261,24 @@ pub fn delete(store: &dyn Store, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The store's entry for image archive `object` of `image_id`, when it holds that archive
+/// whole: its `.json` names it and the object is there with the size recorded. (A `.json`
+/// alone, say after a prune was cut off, is not an archive: it is made again.)
+pub fn held_image(store: &dyn Store, image_id: &str, object: &str) -> Result<Option<StoredImage>> {
+    let sum = format!("{object}.json");
+    if store.stat(&sum)?.is_none() {
+        return Ok(None);
+    }
+    let b = get_bytes(store, &sum, 1 << 16)?;
+    let Ok(e) = serde_json::from_slice::<StoredImage>(&b) else {
+        return Ok(None);
+    };
+    if e.object != object || e.id != image_id || store.stat(&e.object)? != Some(e.stored_size) {
+        return Ok(None);
+    }
+    Ok(Some(e))
+}
+
 /// Deletes image archives no remaining index names; returns their objects.
 pub fn prune_images(store: &dyn Store) -> Result<Vec<String>> {
     prune_images_where(store, |_| true)
@@ -271,17 +294,24 @@ pub fn prune_images_where(store: &dyn Store, ours: impl Fn(&str) -> bool) -> Res
         used.extend(i.images.into_iter().map(|i| i.object));
     }
     let mut deleted = Vec::new();
-    for o in store.list(&format!("{IMAGES}/"))? {
-        let base = o.path.strip_suffix(".json").unwrap_or(&o.path).to_string();
-        if !ours(&base) {
-            continue;
-        }
-        if !used.contains(&base) {
-            store.delete(&o.path)?;
-            if !o.path.ends_with(".json") {
-                deleted.push(o.path);
-            }
-        }
+    let unused: Vec<_> = store
+        .list(&format!("{IMAGES}/"))?
+        .into_iter()
+        .filter(|o| {
+            let base = o.path.strip_suffix(".json").unwrap_or(&o.path);
+            ours(base) && !used.contains(base)
+        })
+        .collect();
+    // Each `.json` before its archive: cut off midway, what is left is an archive nothing
+    // names (made again or pruned next time), never an entry naming a missing archive.
+    let (sums, archives): (Vec<_>, Vec<_>) =
+        unused.into_iter().partition(|o| o.path.ends_with(".json"));
+    for o in sums {
+        store.delete(&o.path)?;
+    }
+    for o in archives {
+        store.delete(&o.path)?;
+        deleted.push(o.path);
     }
     Ok(deleted)
 }

@@ -6,8 +6,7 @@ use std::path::Path;
 
 use super::segments::StoredWriter;
 use super::{
-    get_bytes, object_name, put_bytes, Index, Progress, Segment, StoredFile, StoredImage, IMAGES,
-    INDEX, INDEX_SIG,
+    object_name, put_bytes, Index, Progress, Segment, StoredFile, StoredImage, INDEX, INDEX_SIG,
 };
 use crate::crypt::Recipients;
 use crate::error::{Error, Result};
@@ -96,15 +95,10 @@ fn put_image(
     progress: Progress,
 ) -> Result<Option<StoredImage>> {
     let hex = image_id.trim_start_matches("sha256:");
-    let object = object_name(&format!("{IMAGES}/{hex}.tar.zst"), !rcpt.is_empty());
+    let object = super::image_object(hex, !rcpt.is_empty());
     let sum = format!("{object}.json");
-    if store.stat(&sum)?.is_some() {
-        let bytes = get_bytes(store, &sum, 1 << 16)?;
-        if let Ok(e) = serde_json::from_slice::<StoredImage>(&bytes) {
-            if e.object == object && store.stat(&object)? == Some(e.stored_size) {
-                return Ok(Some(e));
-            }
-        }
+    if let Some(e) = super::held_image(store, image_id, &object)? {
+        return Ok(Some(e));
     }
     let local = images_dir.join(format!("{hex}.tar.zst"));
     let file = match std::fs::File::open(&local) {
