@@ -220,6 +220,18 @@ impl Host {
         )
     }
 
+    /// The ids `sp snapshots EXTRA…` lists, oldest first.
+    pub fn snapshot_ids(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["snapshots"];
+        args.extend_from_slice(extra);
+        self.json(&args)["snapshots"]
+            .as_array()
+            .expect("snapshots")
+            .iter()
+            .map(|s| s["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);

@@ -105,17 +105,6 @@ fn encrypted_host(label: &str) -> Option<(Host, String, Vec<String>, String)> {
     Some((host, site, vec![file_marker, row_marker], identity))
 }
 
-fn ids(host: &Host, extra: &[&str]) -> Vec<String> {
-    let mut args = vec!["snapshots"];
-    args.extend_from_slice(extra);
-    host.json(&args)["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn backup_dir_holds_only_ciphertext_and_verifies_without_and_with_the_identity() {
     let Some((host, site, markers, identity)) = encrypted_host("le") else {
@@ -146,7 +135,7 @@ fn backup_dir_holds_only_ciphertext_and_verifies_without_and_with_the_identity()
     );
 
     // Listed; `sp status` reads it as the site's newest snapshot.
-    assert_eq!(ids(&host, &[]), vec![id.clone()]);
+    assert_eq!(host.snapshot_ids(&[]), vec![id.clone()]);
     // (It exits 1 here only because no schedule is installed.)
     let out = host.sp(&["--json", "status"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -248,7 +237,7 @@ fn site_remove_leaves_an_encrypted_final_snapshot_and_prune_works_on_them() {
     let markers: Vec<&str> = markers.iter().map(String::as_str).collect();
     let first = host.json(&["backup"])["id"].as_str().unwrap().to_string();
     host.sp_ok(&["site", "remove", &site, "--yes"]);
-    let finals = ids(&host, &["--kind", "final"]);
+    let finals = host.snapshot_ids(&["--kind", "final"]);
     assert_eq!(finals.len(), 1, "{finals:?}");
     let snap = host.backup_dir().join(&finals[0]);
     assert!(snap.join("index.json").is_file());
@@ -264,7 +253,7 @@ fn site_remove_leaves_an_encrypted_final_snapshot_and_prune_works_on_them() {
     let out = host.sp_ok(&["prune"]);
     assert!(out.contains(&format!("delete {first}")), "{out}");
     assert!(!host.backup_dir().join(&first).exists());
-    assert_eq!(ids(&host, &[]), finals);
+    assert_eq!(host.snapshot_ids(&[]), finals);
 }
 
 /// Snapshots in backup_dir are hostile input like any other: an altered or unsigned index is
@@ -335,7 +324,10 @@ fn an_altered_or_unsigned_local_index_is_refused_and_pre_restore_snapshots_are_e
         &identity,
     ]);
     let safety = report["safety_snapshot"].as_str().unwrap().to_string();
-    assert_eq!(ids(&host, &["--kind", "pre-restore"]), vec![safety.clone()]);
+    assert_eq!(
+        host.snapshot_ids(&["--kind", "pre-restore"]),
+        vec![safety.clone()]
+    );
     assert!(host.backup_dir().join(&safety).join("index.json").is_file());
     assert_only_ciphertext(&host, &markers);
 }
@@ -406,7 +398,7 @@ fn a_destination_is_caught_up_with_the_local_ciphertext_as_it_is() {
         "the copied index names other files"
     );
     // Every snapshot on the destination still verifies, the ones from before the catch-up too.
-    let on_dest = ids(&host, &["--from", "usb"]);
+    let on_dest = host.snapshot_ids(&["--from", "usb"]);
     assert_eq!(on_dest.len(), 3, "{on_dest:?}");
     for id in &on_dest {
         let v = host.json(&["verify", id, "--from", "usb", "--identity", &identity]);
@@ -433,7 +425,7 @@ fn a_mixed_backup_dir_is_read_as_its_newest_kind() {
     std::fs::write(&host.config, minimal).unwrap();
 
     let list = host.json(&["snapshots"]);
-    assert_eq!(ids(&host, &[]), vec![enc.clone()], "{list}");
+    assert_eq!(host.snapshot_ids(&[]), vec![enc.clone()], "{list}");
     assert_eq!(list["plaintext"][0]["id"], plain.as_str(), "{list}");
 
     // The encrypted snapshot is the one restored: without the identity, refused naming it.
@@ -452,7 +444,7 @@ fn a_mixed_backup_dir_is_read_as_its_newest_kind() {
     // read by default, the encrypted one named.
     let newer = host.json(&["backup"])["id"].as_str().unwrap().to_string();
     let list = host.json(&["snapshots"]);
-    assert_eq!(ids(&host, &[]), vec![plain, newer], "{list}");
+    assert_eq!(host.snapshot_ids(&[]), vec![plain, newer], "{list}");
     assert_eq!(list["encrypted"], serde_json::json!([enc]), "{list}");
 }
 
@@ -473,7 +465,7 @@ fn prune_from_the_encrypted_backup_dir_honours_pins() {
     let backup_dir = host.backup_dir().to_string_lossy().to_string();
     let out = host.sp_ok(&["prune", "--from", &backup_dir]);
     assert!(out.contains(&format!("keep   {first}")), "{out}");
-    assert_eq!(ids(&host, &[]), vec![first.clone(), second.clone()]);
+    assert_eq!(host.snapshot_ids(&[]), vec![first.clone(), second.clone()]);
     assert!(host.backup_dir().join(&first).join("index.json").is_file());
 
     let elsewhere = host.dir.path().join("elsewhere");

@@ -199,15 +199,6 @@ fn prepared(rig: &Rig, host: &Host, label: &str) -> (String, String, String, Str
     )
 }
 
-fn listed(host: &Host, from: &str) -> Vec<String> {
-    host.json(&["snapshots", "--from", from])["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn upload_is_age_ciphertext_and_verify_names_a_changed_object() {
     // Segments of 1 MiB: the site's files (3 MiB that do not compress) go up as several
@@ -269,7 +260,7 @@ fn upload_is_age_ciphertext_and_verify_names_a_changed_object() {
         "{objects:?}",
         objects = objects.iter().map(|o| &o.0).collect::<Vec<_>>()
     );
-    assert_eq!(listed(&host, "s3"), vec![id.clone()]);
+    assert_eq!(host.snapshot_ids(&["--from", "s3"]), vec![id.clone()]);
 
     let v = host.json(&["verify", "--from", "s3"]);
     assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
@@ -461,7 +452,7 @@ fn a_cut_off_upload_is_never_listed_and_the_next_backup_completes_it() {
         return;
     };
     let first = host.json(&["backup"])["id"].as_str().unwrap().to_string();
-    assert_eq!(listed(&host, "s3"), vec![first.clone()]);
+    assert_eq!(host.snapshot_ids(&["--from", "s3"]), vec![first.clone()]);
 
     // Enough incompressible data that the upload is still under way when the server goes.
     let big: Vec<u8> = (0..48u32 << 20)
@@ -515,7 +506,7 @@ fn a_cut_off_upload_is_never_listed_and_the_next_backup_completes_it() {
 
     // The server is back: the second snapshot is not listed until the next backup uploads it.
     cut.start();
-    assert_eq!(listed(&host, "s3"), vec![first.clone()]);
+    assert_eq!(host.snapshot_ids(&["--from", "s3"]), vec![first.clone()]);
     next_backup_catches_up(&host, "s3", first, second);
     cut.cut();
 }
@@ -531,12 +522,12 @@ fn prune_keeps_each_destinations_own_policy() {
     for _ in 0..4 {
         ids.push(host.json(&["backup"])["id"].as_str().unwrap().to_string());
     }
-    assert_eq!(listed(&host, "s3"), ids);
+    assert_eq!(host.snapshot_ids(&["--from", "s3"]), ids);
     let before = bucket.keys();
     let dry = host.json(&["prune", "--dry-run"]);
     assert_eq!(dry["destinations"][0]["destination"], "s3", "{dry}");
     assert_eq!(bucket.keys(), before, "dry run changed the bucket");
-    assert_eq!(listed(&host, "s3"), ids);
+    assert_eq!(host.snapshot_ids(&["--from", "s3"]), ids);
 
     host.json(&["prune"]);
     // Locally keep_last = 3 (and one a day); on the bucket keep_last = 2.
@@ -547,7 +538,7 @@ fn prune_keeps_each_destinations_own_policy() {
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(local, ids[1..].to_vec());
-    assert_eq!(listed(&host, "s3"), ids[2..].to_vec());
+    assert_eq!(host.snapshot_ids(&["--from", "s3"]), ids[2..].to_vec());
     for k in bucket.keys() {
         assert!(
             !(k.starts_with(&format!("host/{}/", ids[0]))
@@ -734,7 +725,7 @@ fn sftp_upload_is_age_ciphertext_and_verifies() {
         "{:?}",
         files.iter().map(|f| &f.0).collect::<Vec<_>>()
     );
-    assert_eq!(listed(&host, "sftp"), vec![id.clone()]);
+    assert_eq!(host.snapshot_ids(&["--from", "sftp"]), vec![id.clone()]);
     let v = host.json(&["verify", "--from", "sftp"]);
     assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
     assert_eq!(v["ciphertext_only"], true, "{v}");
@@ -753,7 +744,7 @@ fn sftp_upload_is_age_ciphertext_and_verifies() {
     let root = server.dir.path().join("host");
     std::os::unix::fs::symlink(root.join(&id), root.join("20990101T000000Z")).unwrap();
     std::fs::write(root.join(&id).join(".part-0123456789abcdef"), b"half").unwrap();
-    assert_eq!(listed(&host, "sftp"), vec![id.clone()]);
+    assert_eq!(host.snapshot_ids(&["--from", "sftp"]), vec![id.clone()]);
     let v = host.json(&["verify", "--from", "sftp"]);
     assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
 
@@ -889,7 +880,7 @@ fn a_cut_off_sftp_upload_is_never_listed_and_the_next_backup_completes_it() {
     text.push_str(&format!("\n[encryption]\nrecipients = [\"{recipient}\"]\n"));
     std::fs::write(&host.config, text).unwrap();
     let first = host.json(&["backup"])["id"].as_str().unwrap().to_string();
-    assert_eq!(listed(&host, "sftp"), vec![first.clone()]);
+    assert_eq!(host.snapshot_ids(&["--from", "sftp"]), vec![first.clone()]);
 
     let big: Vec<u8> = (0..48u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -937,7 +928,7 @@ fn a_cut_off_sftp_upload_is_never_listed_and_the_next_backup_completes_it() {
 
     cut.slow.store(false, Ordering::SeqCst);
     cut.start();
-    assert_eq!(listed(&host, "sftp"), vec![first.clone()]);
+    assert_eq!(host.snapshot_ids(&["--from", "sftp"]), vec![first.clone()]);
     next_backup_catches_up(&host, "sftp", first, second);
     cut.cut();
 }
@@ -953,7 +944,10 @@ fn next_backup_catches_up(host: &Host, dest: &str, first: String, second: String
         "{third}"
     );
     let third = third["id"].as_str().unwrap().to_string();
-    assert_eq!(listed(host, dest), vec![first, second, third]);
+    assert_eq!(
+        host.snapshot_ids(&["--from", dest]),
+        vec![first, second, third]
+    );
     let v = host.json(&["verify", "all", "--from", dest]);
     assert!(
         v["snapshots"]
