@@ -220,6 +220,19 @@ impl Host {
         )
     }
 
+    /// The names in `backup_dir` that start with `prefix` (`.tmp-`, `.fetch-`, `.`: what a
+    /// backup or restore must not leave behind).
+    pub fn backup_dir_names(&self, prefix: &str) -> Vec<String> {
+        std::fs::read_dir(self.backup_dir())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.starts_with(prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The ids `sp snapshots EXTRA…` lists, oldest first.
     pub fn snapshot_ids(&self, extra: &[&str]) -> Vec<String> {
         let mut args = vec!["snapshots"];

@@ -304,12 +304,7 @@ fn an_altered_or_unsigned_local_index_is_refused_and_pre_restore_snapshots_are_e
     assert!(err.contains("index.json.sig"), "{err}");
     assert!(!host.sites_dir().join(&clone).exists());
     assert!(!host.database_exists(&clone));
-    let staging: Vec<_> = std::fs::read_dir(host.backup_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
-    assert!(staging.is_empty(), "staging left behind");
+    assert!(host.backup_dir_names(".").is_empty(), "staging left behind");
 
     // Restored, the index signed again, over the live site: its state is snapshotted first,
     // encrypted.
@@ -520,12 +515,10 @@ fn a_failed_local_encrypted_write_keeps_the_plaintext_snapshot() {
     let backup_dir = host.backup_dir().to_string_lossy().to_string();
     let v = host.json(&["verify", &id, "--from", &backup_dir]);
     assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
-    let tmp: Vec<_> = std::fs::read_dir(host.backup_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
-        .collect();
-    assert!(tmp.is_empty(), "the working copy is left");
+    assert!(
+        host.backup_dir_names(".tmp-").is_empty(),
+        "the working copy is left"
+    );
 }
 
 /// The scheduled drill (`sp -q drill`, no identity) cannot read an encrypted `backup_dir`: it

@@ -301,12 +301,10 @@ fn upload_is_age_ciphertext_and_verify_names_a_changed_object() {
         out.contains(&format!("sites/{site}.tar.zst.age.0001")),
         "{out}"
     );
-    let leftover: Vec<_> = std::fs::read_dir(host.backup_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".fetch-"))
-        .collect();
-    assert!(leftover.is_empty(), "staging left behind");
+    assert!(
+        host.backup_dir_names(".fetch-").is_empty(),
+        "staging left behind"
+    );
 }
 
 /// The whole host from the bucket: the host, its backup dir and its image cache wiped, the
@@ -976,10 +974,5 @@ fn restore_from_offsite(host: &Host, identity: &str, key: &str, sites: [(&String
     for (site, before) in sites {
         assert_eq!(seen(host, site), before);
     }
-    let staging: Vec<_> = std::fs::read_dir(host.backup_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
-    assert!(staging.is_empty(), "staging left behind");
+    assert!(host.backup_dir_names(".").is_empty(), "staging left behind");
 }
