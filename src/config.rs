@@ -913,6 +913,12 @@ mod tests {
         // The secret is never written out (JSON or TOML).
         assert!(!serde_json::to_string(&c).unwrap().contains("TOPSECRET"));
         assert!(!toml::to_string(&c).unwrap().contains("TOPSECRET"));
+        let c = Config::parse(
+            "[[destination]]\nname = \"a\"\nurl = \"s3://bkt\"\nsegment_mib = 0",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.destinations[0].segment_mib, Some(0));
         let ok = "[[destination]]\nname = \"nas\"\nurl = \"sftp://backup@nas:2222/srv/sp\"\nkey_file = \"/etc/sp/nas.key\"\nknown_hosts = \"/etc/sp/nas.known_hosts\"\n";
         let c = Config::parse(ok, Path::new("t.toml")).unwrap();
         assert_eq!(
@@ -933,6 +939,8 @@ mod tests {
             "[[destination]]\nname = \"a\"\nurl = \"s3://bkt\"\nsecret_access_key_file = \"rel\"",
             "[[destination]]\nname = \"a\"\nurl = \"/x\"\n[[destination]]\nname = \"a\"\nurl = \"/y\"",
             "[[destination]]\nname = \"a\"\nurl = \"/x\"\nbogus = 1",
+            "[[destination]]\nname = \"a\"\nurl = \"/x\"\nsegment_mib = 8",
+            "[[destination]]\nname = \"a\"\nurl = \"s3://bkt\"\nsegment_mib = 5000",
             "[encryption]\nrecipients = [\"age1notakey\"]",
             "[encryption]\nlocal = true",
             "[encryption]\nrecipients = []\nlocal = true",
