@@ -61,26 +61,56 @@ fn identity() -> (tempfile::TempDir, Identity, Recipients) {
     (t, id, Recipients::parse(&[public]).unwrap())
 }
 
-#[test]
-fn upload_is_ciphertext_verifies_and_fetches_back() {
+/// A signed snapshot folder, an age identity and its recipients, the key and the keyring
+/// that trusts it (the temp dirs live as long as the fixture's bindings).
+struct Fixture {
+    key: HostKey,
+    ring: Keyring,
+    dir: PathBuf,
+    id: Identity,
+    rcpt: Recipients,
+    _t: tempfile::TempDir,
+    _i: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
     let key = HostKey::generate();
     let ring = Keyring {
         keys: vec![key.public()],
     };
     let (_t, dir) = snapshot_dir(&key);
     let (_i, id, rcpt) = identity();
+    Fixture {
+        key,
+        ring,
+        dir,
+        id,
+        rcpt,
+        _t,
+        _i,
+    }
+}
+
+/// Uploads the fixture's snapshot to `store` (no image archives); returns its index.
+fn upload(store: &dyn Store, rcpt: &Recipients, key: &HostKey, dir: &Path) -> Index {
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
+    finish(store, rcpt, key, dir, Path::new("/x"), Vec::new(), &none).unwrap()
+}
+
+#[test]
+fn upload_is_ciphertext_verifies_and_fetches_back() {
+    let Fixture {
+        key,
+        ring,
+        dir,
+        id,
+        rcpt,
+        _t,
+        _i,
+    } = fixture();
     let store = MemStore::new();
     let none = |_: &str, _: u64, _: u64, _: bool| {};
-    let index = finish(
-        &store,
-        &rcpt,
-        &key,
-        &dir,
-        Path::new("/nonexistent"),
-        Vec::new(),
-        &none,
-    )
-    .unwrap();
+    let index = upload(&store, &rcpt, &key, &dir);
     assert!(index.encrypted);
     assert_eq!(index.format, 1, "no segments: readable by an older sp");
     assert_eq!(ids(&store).unwrap(), vec!["20261201T000000Z".to_string()]);
@@ -119,24 +149,18 @@ fn upload_is_ciphertext_verifies_and_fetches_back() {
 
 #[test]
 fn a_changed_byte_is_named_and_an_unsigned_index_refused() {
-    let key = HostKey::generate();
-    let ring = Keyring {
-        keys: vec![key.public()],
-    };
-    let (_t, dir) = snapshot_dir(&key);
-    let (_i, id, rcpt) = identity();
+    let Fixture {
+        key,
+        ring,
+        dir,
+        id,
+        rcpt,
+        _t,
+        _i,
+    } = fixture();
     let store = MemStore::new();
     let none = |_: &str, _: u64, _: u64, _: bool| {};
-    finish(
-        &store,
-        &rcpt,
-        &key,
-        &dir,
-        Path::new("/x"),
-        Vec::new(),
-        &none,
-    )
-    .unwrap();
+    upload(&store, &rcpt, &key, &dir);
     let obj = "20261201T000000Z/sites/blog.sql.zst.age";
     let mut b = store.objects()[obj].clone();
     let n = b.len() / 2;
@@ -178,24 +202,18 @@ fn a_changed_byte_is_named_and_an_unsigned_index_refused() {
 
 #[test]
 fn a_replayed_snapshot_or_a_longer_object_is_refused() {
-    let key = HostKey::generate();
-    let ring = Keyring {
-        keys: vec![key.public()],
-    };
-    let (_t, dir) = snapshot_dir(&key);
-    let (_i, id, rcpt) = identity();
+    let Fixture {
+        key,
+        ring,
+        dir,
+        id,
+        rcpt,
+        _t,
+        _i,
+    } = fixture();
     let store = MemStore::new();
     let none = |_: &str, _: u64, _: u64, _: bool| {};
-    finish(
-        &store,
-        &rcpt,
-        &key,
-        &dir,
-        Path::new("/x"),
-        Vec::new(),
-        &none,
-    )
-    .unwrap();
+    upload(&store, &rcpt, &key, &dir);
     // The same signed snapshot copied under a newer name is not that snapshot.
     for (k, v) in store.objects() {
         store.put(&k.replace("20261201T000000Z", "20261202T000000Z"), v);
@@ -248,16 +266,7 @@ fn without_an_index_nothing_is_listed_and_delete_takes_everything() {
         ids(&store).unwrap().is_empty(),
         "a partial upload is no snapshot"
     );
-    finish(
-        &store,
-        &rcpt,
-        &key,
-        &dir,
-        Path::new("/x"),
-        Vec::new(),
-        &none,
-    )
-    .unwrap();
+    upload(&store, &rcpt, &key, &dir);
     let (l, bad) = list(&store).unwrap();
     assert_eq!(l.len(), 1);
     assert!(bad.is_empty());
@@ -267,16 +276,19 @@ fn without_an_index_nothing_is_listed_and_delete_takes_everything() {
 
 #[test]
 fn copy_is_verbatim_index_last_and_refuses_a_changed_object() {
-    let key = HostKey::generate();
-    let ring = Keyring {
-        keys: vec![key.public()],
-    };
-    let (_t, dir) = snapshot_dir(&key);
-    let (_i, id, rcpt) = identity();
+    let Fixture {
+        key,
+        ring,
+        dir,
+        id,
+        rcpt,
+        _t,
+        _i,
+    } = fixture();
     let (from, to) = (MemStore::new(), MemStore::new());
     let none = |_: &str, _: u64, _: u64, _: bool| {};
     let sid = "20261201T000000Z";
-    finish(&from, &rcpt, &key, &dir, Path::new("/x"), Vec::new(), &none).unwrap();
+    upload(&from, &rcpt, &key, &dir);
     copy(&from, &to, sid, &ring, &key, &none).unwrap();
     assert_eq!(
         from.objects(),
@@ -302,25 +314,19 @@ fn copy_is_verbatim_index_last_and_refuses_a_changed_object() {
 
 #[test]
 fn split_files_round_trip_and_a_changed_segment_is_named() {
-    let key = HostKey::generate();
-    let ring = Keyring {
-        keys: vec![key.public()],
-    };
-    let (_t, dir) = snapshot_dir(&key);
-    let (_i, id, rcpt) = identity();
+    let Fixture {
+        key,
+        ring,
+        dir,
+        id,
+        rcpt,
+        _t,
+        _i,
+    } = fixture();
     // Segments of 100 bytes: the dump's ciphertext is several of them.
     let store = MemStore::segmented(100);
     let none = |_: &str, _: u64, _: u64, _: bool| {};
-    let index = finish(
-        &store,
-        &rcpt,
-        &key,
-        &dir,
-        Path::new("/x"),
-        Vec::new(),
-        &none,
-    )
-    .unwrap();
+    let index = upload(&store, &rcpt, &key, &dir);
     let dump = index
         .files
         .iter()
