@@ -267,11 +267,17 @@ impl Destination {
     /// `backup_dir` as a directory store: where `[encryption] local = true` keeps snapshots,
     /// in the off-host format, by the host's `[retention]` policy.
     pub fn local(cfg: &crate::config::Config) -> Destination {
+        Destination::encrypted_dir(cfg, &cfg.backup_dir)
+    }
+
+    /// A directory of snapshots in the off-host format, read by the host's `[retention]`;
+    /// `local` when it is `backup_dir` itself.
+    fn encrypted_dir(cfg: &crate::config::Config, path: &std::path::Path) -> Destination {
         Destination {
-            name: cfg.backup_dir.display().to_string(),
-            store: Box::new(dir::DirStore::new(cfg.backup_dir.clone())),
+            name: path.display().to_string(),
+            store: Box::new(dir::DirStore::new(path.to_path_buf())),
             retention: cfg.retention.clone(),
-            local: true,
+            local: path == cfg.backup_dir,
         }
     }
 }
@@ -390,11 +396,7 @@ impl Source {
             )));
         }
         if layout(from) == Layout::Encrypted {
-            let mut d = Destination::local(cfg);
-            d.name = from.display().to_string();
-            d.store = Box::new(dir::DirStore::new(from.to_path_buf()));
-            d.local = from == cfg.backup_dir;
-            return Ok(Source::Remote(d));
+            return Ok(Source::Remote(Destination::encrypted_dir(cfg, from)));
         }
         Ok(Source::Local(from.to_path_buf()))
     }
