@@ -6,6 +6,9 @@
 #   S3_SERVER=moto bash benches/upload.sh ...  against the rig's moto instead of s3s-fs
 #   DEST=sftp bash benches/upload.sh ...       the same to the rig's sshd (a temp dir on it)
 #   DEST=dir bash benches/upload.sh ...        to a local directory: sp's own cost, no server
+#   PERF=FILE bash benches/upload.sh ...       then one more backup + upload, not timed, under
+#                                              `perf record -a -g` (the whole machine: sp and
+#                                              the server) into FILE, for `perf report -i FILE`
 #
 # The default S3 server is s3s-fs (an S3 implementation in Rust, from crates.io, installed
 # under the rig dir on first use: ~7 CPU-minutes), started by this script on its own port and
@@ -188,6 +191,12 @@ for r in $(seq 1 "$RUNS"); do
   clear_all
   echo "run $r: backup $(tail -n1 "$W/t_plain")s, backup + upload $(tail -n1 "$W/t_up")s (server CPU $(tail -n1 "$W/srv_up" | cut -c1-5)s)"
 done
+if [ -n "${PERF:-}" ]; then
+  command -v perf >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
+  SP_CONFIG="$W/upload.toml" perf record -q -a -g -F 499 -o "$PERF" -- "$SP" -q backup >/dev/null
+  clear_all
+  echo "perf profile of one backup + upload: $PERF"
+fi
 P_T=$(median < "$W/t_plain"); U_T=$(median < "$W/t_up")
 RSS_UP=$(sort -n "$W/rss_up" | tail -n1); RSS_PLAIN=$(sort -n "$W/rss_plain" | tail -n1)
 echo

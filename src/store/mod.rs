@@ -30,6 +30,34 @@ pub struct Object {
 /// leaves nothing under its name.
 pub trait Upload: Write + Send {
     fn commit(self: Box<Self>) -> Result<()>;
+
+    /// Starts the commit and returns at once where the store can (a bucket completes the
+    /// object while the caller writes the next one); [`Pending::wait`] says how it ended.
+    /// Dropped unwaited, the object may or may not appear. By default: commits now.
+    fn commit_later(self: Box<Self>) -> Result<Pending> {
+        self.commit()?;
+        Ok(Pending::ready())
+    }
+}
+
+/// A commit under way (see [`Upload::commit_later`]).
+pub struct Pending(Box<dyn FnOnce() -> Result<()> + Send>);
+
+impl Pending {
+    /// One that has already completed.
+    pub fn ready() -> Pending {
+        Pending(Box::new(|| Ok(())))
+    }
+
+    /// One that `wait` completes.
+    pub fn new(wait: impl FnOnce() -> Result<()> + Send + 'static) -> Pending {
+        Pending(Box::new(wait))
+    }
+
+    /// Waits for the commit to end.
+    pub fn wait(self) -> Result<()> {
+        (self.0)()
+    }
 }
 
 /// A place that holds objects by path.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use opendal::blocking;
 
-use super::{check_path, Object, Store, Upload};
+use super::{check_path, Object, Pending, Store, Upload};
 use crate::config::DestinationConfig;
 use crate::error::{Error, Result};
 
@@ -24,9 +24,11 @@ pub struct RemoteStore {
     segment: Option<u64>,
 }
 
-/// Default `segment_mib` for S3: each 64 MiB piece of a file completes (and the server
-/// assembles it) while the backup writes the next; 10,000 of them make 640 GiB a file.
-pub const SEGMENT_MIB: u64 = 64;
+/// Default `segment_mib` for S3: one part, so each 8 MiB piece of a file goes up in one
+/// request (no multipart upload for the server to assemble) while the next is read and
+/// encrypted; pieces grow past the first 8 GiB of a file (see
+/// [`super::offsite::segment_limit`]).
+pub const SEGMENT_MIB: u64 = (PART >> 20) as u64;
 
 /// The S3 options a destination sets, as opendal's builder takes them (pure, for tests).
 #[derive(Debug, PartialEq, Eq)]
@@ -137,18 +139,38 @@ impl Write for RemoteUpload {
     }
 }
 
+/// Completes `w`'s object (an object smaller than a part goes up here, in one request);
+/// aborts it when that fails.
+async fn close(mut w: opendal::Writer) -> Result<()> {
+    match w.close().await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let _ = w.abort().await;
+            Err(Error::io("complete the upload", std::io::Error::other(e)))
+        }
+    }
+}
+
 impl Upload for RemoteUpload {
     fn commit(mut self: Box<Self>) -> Result<()> {
         match self.w.take() {
-            Some(mut w) => match self.handle.block_on(w.close()) {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    let _ = self.handle.block_on(w.abort());
-                    Err(Error::io("complete the upload", std::io::Error::other(e)))
-                }
-            },
+            Some(w) => self.handle.block_on(close(w)),
             None => Ok(()),
         }
+    }
+
+    /// The request completing the object runs on the runtime while the caller goes on.
+    fn commit_later(mut self: Box<Self>) -> Result<Pending> {
+        let Some(w) = self.w.take() else {
+            return Ok(Pending::ready());
+        };
+        let task = self.handle.spawn(close(w));
+        let handle = self.handle.clone();
+        Ok(Pending::new(move || {
+            handle
+                .block_on(task)
+                .map_err(|e| Error::Other(format!("the upload task failed: {e}")))?
+        }))
     }
 }
 

@@ -23,6 +23,7 @@ mod upload;
 
 pub use self::check::{authenticate, fetch, verify, Verified};
 pub use self::copy::{copy, copy_image};
+pub use self::segments::segment_limit;
 pub use self::upload::{finish, put_file};
 
 use std::io::{Read, Write};
@@ -85,7 +86,8 @@ pub struct Segment {
     pub sha256: String,
 }
 
-/// Segments per file at most (with 64 MiB segments: 640 GiB).
+/// Segments per file at most (with 8 MiB segments growing as [`segment_limit`]
+/// says: ~8 TiB).
 pub const MAX_SEGMENTS: usize = 10_000;
 
 /// A split file's `stored_sha256`: the sha256 of its segments' list (`SIZE SHA256\n` each),

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use super::{segment_object, Segment, StoredFile, MAX_SEGMENTS};
 use crate::error::{Error, Result};
 use crate::snapshot::archive::{HashingReader, HashingWriter};
-use crate::store::{Store, Upload};
+use crate::store::{Pending, Store, Upload};
 
 /// Where one file's stored bytes go: one upload, or segments.
 pub(super) enum StoredWriter<'a> {
@@ -27,6 +27,7 @@ impl<'a> StoredWriter<'a> {
                 object: object.to_string(),
                 size: size.max(1),
                 current: None,
+                pending: None,
                 done: Vec::new(),
             }),
             None => StoredWriter::Whole(store.write(object)?),
@@ -58,22 +59,41 @@ impl Write for StoredWriter<'_> {
 }
 
 /// Writes a stream as `OBJECT.0000`, `OBJECT.0001`, … of `size` bytes each (the last one
-/// shorter), each committed as soon as it is full. Dropped unfinished, the segment being
-/// written is abandoned (never visible); committed ones stay unlisted until an index names
-/// them.
+/// shorter; see [`segment_limit`] for a very large file), each committed as soon as it is
+/// full — in the background, one at a time, while the next fills. Dropped unfinished, the
+/// segment being written is abandoned (never visible); committed ones stay unlisted until an
+/// index names them.
 pub(super) struct Segmented<'a> {
     store: &'a dyn Store,
     object: String,
     size: u64,
     current: Option<HashingWriter<Box<dyn Upload>>>,
+    /// The last full segment's commit, still under way.
+    pending: Option<Pending>,
     done: Vec<Segment>,
 }
 
+/// Segments of one size come in runs of this many; each run's are twice the size of the
+/// previous run's.
+const RUN: usize = 1000;
+
+/// The size of segment `n` of a file whose segments start at `base` bytes: `base` for the
+/// first [`RUN`], then doubling with each run (up to 1,024 times `base`), so the first
+/// gigabytes go up in small single requests and a file of terabytes still fits in
+/// [`MAX_SEGMENTS`].
+pub fn segment_limit(base: u64, n: usize) -> u64 {
+    base.saturating_mul(1 << (n / RUN).min(10))
+}
+
 impl Segmented<'_> {
+    /// Starts the commit of the segment being written, once the one before it has completed.
     fn close_segment(&mut self) -> Result<()> {
         if let Some(w) = self.current.take() {
             let (up, size, sha256) = w.finish();
-            up.commit()?;
+            if let Some(p) = self.pending.take() {
+                p.wait()?;
+            }
+            self.pending = Some(up.commit_later()?);
             self.done.push(Segment { size, sha256 });
         }
         Ok(())
@@ -87,6 +107,9 @@ impl Segmented<'_> {
             ));
         }
         self.close_segment()?;
+        if let Some(p) = self.pending.take() {
+            p.wait()?;
+        }
         Ok(std::mem::take(&mut self.done))
     }
 }
@@ -113,11 +136,12 @@ impl Write for Segmented<'_> {
                     self.current.insert(HashingWriter::new(up))
                 }
             };
-            let room = self.size.saturating_sub(w.bytes());
+            let limit = segment_limit(self.size, self.done.len());
+            let room = limit.saturating_sub(w.bytes());
             let n = rest.len().min(usize::try_from(room).unwrap_or(usize::MAX));
             w.write_all(&rest[..n])?;
             rest = &rest[n..];
-            if w.bytes() >= self.size {
+            if w.bytes() >= limit {
                 self.close_segment().map_err(io::Error::other)?;
             }
         }

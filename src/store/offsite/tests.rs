@@ -399,3 +399,32 @@ fn split_files_round_trip_and_a_changed_segment_is_named() {
     let err = read_index(&store, "20261201T000000Z").unwrap_err();
     assert!(err.to_string().contains("upgrade sp"), "{err}");
 }
+
+#[test]
+fn segments_double_in_size_with_each_run_of_a_thousand() {
+    assert_eq!(segment_limit(8, 0), 8);
+    assert_eq!(segment_limit(8, 999), 8);
+    assert_eq!(segment_limit(8, 1000), 16);
+    assert_eq!(segment_limit(8, 2500), 32);
+    assert_eq!(segment_limit(8, 9999), 8 << 9);
+    assert_eq!(segment_limit(8, 50_000), 8 << 10);
+    assert_eq!(segment_limit(u64::MAX, 5000), u64::MAX);
+
+    // 2,500 bytes in 1-byte segments: a thousand of 1 byte, then 750 of 2, read back whole.
+    let store = MemStore::segmented(1);
+    let none = |_: &str, _: u64, _: u64, _: bool| {};
+    let rcpt = Recipients::parse(&[]).unwrap();
+    let body: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+    let f = put_file(&store, &rcpt, "s", "f.bin", &body[..], 2500, &none).unwrap();
+    let sizes: Vec<u64> = f.segments.iter().map(|s| s.size).collect();
+    assert_eq!(sizes.len(), 1750);
+    assert!(sizes[..1000].iter().all(|&s| s == 1) && sizes[1000..].iter().all(|&s| s == 2));
+    let objects = store.objects();
+    assert_eq!(objects["s/f.bin.1749"], body[2498..].to_vec());
+    let mut back = Vec::new();
+    segments::open_stored(&store, "s", &f)
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back, body);
+}
