@@ -14,7 +14,7 @@ use crate::store::{Pending, Store, Upload};
 /// Where one file's stored bytes go: one upload, or segments.
 pub(super) enum StoredWriter<'a> {
     Whole(Box<dyn Upload>),
-    Split(Segmented<'a>),
+    Split(Box<Segmented<'a>>),
 }
 
 impl<'a> StoredWriter<'a> {
@@ -22,14 +22,14 @@ impl<'a> StoredWriter<'a> {
     /// `split` (a snapshot's file), else whole (an image archive: shared by snapshots).
     pub fn open(store: &'a dyn Store, object: &str, split: bool) -> Result<StoredWriter<'a>> {
         Ok(match store.segment_size().filter(|_| split) {
-            Some(size) => StoredWriter::Split(Segmented {
+            Some(size) => StoredWriter::Split(Box::new(Segmented {
                 store,
                 object: object.to_string(),
                 size: size.max(1),
                 current: None,
                 pending: None,
                 done: Vec::new(),
-            }),
+            })),
             None => StoredWriter::Whole(store.write(object)?),
         })
     }
