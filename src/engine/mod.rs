@@ -195,7 +195,7 @@ impl Engine {
         let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
         let tmp2 = tmp.clone();
         let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
-            let mut enc = crate::snapshot::archive::zstd_file(&tmp2, level, 0)?;
+            let mut enc = crate::snapshot::archive::zstd_file(&tmp2, level, 0, Default::default())?;
             for chunk in rx {
                 std::io::Write::write_all(&mut enc, &chunk)?;
             }

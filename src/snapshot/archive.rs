@@ -4,11 +4,12 @@
 //! `zstd -dc FILE | tar -x` restores them by hand. Site trees are written by [`super::walk`]
 //! and unpacked by [`super::stage`].
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+
+use super::follow::{self, Tee};
 
 /// Passes writes through while counting and hashing them.
 pub struct HashingWriter<W: Write> {
@@ -193,12 +194,14 @@ pub fn has_dump_trailer(tail: &[u8]) -> bool {
 /// zstd job size for multithreaded compression.
 const JOB_SIZE: u32 = 2 << 20;
 
-/// A zstd encoder over a hashing file writer, `threads` workers (0 = single-threaded).
+/// A zstd encoder over a hashing file writer, `threads` workers (0 = single-threaded), its
+/// output read by `tee`'s followers as it is written (see [`super::follow`]).
 pub fn zstd_file(
     path: &Path,
     level: i32,
     threads: u32,
-) -> io::Result<zstd::Encoder<'static, HashingWriter<File>>> {
+    tee: Tee,
+) -> io::Result<zstd::Encoder<'static, follow::Writer>> {
     use std::os::unix::fs::OpenOptionsExt;
     // Snapshots hold secrets (database passwords, registry credentials): root only.
     let file = std::fs::OpenOptions::new()
@@ -207,7 +210,7 @@ pub fn zstd_file(
         .truncate(true)
         .mode(0o600)
         .open(path)?;
-    let mut enc = zstd::Encoder::new(HashingWriter::new(file), level)?;
+    let mut enc = zstd::Encoder::new(follow::Writer::new(file, tee), level)?;
     enc.include_checksum(true)?;
     if threads > 0 {
         enc.multithread(threads)?;
@@ -218,13 +221,8 @@ pub fn zstd_file(
 }
 
 /// Finishes a zstd file: flushes, fsyncs, returns size and sha256.
-pub fn finish_zstd_file(
-    enc: zstd::Encoder<'static, HashingWriter<File>>,
-) -> io::Result<(u64, String)> {
-    let hw = enc.finish()?;
-    let (file, bytes, sha) = hw.finish();
-    file.sync_all()?;
-    Ok((bytes, sha))
+pub fn finish_zstd_file(enc: zstd::Encoder<'static, follow::Writer>) -> io::Result<(u64, String)> {
+    enc.finish()?.finish()
 }
 
 /// Decompresses a dump stream, returning whether it ends with the completion trailer.

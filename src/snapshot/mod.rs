@@ -17,6 +17,7 @@
 //! `.verified`) are not part of the snapshot's content.
 
 pub mod archive;
+pub mod follow;
 mod members;
 pub mod retention;
 pub mod stage;

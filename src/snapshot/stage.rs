@@ -274,7 +274,7 @@ mod tests {
         .unwrap();
         let work = tempfile::tempdir().unwrap();
         let file = work.path().join("a.tar.zst");
-        let enc = super::super::archive::zstd_file(&file, 3, 0).unwrap();
+        let enc = super::super::archive::zstd_file(&file, 3, 0, Default::default()).unwrap();
         let (enc, warnings) = super::super::walk::write_tree(root, &[], enc).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         let (size, sha) = super::super::archive::finish_zstd_file(enc).unwrap();

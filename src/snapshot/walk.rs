@@ -268,7 +268,7 @@ mod tests {
 
         let out = tempfile::tempdir().unwrap();
         let file = out.path().join("t.tar.zst");
-        let enc = super::super::archive::zstd_file(&file, 3, 2).unwrap();
+        let enc = super::super::archive::zstd_file(&file, 3, 2, Default::default()).unwrap();
         let (enc, warnings) = write_tree(root, &["tmp"], enc).unwrap();
         // Links are data: nothing to warn about.
         assert!(warnings.is_empty(), "{warnings:?}");

@@ -1,6 +1,6 @@
 //! One site into a snapshot: its pre-backup command, a pause if asked, then its files (walked
 //! through open directory descriptors) and its database dump at the same time, each straight
-//! into zstd.
+//! into zstd (and from there to the uploads following them, see [`Tee`]).
 
 use std::path::Path;
 
@@ -8,6 +8,7 @@ use crate::db::Db;
 use crate::engine::{Engine, Role};
 use crate::error::{Error, Result, StepExt};
 use crate::site::SiteSpec;
+use crate::snapshot::follow::Tee;
 use crate::snapshot::{archive, DatabaseEntry, FileEntry, SiteEntry, TableEntry};
 
 use super::super::Ctx;
@@ -22,6 +23,7 @@ pub(super) async fn backup_site(
     tmp: &Path,
     level: i32,
     threads: u32,
+    (files_tee, dump_tee): (Tee, Tee),
 ) -> Result<(SiteEntry, Vec<FileEntry>, Vec<String>)> {
     let name = spec.name.as_str();
     let state = ctx.deploy_state(name)?;
@@ -115,7 +117,7 @@ pub(super) async fn backup_site(
                 };
                 // Compressed in this thread: the server's dump rate is the limit, and
                 // the file archive gets the zstd workers.
-                let enc = archive::zstd_file(&dump_path, level, 0)
+                let enc = archive::zstd_file(&dump_path, level, 0, dump_tee)
                     .map_err(|e| Error::io_path("create", &dump_path, e))?;
                 let mut buf =
                     archive::Counting::new(std::io::BufWriter::with_capacity(1 << 20, enc), c_dump);
@@ -129,7 +131,7 @@ pub(super) async fn backup_site(
                 Ok(Some(done))
             });
             let files = (|| -> std::io::Result<((u64, String), Vec<String>)> {
-                let enc = archive::zstd_file(&archive_path, level, threads)?;
+                let enc = archive::zstd_file(&archive_path, level, threads, files_tee)?;
                 // tar writes 512-byte headers and 8 KiB chunks; zstd wants big ones.
                 let buf = archive::Counting::new(
                     std::io::BufWriter::with_capacity(1 << 20, enc),

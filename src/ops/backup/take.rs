@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::engine::Engine;
 use crate::error::{Error, Result, StepExt};
 use crate::site::SiteSpec;
+use crate::snapshot::follow::Tee;
 use crate::snapshot::{self, archive, FileEntry, Manifest};
 
 use super::super::Ctx;
@@ -221,7 +222,7 @@ async fn write_snapshot(
     .collect();
     let host_file = tmp.join(snapshot::HOST_ARCHIVE);
     let (size, sha) = (|| -> std::io::Result<(u64, String)> {
-        let enc = archive::zstd_file(&host_file, level, 0)?;
+        let enc = archive::zstd_file(&host_file, level, 0, Default::default())?;
         let mut b = tar::Builder::new(enc);
         b.mode(tar::HeaderMode::Complete);
         for (src, name) in &host_items {
@@ -246,7 +247,7 @@ async fn write_snapshot(
         let out = tmp.join(snapshot::PROXY_ARCHIVE);
         let root = proxy.root.clone();
         let (size, sha) = (|| -> std::io::Result<(u64, String)> {
-            let enc = archive::zstd_file(&out, level, 0)?;
+            let enc = archive::zstd_file(&out, level, 0, Default::default())?;
             let (enc, _) = crate::snapshot::walk::write_tree(&root, &["etc", "config"], enc)?;
             archive::finish_zstd_file(enc)
         })()
@@ -284,10 +285,14 @@ async fn write_snapshot(
         let t0 = Instant::now();
         // Each destination uploads the site's archive and dump while they are written.
         let mut follows = Vec::new();
+        let mut tees = (Tee::default(), Tee::default());
         if let Some(u) = uploader {
-            follows.push(u.follow(tmp, &format!("sites/{}.tar.zst", spec.name))?);
+            let (tee, f) = u.follow(tmp, &format!("sites/{}.tar.zst", spec.name))?;
+            (tees.0, follows) = (tee, vec![f]);
             if spec.database.enabled {
-                follows.push(u.follow(tmp, &format!("sites/{}.sql.zst", spec.name))?);
+                let (tee, f) = u.follow(tmp, &format!("sites/{}.sql.zst", spec.name))?;
+                tees.1 = tee;
+                follows.push(f);
             }
         }
         let taken = backup_site(
@@ -299,6 +304,7 @@ async fn write_snapshot(
             tmp,
             level,
             threads,
+            tees,
         )
         .await;
         let (entry, site_files, warnings) = match (taken, &tolerate) {

@@ -1,6 +1,7 @@
 //! Copies a snapshot to every `[[destination]]` while the backup goes on: one worker thread
 //! per destination streams each file up *while it is being written* (each site's archive and
-//! dump are followed as they grow, see [`Followed`]; the small host archive once written),
+//! dump read as they grow, their sha256 taken from the backup's writer, see [`follow`]; the
+//! small host archive once written),
 //! encrypting it on the way (see [`crate::store::offsite`]),
 //! and once the local snapshot is in place uploads the image archives, the manifest and —
 //! last — the signed index. A destination that fails keeps failing for this snapshot (its
@@ -13,9 +14,7 @@
 //! backup (the working copy is then kept as a plaintext snapshot, see `take`). A destination is then caught up by copying the encrypted store's objects as
 //! they are (already ciphertext to the same recipients), the index last.
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +23,7 @@ use serde::Serialize;
 
 use crate::crypt::Recipients;
 use crate::error::{Error, Result};
+use crate::snapshot::follow::{self, Followed, Follower, Tee};
 use crate::store::{offsite, Destination};
 
 use super::super::{Ctx, Notifier};
@@ -69,8 +69,8 @@ impl std::fmt::Display for UploadReport {
 enum Job {
     /// A finished file of the snapshot, already open.
     File(String, std::fs::File),
-    /// A file still being written, read as it grows.
-    Follow(String, FollowReader),
+    /// A file still being written, read as it grows (see [`follow`]).
+    Follow(String, Follower),
     /// The snapshot is in place at this folder: upload the rest and the index.
     Finish(PathBuf),
 }
@@ -202,28 +202,17 @@ impl Uploader {
     }
 
     /// Creates `path` in `dir` (as the backup will write it: 0600) and hands it to every
-    /// worker to upload as it grows; say [`Followed::done`] once it is complete. Dropped
-    /// without it (the site was left out), the partial uploads are abandoned, never committed.
-    pub fn follow(&self, dir: &std::path::Path, path: &str) -> Result<Followed> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let state = Arc::new(AtomicU8::new(WRITING));
+    /// worker to upload while it is written: the [`Tee`] goes to its writer; say
+    /// [`Followed::done`] once it is complete. Dropped without it (the site was left out), the
+    /// partial uploads are abandoned, never committed.
+    pub fn follow(&self, dir: &std::path::Path, path: &str) -> Result<(Tee, Followed)> {
         let p = dir.join(path);
-        for w in &self.workers {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&p)
-                .map_err(|e| Error::io_path("create", &p, e))?;
-            let r = FollowReader {
-                file,
-                state: state.clone(),
-            };
-            let _ = w.tx.send(Job::Follow(path.to_string(), r));
+        let (tee, followers, followed) =
+            follow::follow(&p, self.workers.len()).map_err(|e| Error::io_path("create", &p, e))?;
+        for (w, f) in self.workers.iter().zip(followers) {
+            let _ = w.tx.send(Job::Follow(path.to_string(), f));
         }
-        Ok(Followed { state })
+        Ok((tee, followed))
     }
 
     /// The snapshot is complete at `dir`: waits for every destination to finish.
@@ -287,21 +276,30 @@ fn work(dest: Destination, s: Setup, rx: mpsc::Receiver<Job>) -> UploadReport {
             Job::File(path, file) => {
                 if failed.is_none() {
                     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    let file = offsite::hashed(file);
                     match offsite::put_file(store, &s.rcpt, &s.id, &path, file, total, &progress) {
                         Ok(f) => done.push(f),
                         Err(e) => failed = Some(e),
                     }
                 }
             }
-            Job::Follow(path, mut reader) => {
+            Job::Follow(path, follower) => {
                 if failed.is_some() {
                     continue;
                 }
-                let state = reader.state.clone();
-                match offsite::put_file(store, &s.rcpt, &s.id, &path, &mut reader, 0, &progress) {
+                let abandoned = follower.abandoned();
+                match offsite::put_file(
+                    store,
+                    &s.rcpt,
+                    &s.id,
+                    &path,
+                    Box::new(follower),
+                    0,
+                    &progress,
+                ) {
                     Ok(f) => done.push(f),
                     // A left-out site: its upload was never committed, and is not needed.
-                    Err(_) if state.load(Ordering::SeqCst) == ABANDONED => {}
+                    Err(_) if abandoned() => {}
                     Err(e) => failed = Some(e),
                 }
             }
@@ -393,93 +391,4 @@ fn finish(
         }
     }
     Ok((bytes, caught_up))
-}
-
-const WRITING: u8 = 0;
-const DONE: u8 = 1;
-const ABANDONED: u8 = 2;
-
-/// A file of the snapshot being uploaded while it is written (see [`Uploader::follow`]).
-pub struct Followed {
-    state: Arc<AtomicU8>,
-}
-
-impl Followed {
-    /// The file is complete (closed and fsynced): the uploads read it to its end.
-    pub fn done(self) {
-        self.state.store(DONE, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Followed {
-    fn drop(&mut self) {
-        let _ = self
-            .state
-            .compare_exchange(WRITING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst);
-    }
-}
-
-/// Reads a file as it grows: at its current end it waits for more until the writer says done.
-struct FollowReader {
-    file: std::fs::File,
-    state: Arc<AtomicU8>,
-}
-
-impl Read for FollowReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            // The state is read first: when it says done, everything was written before.
-            let state = self.state.load(Ordering::SeqCst);
-            let n = self.file.read(buf)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            match state {
-                DONE => return Ok(0),
-                ABANDONED => return Err(std::io::Error::other("the file was abandoned")),
-                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn a_follower_reads_everything_written_before_done() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("f");
-        let mut w = std::fs::File::create(&p).unwrap();
-        let state = Arc::new(AtomicU8::new(WRITING));
-        let mut r = FollowReader {
-            file: std::fs::File::open(&p).unwrap(),
-            state: state.clone(),
-        };
-        let reader = std::thread::spawn(move || {
-            let mut out = Vec::new();
-            r.read_to_end(&mut out).map(|_| out)
-        });
-        for i in 0..50u8 {
-            w.write_all(&[i; 1000]).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        let f = Followed { state };
-        f.done();
-        let got = reader.join().unwrap().unwrap();
-        assert_eq!(got.len(), 50_000);
-        assert_eq!(got[49_999], 49);
-
-        // Abandoned (dropped without done): the reader fails instead of waiting forever.
-        let state = Arc::new(AtomicU8::new(WRITING));
-        let mut r = FollowReader {
-            file: std::fs::File::open(&p).unwrap(),
-            state: state.clone(),
-        };
-        drop(Followed { state });
-        let mut out = Vec::new();
-        assert!(r.read_to_end(&mut out).is_err());
-    }
 }

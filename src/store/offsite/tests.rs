@@ -257,7 +257,7 @@ fn without_an_index_nothing_is_listed_and_delete_takes_everything() {
         &rcpt,
         "20261201T000000Z",
         "host.tar.zst",
-        f,
+        hashed(f),
         0,
         &none,
     )
@@ -415,7 +415,7 @@ fn segments_double_in_size_with_each_run_of_a_thousand() {
     let none = |_: &str, _: u64, _: u64, _: bool| {};
     let rcpt = Recipients::parse(&[]).unwrap();
     let body: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
-    let f = put_file(&store, &rcpt, "s", "f.bin", &body[..], 2500, &none).unwrap();
+    let f = put_file(&store, &rcpt, "s", "f.bin", hashed(&body[..]), 2500, &none).unwrap();
     let sizes: Vec<u64> = f.segments.iter().map(|s| s.size).collect();
     assert_eq!(sizes.len(), 1750);
     assert!(sizes[..1000].iter().all(|&s| s == 1) && sizes[1000..].iter().all(|&s| s == 2));

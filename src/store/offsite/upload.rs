@@ -11,7 +11,8 @@ use super::{
 use crate::crypt::Recipients;
 use crate::error::{Error, Result};
 use crate::key::HostKey;
-use crate::snapshot::archive::HashingWriter;
+use crate::snapshot::archive::{HashingReader, HashingWriter};
+use crate::snapshot::follow::Follower;
 use crate::snapshot::{self, Manifest};
 use crate::store::{check_path, Store};
 
@@ -24,11 +25,38 @@ struct Put {
     segments: Vec<Segment>,
 }
 
-/// Streams `input` to `object`, encrypted when `rcpt` has recipients, hashing both sides.
+/// The bytes of a file to upload, and their size and sha256 once read to the end.
+pub trait Source: Read + Send {
+    fn digest(self: Box<Self>) -> std::io::Result<(u64, String)>;
+}
+
+/// Hashed as it is read.
+impl<R: Read + Send> Source for HashingReader<R> {
+    fn digest(self: Box<Self>) -> std::io::Result<(u64, String)> {
+        self.finish()
+    }
+}
+
+/// Hashed by its writer (see [`follow`](crate::snapshot::follow)).
+impl Source for Follower {
+    fn digest(self: Box<Self>) -> std::io::Result<(u64, String)> {
+        Follower::digest(*self)
+    }
+}
+
+/// A file (or any reader) to upload, hashed as it is read.
+pub fn hashed<'a, R: Read + Send + 'a>(r: R) -> Box<dyn Source + 'a> {
+    Box::new(HashingReader::new(std::io::BufReader::with_capacity(
+        1 << 20,
+        r,
+    )))
+}
+
+/// Streams `input` to `object`, encrypted when `rcpt` has recipients, hashing what is stored.
 fn put(
     store: &dyn Store,
     rcpt: &Recipients,
-    mut input: impl Read,
+    mut input: Box<dyn Source + '_>,
     object: &str,
     split: bool,
     total: u64,
@@ -42,7 +70,7 @@ fn put(
         StoredWriter::Split(_) => HashingWriter::counting(up),
         StoredWriter::Whole(_) => HashingWriter::new(up),
     };
-    let (mut plain_bytes, mut plain) = (0u64, HashingWriter::new(std::io::sink()));
+    let mut plain_bytes = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     let io = |e: std::io::Error| Error::io(format!("upload {object} to {}", store.describe()), e);
     if rcpt.is_empty() {
@@ -51,7 +79,6 @@ fn put(
             if n == 0 {
                 break;
             }
-            plain.write_all(&buf[..n]).map_err(io)?;
             stored.write_all(&buf[..n]).map_err(io)?;
             plain_bytes += n as u64;
             progress(&label, plain_bytes, total, false);
@@ -63,7 +90,6 @@ fn put(
             if n == 0 {
                 break;
             }
-            plain.write_all(&buf[..n]).map_err(io)?;
             enc.write_all(&buf[..n]).map_err(io)?;
             plain_bytes += n as u64;
             progress(&label, plain_bytes, total, false);
@@ -75,8 +101,8 @@ fn put(
     if !segments.is_empty() {
         stored_sha256 = super::segments_digest(&segments);
     }
+    let (size, sha256) = input.digest().map_err(io)?;
     progress(&label, plain_bytes, total, true);
-    let (_, size, sha256) = plain.finish();
     Ok(Put {
         size,
         sha256,
@@ -107,15 +133,7 @@ fn put_image(
         Err(e) => return Err(Error::io_path("open", &local, e)),
     };
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let p = put(
-        store,
-        rcpt,
-        std::io::BufReader::new(file),
-        &object,
-        false,
-        total,
-        progress,
-    )?;
+    let p = put(store, rcpt, hashed(file), &object, false, total, progress)?;
     let entry = StoredImage {
         id: image_id.to_string(),
         object: object.clone(),
@@ -135,7 +153,7 @@ pub fn put_file(
     rcpt: &Recipients,
     id: &str,
     path: &str,
-    file: impl Read,
+    input: Box<dyn Source + '_>,
     total: u64,
     progress: Progress,
 ) -> Result<StoredFile> {
@@ -144,7 +162,7 @@ pub fn put_file(
     let p = put(
         store,
         rcpt,
-        std::io::BufReader::with_capacity(1 << 20, file),
+        input,
         &format!("{id}/{object}"),
         true,
         total,
@@ -190,7 +208,15 @@ pub fn finish(
         }
         let p = dir.join(&f.path);
         let file = std::fs::File::open(&p).map_err(|e| Error::io_path("open", &p, e))?;
-        done.push(put_file(store, rcpt, id, &f.path, file, f.size, progress)?);
+        done.push(put_file(
+            store,
+            rcpt,
+            id,
+            &f.path,
+            hashed(file),
+            f.size,
+            progress,
+        )?);
     }
     done.sort_by_key(|d| m.files.iter().position(|f| f.path == d.path));
     let mut images = Vec::new();
