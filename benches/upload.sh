@@ -12,14 +12,15 @@
 #
 # The default S3 server is s3s-fs (an S3 implementation in Rust, from crates.io, installed
 # under the rig dir on first use: ~7 CPU-minutes), started by this script on its own port and
-# data dir. moto, the rig's test server, spends ~20 ms of CPU per MiB it receives in Python:
-# on 2 shared cores that server, not sp, sets the figure (its CPU seconds are printed). A real
-# bucket's server runs elsewhere.
+# data dir. moto, the rig's test server, spends ~7 ms of CPU per MiB it receives in Python,
+# s3s-fs ~3 (an MD5 of every byte, then its writes): on 2 shared cores with the backup, the
+# server's share shows in the ratio (its CPU seconds are printed; DEST=dir shows sp's own). A
+# real bucket's server runs elsewhere.
 #
 # Prints medians of RUNS (default 3) runs after a warm-up, the ratio (target <= 1.3: the upload
 # overlaps the backup, each file going up as soon as it is written), the server's CPU seconds
 # per run, and the peak RSS of the backup with upload (target < 100 MiB: files stream up in
-# 8 MiB parts). Everything is made under a temp dir, in a bucket of its own, and removed
+# 8 MiB segments, one in flight and one filling). Everything is made under a temp dir, in a bucket of its own, and removed
 # afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
