@@ -593,3 +593,41 @@ fn an_image_entry_without_its_archive_is_made_again() {
     let v = host.json(&["verify", &second]);
     assert_eq!(v["faults"].as_array().unwrap().len(), 0, "{v}");
 }
+
+/// A restore or drill killed while it staged a snapshot leaves its decrypted copy in
+/// `backup_dir/.fetch-PID-*`: the next backup removes it (its sp is gone), never one a running
+/// sp is still using.
+#[test]
+fn plaintext_staged_by_a_killed_restore_goes_with_the_next_backup() {
+    let Some((host, _site, markers, _identity)) = encrypted_host("lk") else {
+        return;
+    };
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let mut running = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let stale = host.backup_dir().join(format!(".fetch-{dead}-0000abcd"));
+    let live = host
+        .backup_dir()
+        .join(format!(".fetch-{}-0000abcd", running.id()));
+    for d in [&stale, &live] {
+        std::fs::create_dir_all(d.join("20261201T000000Z/sites")).unwrap();
+        std::fs::write(d.join("20261201T000000Z/sites/x.sql"), markers.join("\n")).unwrap();
+    }
+    host.json(&["backup"]);
+    assert!(
+        !stale.exists(),
+        "the killed restore's plaintext is still there"
+    );
+    assert!(live.is_dir(), "a running sp's staging folder was removed");
+    running.kill().unwrap();
+    running.wait().unwrap();
+    std::fs::remove_dir_all(&live).unwrap();
+    assert_only_ciphertext(
+        &host,
+        &markers.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+}

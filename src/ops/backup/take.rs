@@ -177,7 +177,8 @@ fn discard_stored(ctx: &Ctx, id: &str) {
 }
 
 /// Removes `.tmp-*` folders, and encrypted snapshots that never got their index: with the
-/// lock held, they can only be left by a killed backup.
+/// lock held, they can only be left by a killed backup. And the staging folders of a restore
+/// or drill that was killed.
 fn clear_stale(backup_dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(backup_dir) {
         for e in entries.flatten() {
@@ -191,6 +192,7 @@ fn clear_stale(backup_dir: &Path) {
             }
         }
     }
+    crate::ops::restore::fetch::clear_stale(backup_dir);
 }
 
 #[allow(clippy::too_many_arguments)]

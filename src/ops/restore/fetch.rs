@@ -2,9 +2,11 @@
 //! snapshots (`[encryption] local = true`): the snapshot is downloaded (and decrypted with
 //! `--identity`) into a private staging folder beside `backup_dir` first, each file proven
 //! against the signed manifest as it is written (see [`offsite::fetch`]); then the same
-//! restore path as for a local snapshot runs on it. The folder goes when the op is done.
+//! restore path as for a local snapshot runs on it. The folder goes when the op is done; one
+//! left by an sp that was killed (plaintext of an encrypted snapshot) goes with the next
+//! backup, restore or drill (see [`clear_stale`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::snapshot::Pick;
@@ -60,7 +62,8 @@ pub async fn stage(
     let keyring = ctx.keyring(&source.keys)?;
     let root = &ctx.config.backup_dir;
     std::fs::create_dir_all(root).map_err(|e| Error::io_path("create", root, e))?;
-    let staging = root.join(format!(".fetch-{:08x}", rand::random::<u32>()));
+    clear_stale(root);
+    let staging = root.join(staging_name(std::process::id(), rand::random()));
     let mut staged = Staged {
         dir: staging.clone(),
         id: None,
@@ -82,4 +85,62 @@ pub async fn stage(
     ctx.note(&format!("fetched snapshot {fetched} from {}", dest.name));
     staged.id = Some(fetched);
     Ok(staged)
+}
+
+/// A staging folder's name: `.fetch-PID-RAND`, so a later op can tell one whose sp is gone.
+fn staging_name(pid: u32, rand: u32) -> String {
+    format!(".fetch-{pid}-{rand:08x}")
+}
+
+/// Whether `name` is a staging folder no running sp owns (`alive` says whether a pid runs).
+fn is_stale_staging(name: &str, alive: impl Fn(u32) -> bool) -> bool {
+    let Some(rest) = name.strip_prefix(".fetch-") else {
+        return false;
+    };
+    match rest
+        .split_once('-')
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+    {
+        Some(pid) => !alive(pid),
+        // Not ours to judge by pid (an earlier build's name): nobody is using it either.
+        None => true,
+    }
+}
+
+/// Removes the staging folders in `root` left by an sp that was killed mid-restore or drill:
+/// with `[encryption] local = true` they hold the only plaintext that ever touched the disk.
+pub fn clear_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if is_stale_staging(&name, alive) && e.path().is_dir() {
+            tracing::info!("removing the staging folder {name} of an sp that is gone");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staging_folder_is_stale_once_its_sp_is_gone() {
+        let name = staging_name(4242, 0xab);
+        assert_eq!(name, ".fetch-4242-000000ab");
+        assert!(!is_stale_staging(&name, |pid| pid == 4242));
+        assert!(is_stale_staging(&name, |_| false));
+        assert!(is_stale_staging(".fetch-0badc0de", |_| true));
+        for other in [
+            ".tmp-20261201T000000Z",
+            "20261201T000000Z",
+            "fetch-1-2",
+            "images",
+        ] {
+            assert!(!is_stale_staging(other, |_| false), "{other}");
+        }
+    }
 }
