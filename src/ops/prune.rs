@@ -9,6 +9,7 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::lock::HostLock;
 use crate::snapshot::retention::{plan, Candidate, Decision};
 use crate::snapshot::{self};
 
@@ -36,6 +37,9 @@ pub struct DestinationPrune {
     pub decisions: Vec<Decision>,
     pub deleted: Vec<String>,
     pub images_deleted: Vec<String>,
+    /// Folders of uploads that never completed (no index) and never will: removed (with
+    /// `--dry-run`: would be).
+    pub unfinished: Vec<String>,
 }
 
 /// Deletes image archives that no remaining snapshot refers to.
@@ -112,17 +116,25 @@ impl std::fmt::Display for PruneReport {
             out.push(self.local_lines());
         }
         for d in &self.destinations {
-            out.push(format!(
-                "on {}:\n{}",
-                d.destination,
-                plan_lines(
-                    self.dry_run,
-                    &d.decisions,
-                    d.deleted.len(),
-                    d.images_deleted.len()
-                )
-                .join("\n")
-            ));
+            let mut lines = plan_lines(
+                self.dry_run,
+                &d.decisions,
+                d.deleted.len(),
+                d.images_deleted.len(),
+            );
+            if !d.unfinished.is_empty() {
+                lines.push(format!(
+                    "{} the objects of {} upload(s) that never completed: {}",
+                    if self.dry_run {
+                        "would remove"
+                    } else {
+                        "removed"
+                    },
+                    d.unfinished.len(),
+                    d.unfinished.join(", ")
+                ));
+            }
+            out.push(format!("on {}:\n{}", d.destination, lines.join("\n")));
         }
         write!(f, "{}", out.join("\n"))
     }
@@ -143,24 +155,31 @@ impl PruneReport {
 /// `sp prune`.
 pub async fn run(ctx: &Ctx, dry_run: bool, from: Option<&std::path::Path>) -> Result<PruneReport> {
     let result = match from {
-        None => prune(ctx, dry_run).and_then(|mut r| {
+        // One lock for all of it: a backup that started between the local prune and a
+        // destination's would upload image archives no index names yet, which that prune
+        // deletes.
+        None => ctx.lock("prune").and_then(|lock| {
+            let mut r = prune(ctx, &lock, dry_run)?;
             for d in &ctx.config.destinations {
                 let dest = crate::store::Destination::open(d, &ctx.config.retention)?;
-                r.destinations.push(prune_destination(&dest, dry_run)?);
+                r.destinations
+                    .push(prune_destination(&lock, &dest, dry_run)?);
             }
             Ok(r)
         }),
         // backup_dir itself: the local prune (pins and verified marks honoured; its plaintext
         // image archives are the plaintext snapshots'), without the destinations.
-        Some(from) if same_dir(from, &ctx.config.backup_dir) => prune(ctx, dry_run),
+        Some(from) if same_dir(from, &ctx.config.backup_dir) => {
+            ctx.lock("prune").and_then(|lock| prune(ctx, &lock, dry_run))
+        }
         Some(from) if !is_destination(&ctx.config, from) => Err(Error::Invalid(format!(
             "--from {}: prune takes a [[destination]] name or URL, or backup_dir itself (add another directory as a [[destination]] to prune it)",
             from.display()
         ))),
         Some(from) => match crate::store::Source::resolve(&ctx.config, Some(from))? {
             crate::store::Source::Remote(dest) => {
-                let _lock = ctx.lock("prune")?;
-                prune_destination(&dest, dry_run).map(|d| PruneReport {
+                let lock = ctx.lock("prune")?;
+                prune_destination(&lock, &dest, dry_run).map(|d| PruneReport {
                     dry_run,
                     decisions: Vec::new(),
                     deleted: Vec::new(),
@@ -220,8 +239,7 @@ fn is_destination(cfg: &crate::config::Config, from: &std::path::Path) -> bool {
 /// Prunes `backup_dir` by `[retention]`: its plaintext snapshots and — when it holds them
 /// encrypted (`[encryption] local = true`) — its encrypted ones, planned together (so the
 /// plaintext ones from before age out as encrypted ones replace them).
-fn prune(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
-    let _lock = ctx.lock("prune")?;
+fn prune(ctx: &Ctx, _lock: &HostLock, dry_run: bool) -> Result<PruneReport> {
     let (snaps, _) = snapshot::list(&ctx.config.backup_dir)?;
     let stored = super::snapshots::stored_local(ctx)?;
     let stored_ids: Vec<String> = stored
@@ -293,7 +311,11 @@ fn prune(ctx: &Ctx, dry_run: bool) -> Result<PruneReport> {
 }
 
 /// Prunes one destination by its own policy.
-fn prune_destination(dest: &crate::store::Destination, dry_run: bool) -> Result<DestinationPrune> {
+fn prune_destination(
+    _lock: &HostLock,
+    dest: &crate::store::Destination,
+    dry_run: bool,
+) -> Result<DestinationPrune> {
     use crate::store::offsite;
     let store = dest.store.as_ref();
     let fail = |e: Error| Error::Other(format!("prune {}: {e}", dest.name));
@@ -310,12 +332,16 @@ fn prune_destination(dest: &crate::store::Destination, dry_run: bool) -> Result<
             })
             .collect();
         let decisions = plan(&candidates, &dest.retention);
+        let unfinished = offsite::unfinished(store)?;
         let mut deleted = Vec::new();
         let mut images_deleted = Vec::new();
         if !dry_run {
             for d in decisions.iter().filter(|d| !d.keep) {
                 offsite::delete(store, &d.id)?;
                 deleted.push(d.id.clone());
+            }
+            for id in &unfinished {
+                offsite::delete(store, id)?;
             }
             images_deleted = offsite::prune_images(store)?;
         }
@@ -324,6 +350,7 @@ fn prune_destination(dest: &crate::store::Destination, dry_run: bool) -> Result<
             decisions,
             deleted,
             images_deleted,
+            unfinished,
         })
     })
     .map_err(fail)

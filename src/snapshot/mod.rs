@@ -151,6 +151,18 @@ pub fn new_id(now: DateTime<Utc>) -> String {
     now.format("%Y%m%dT%H%M%SZ").to_string()
 }
 
+/// Whether `name` is a snapshot id as [`new_id`] makes them (`-N` appended when two fall in
+/// one second).
+pub fn is_id(name: &str) -> bool {
+    let (time, n) = match name.split_once('-') {
+        Some((t, n)) => (t, Some(n)),
+        None => (name, None),
+    };
+    time.len() == 16
+        && chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ").is_ok()
+        && n.is_none_or(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// A snapshot on disk, as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct SnapshotInfo {

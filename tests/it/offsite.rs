@@ -521,13 +521,33 @@ fn prune_keeps_each_destinations_own_policy() {
         ids.push(host.json(&["backup"])["id"].as_str().unwrap().to_string());
     }
     assert_eq!(host.snapshot_ids(&["--from", "s3"]), ids);
+    // What an upload cut off for good leaves (its snapshot pruned locally before the next
+    // backup could complete it): segments, no index. One older than the newest snapshot is
+    // left over; one newer may still be completed by the next backup.
+    let stale = "20200101T000000Z";
+    let pending = "29990101T000000Z";
+    for id in [stale, pending] {
+        bucket.put(&format!("host/{id}/sites/x.tar.zst.age.0000"), b"age");
+    }
     let before = bucket.keys();
     let dry = host.json(&["prune", "--dry-run"]);
     assert_eq!(dry["destinations"][0]["destination"], "s3", "{dry}");
+    assert_eq!(
+        dry["destinations"][0]["unfinished"],
+        serde_json::json!([stale]),
+        "{dry}"
+    );
     assert_eq!(bucket.keys(), before, "dry run changed the bucket");
     assert_eq!(host.snapshot_ids(&["--from", "s3"]), ids);
 
-    host.json(&["prune"]);
+    let text = host.sp_ok(&["prune"]);
+    assert!(
+        text.contains(&format!("upload(s) that never completed: {stale}")),
+        "{text}"
+    );
+    let keys = bucket.keys();
+    assert!(!keys.iter().any(|k| k.contains(stale)), "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains(pending)), "{keys:?}");
     // Locally keep_last = 3 (and one a day); on the bucket keep_last = 2.
     let local: Vec<String> = host.json(&["snapshots"])["snapshots"]
         .as_array()

@@ -428,3 +428,35 @@ fn segments_double_in_size_with_each_run_of_a_thousand() {
         .unwrap();
     assert_eq!(back, body);
 }
+
+#[test]
+fn unfinished_uploads_are_the_index_less_folders_older_than_the_newest_snapshot() {
+    assert!(snapshot::is_id("20261201T000000Z") && snapshot::is_id("20261201T000000Z-2"));
+    for not in [
+        "images",
+        "20261301T000000Z",
+        "20261201T000000Z-",
+        "20261201T000000",
+        ".tmp-x",
+    ] {
+        assert!(!snapshot::is_id(not), "{not}");
+    }
+    let store = MemStore::default();
+    assert!(unfinished(&store).unwrap().is_empty());
+    let put = |p: &str| store.put(p, b"x".to_vec());
+    put("20261101T000000Z/sites/a.tar.zst.age.0000");
+    put("20261101T000000Z/sites/a.tar.zst.age.0001");
+    put("20261110T000000Z/index.json");
+    put("20261105T000000Z/sites/b.sql.zst.age");
+    put("20261201T000000Z/index.json");
+    put("20261202T000000Z/host.tar.zst.age");
+    put("images/abc.tar.zst.age");
+    put("notes/20261101.txt");
+    assert_eq!(
+        unfinished(&store).unwrap(),
+        vec![
+            "20261101T000000Z".to_string(),
+            "20261105T000000Z".to_string()
+        ]
+    );
+}
