@@ -40,6 +40,9 @@ pub struct DestinationPrune {
     /// Folders of uploads that never completed (no index) and never will: removed (with
     /// `--dry-run`: would be).
     pub unfinished: Vec<String>,
+    /// Snapshots no trusted key signed (planted, damaged, or another host's): neither counted
+    /// by the policy nor deleted; each with why.
+    pub unauthentic: Vec<String>,
 }
 
 /// Deletes image archives that no remaining snapshot refers to.
@@ -122,6 +125,11 @@ impl std::fmt::Display for PruneReport {
                 d.deleted.len(),
                 d.images_deleted.len(),
             );
+            for u in &d.unauthentic {
+                lines.push(format!(
+                    "left alone, not signed by a trusted key (not counted by the policy): {u}"
+                ));
+            }
             if !d.unfinished.is_empty() {
                 lines.push(format!(
                     "{} the objects of {} upload(s) that never completed: {}",
@@ -160,10 +168,13 @@ pub async fn run(ctx: &Ctx, dry_run: bool, from: Option<&std::path::Path>) -> Re
         // deletes.
         None => ctx.lock("prune").and_then(|lock| {
             let mut r = prune(ctx, &lock, dry_run)?;
-            for d in &ctx.config.destinations {
-                let dest = crate::store::Destination::open(d, &ctx.config.retention)?;
-                r.destinations
-                    .push(prune_destination(&lock, &dest, dry_run)?);
+            if !ctx.config.destinations.is_empty() {
+                let keyring = ctx.keyring(&[])?;
+                for d in &ctx.config.destinations {
+                    let dest = crate::store::Destination::open(d, &ctx.config.retention)?;
+                    r.destinations
+                        .push(prune_destination(&lock, &keyring, &dest, dry_run)?);
+                }
             }
             Ok(r)
         }),
@@ -179,7 +190,8 @@ pub async fn run(ctx: &Ctx, dry_run: bool, from: Option<&std::path::Path>) -> Re
         Some(from) => match crate::store::Source::resolve(&ctx.config, Some(from))? {
             crate::store::Source::Remote(dest) => {
                 let lock = ctx.lock("prune")?;
-                prune_destination(&lock, &dest, dry_run).map(|d| PruneReport {
+                let keyring = ctx.keyring(&[])?;
+                prune_destination(&lock, &keyring, &dest, dry_run).map(|d| PruneReport {
                     dry_run,
                     decisions: Vec::new(),
                     deleted: Vec::new(),
@@ -313,6 +325,7 @@ fn prune(ctx: &Ctx, _lock: &HostLock, dry_run: bool) -> Result<PruneReport> {
 /// Prunes one destination by its own policy.
 fn prune_destination(
     _lock: &HostLock,
+    keyring: &crate::key::Keyring,
     dest: &crate::store::Destination,
     dry_run: bool,
 ) -> Result<DestinationPrune> {
@@ -320,7 +333,18 @@ fn prune_destination(
     let store = dest.store.as_ref();
     let fail = |e: Error| Error::Other(format!("prune {}: {e}", dest.name));
     crate::store::blocking(|| {
-        let (snaps, _) = offsite::list(store)?;
+        let (listed, _) = offsite::list(store)?;
+        // Whoever can write to the bucket could plant "newer snapshots" for the policy to keep
+        // in place of the real ones: only authenticated ones count (leaving one out never
+        // makes the policy delete more).
+        let mut snaps = Vec::new();
+        let mut unauthentic = Vec::new();
+        for s in listed {
+            match offsite::authenticate(store, &s.id, keyring) {
+                Ok(_) => snaps.push(s),
+                Err(e) => unauthentic.push(format!("{}: {e}", s.id)),
+            }
+        }
         let candidates: Vec<Candidate> = snaps
             .iter()
             .map(|s| Candidate {
@@ -332,7 +356,10 @@ fn prune_destination(
             })
             .collect();
         let decisions = plan(&candidates, &dest.retention);
-        let unfinished = offsite::unfinished(store)?;
+        let unfinished = match snaps.iter().map(|s| s.id.as_str()).max() {
+            Some(newest) => offsite::unfinished(store, newest)?,
+            None => Vec::new(),
+        };
         let mut deleted = Vec::new();
         let mut images_deleted = Vec::new();
         if !dry_run {
@@ -351,6 +378,7 @@ fn prune_destination(
             deleted,
             images_deleted,
             unfinished,
+            unauthentic,
         })
     })
     .map_err(fail)

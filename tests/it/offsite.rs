@@ -60,14 +60,21 @@ impl Bucket {
     fn put(&self, key: &str, body: &[u8]) {
         let t = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(t.path(), body).unwrap();
+        // Not curl's default form type: moto would parse the body as a form and store nothing.
         let (ok, e) = curl(&[
             "-X",
             "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
             "--data-binary",
             &format!("@{}", t.path().display()),
             &self.url(key),
         ]);
         assert!(ok, "put {key}: {e}");
+    }
+
+    fn delete(&self, key: &str) {
+        let _ = curl(&["-X", "DELETE", &self.url(key)]);
     }
 
     /// The `[[destination]]` table for this bucket, through `endpoint` (default: the server).
@@ -86,7 +93,7 @@ impl Drop for Bucket {
             return;
         }
         for k in self.keys() {
-            let _ = curl(&["-X", "DELETE", &self.url(&k)]);
+            self.delete(&k);
         }
         let _ = curl(&["-X", "DELETE", &self.url("")]);
     }
@@ -529,16 +536,40 @@ fn prune_keeps_each_destinations_own_policy() {
     for id in [stale, pending] {
         bucket.put(&format!("host/{id}/sites/x.tar.zst.age.0000"), b"age");
     }
+    // Whoever can write to the bucket plants two "newer snapshots" (a real index, renamed, its
+    // signature not theirs to make): were they counted, keep_last = 2 would delete every real one.
+    let (_, real) = bucket
+        .objects()
+        .into_iter()
+        .find(|(k, _)| k == &format!("host/{}/index.json", ids[3]))
+        .unwrap();
+    let fakes = ["29980101T000000Z", "29980102T000000Z"];
+    for fake in fakes {
+        let mut index: serde_json::Value = serde_json::from_slice(&real).unwrap();
+        index["id"] = fake.into();
+        index["created"] = "2998-01-01T00:00:00Z".into();
+        bucket.put(
+            &format!("host/{fake}/index.json"),
+            &serde_json::to_vec(&index).unwrap(),
+        );
+        bucket.put(&format!("host/{fake}/index.json.sig"), b"not a signature");
+    }
     let before = bucket.keys();
     let dry = host.json(&["prune", "--dry-run"]);
     assert_eq!(dry["destinations"][0]["destination"], "s3", "{dry}");
+    let unauthentic: Vec<&str> = dry["destinations"][0]["unauthentic"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{dry}"))
+        .iter()
+        .filter_map(|u| u.as_str()?.split(':').next())
+        .collect();
+    assert_eq!(unauthentic, fakes, "{dry}");
     assert_eq!(
         dry["destinations"][0]["unfinished"],
         serde_json::json!([stale]),
         "{dry}"
     );
     assert_eq!(bucket.keys(), before, "dry run changed the bucket");
-    assert_eq!(host.snapshot_ids(&["--from", "s3"]), ids);
 
     let text = host.sp_ok(&["prune"]);
     assert!(
@@ -548,6 +579,15 @@ fn prune_keeps_each_destinations_own_policy() {
     let keys = bucket.keys();
     assert!(!keys.iter().any(|k| k.contains(stale)), "{keys:?}");
     assert!(keys.iter().any(|k| k.contains(pending)), "{keys:?}");
+    // Neither counted nor deleted (a snapshot signed by a key not in the keyring is still
+    // someone's data): named, left alone.
+    assert!(text.contains("not signed by a trusted key"), "{text}");
+    for fake in fakes {
+        assert!(keys.iter().any(|k| k.contains(fake)), "{fake} was deleted");
+        for k in keys.iter().filter(|k| k.contains(fake)) {
+            bucket.delete(k);
+        }
+    }
     // Locally keep_last = 3 (and one a day); on the bucket keep_last = 2.
     let local: Vec<String> = host.json(&["snapshots"])["snapshots"]
         .as_array()

@@ -168,28 +168,25 @@ pub fn ids(store: &dyn Store) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Snapshot folders without an index that are older than the newest snapshot with one: the
-/// objects of uploads that never completed and never will (a snapshot missing on a
-/// destination is uploaded again only while it is newer than the newest there). Call with the
-/// host lock held, so no upload of this host is under way.
-pub fn unfinished(store: &dyn Store) -> Result<Vec<String>> {
+/// Snapshot folders without an index that are older than `newest` (the newest authenticated
+/// snapshot there): the objects of uploads that never completed and never will (a snapshot
+/// missing on a destination is uploaded again only while it is newer than the newest there).
+/// Call with the host lock held, so no upload of this host is under way.
+pub fn unfinished(store: &dyn Store, newest: &str) -> Result<Vec<String>> {
     let objects = store.list("")?;
     let folder = |o: &Object| -> Option<String> {
         let (id, _) = o.path.split_once('/')?;
         snapshot::is_id(id).then(|| id.to_string())
     };
-    let done: std::collections::BTreeSet<String> = objects
+    let indexed: std::collections::BTreeSet<String> = objects
         .iter()
         .filter(|o| o.path.split_once('/').map(|(_, rest)| rest) == Some(INDEX))
         .filter_map(folder)
         .collect();
-    let Some(newest) = done.iter().next_back() else {
-        return Ok(Vec::new());
-    };
     let mut out: Vec<String> = objects
         .iter()
         .filter_map(folder)
-        .filter(|id| id < newest && !done.contains(id))
+        .filter(|id| id.as_str() < newest && !indexed.contains(id))
         .collect();
     out.dedup();
     Ok(out)
