@@ -1,7 +1,7 @@
 //! Off-host snapshots against the rig's S3 server (moto): every uploaded object is age
 //! ciphertext, `verify --from` names a changed object, a cut-off upload is never listed and
 //! the next backup completes it, the full cattle cycle from the bucket alone, and prune per
-//! destination. Each test has a bucket of its own, emptied and removed on drop. The same
+//! destination (planted snapshots neither counted nor deleted). Each test has a bucket of its own, emptied and removed on drop. The same
 //! for SFTP against the rig's sshd (a directory of each test's own, removed on drop), and a
 //! server whose host key known_hosts does not hold is refused before anything is sent.
 
@@ -516,9 +516,12 @@ fn a_cut_off_upload_is_never_listed_and_the_next_backup_completes_it() {
     cut.cut();
 }
 
+/// Each destination keeps exactly its own policy's set; snapshots planted in the bucket (an
+/// unsigned index) are neither counted nor deleted, and `restore latest` passes over them;
+/// the objects of an upload that never completed go once a newer snapshot is complete.
 #[test]
 fn prune_keeps_each_destinations_own_policy() {
-    let Some((host, bucket, _site, _, _)) =
+    let Some((host, bucket, _site, _, identity)) =
         offsite_host("pr", None, "[destination.retention]\nkeep_last = 2\n")
     else {
         return;
@@ -554,6 +557,21 @@ fn prune_keeps_each_destinations_own_policy() {
         );
         bucket.put(&format!("host/{fake}/index.json.sig"), b"not a signature");
     }
+    // `latest` is the newest snapshot a trusted key signed: the planted ones are skipped, named.
+    let out = host.sp(&[
+        "restore",
+        "latest",
+        "--from",
+        "s3",
+        "--identity",
+        &identity,
+        "--dry-run",
+    ]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("snapshot {}", ids[3])), "{text}");
+    assert!(text.contains(&format!("skipped {}", fakes[1])), "{text}");
     let before = bucket.keys();
     let dry = host.json(&["prune", "--dry-run"]);
     assert_eq!(dry["destinations"][0]["destination"], "s3", "{dry}");

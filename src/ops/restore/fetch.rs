@@ -76,12 +76,15 @@ pub async fn stage(
         }
         notify.progress(label, bytes, done)
     };
-    let fetched = crate::store::blocking(|| -> Result<String> {
+    let (fetched, skipped) = crate::store::blocking(|| -> Result<(String, Vec<String>)> {
         let store = dest.store.as_ref();
-        let id = offsite::resolve(store, id, pick)?;
+        let (id, skipped) = offsite::resolve_trusted(store, id, pick, &keyring)?;
         offsite::fetch(store, &id, &keyring, identity.as_ref(), &staging, &progress)?;
-        Ok(id)
+        Ok((id, skipped))
     })?;
+    for s in &skipped {
+        ctx.note(&format!("skipped {s}"));
+    }
     ctx.note(&format!("fetched snapshot {fetched} from {}", dest.name));
     staged.id = Some(fetched);
     Ok(staged)

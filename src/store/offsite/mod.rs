@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_path, Object, Store};
 use crate::error::{Error, Result};
+use crate::key::Keyring;
 use crate::snapshot::{self, Kind, SnapshotInfo};
 
 pub const INDEX: &str = "index.json";
@@ -256,25 +257,61 @@ pub fn resolve(store: &dyn Store, id: &str, pick: snapshot::Pick) -> Result<Stri
     let (all, _) = list(store)?;
     all.iter()
         .rev()
-        .find(|s| match pick {
-            snapshot::Pick::Host => s.kind == Kind::Full,
-            snapshot::Pick::Sites(names) => {
-                s.kind != Kind::PreRestore && names.iter().all(|n| s.sites.contains(n))
-            }
-            snapshot::Pick::Any => true,
-        })
+        .find(|s| picked(pick, s))
         .map(|s| s.id.clone())
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "no {} snapshot on {} (`sp snapshots --from` lists them)",
-                match pick {
-                    snapshot::Pick::Sites(n) => format!("matching ({})", n.join(", ")),
-                    snapshot::Pick::Host => "full".into(),
-                    snapshot::Pick::Any => "complete".into(),
-                },
-                store.describe()
-            ))
-        })
+        .ok_or_else(|| none_picked(store, pick, &[]))
+}
+
+/// Like [`resolve`], but `latest` is the newest snapshot a key of `keyring` signed: newer ones
+/// that are not (planted in the bucket by whoever can write to it, or damaged) are passed
+/// over, each named with why in the second value, so they cannot keep a host from coming back.
+pub fn resolve_trusted(
+    store: &dyn Store,
+    id: &str,
+    pick: snapshot::Pick,
+    keyring: &Keyring,
+) -> Result<(String, Vec<String>)> {
+    if id != "latest" {
+        return resolve(store, id, pick).map(|id| (id, Vec::new()));
+    }
+    let (all, _) = list(store)?;
+    let mut skipped = Vec::new();
+    for s in all.iter().rev().filter(|s| picked(pick, s)) {
+        match authenticate(store, &s.id, keyring) {
+            Ok(_) => return Ok((s.id.clone(), skipped)),
+            Err(e) => skipped.push(format!("{}: {e}", s.id)),
+        }
+    }
+    Err(none_picked(store, pick, &skipped))
+}
+
+fn picked(pick: snapshot::Pick, s: &SnapshotInfo) -> bool {
+    match pick {
+        snapshot::Pick::Host => s.kind == Kind::Full,
+        snapshot::Pick::Sites(names) => {
+            s.kind != Kind::PreRestore && names.iter().all(|n| s.sites.contains(n))
+        }
+        snapshot::Pick::Any => true,
+    }
+}
+
+fn none_picked(store: &dyn Store, pick: snapshot::Pick, skipped: &[String]) -> Error {
+    let what = match pick {
+        snapshot::Pick::Sites(n) => format!("matching ({})", n.join(", ")),
+        snapshot::Pick::Host => "full".into(),
+        snapshot::Pick::Any => "complete".into(),
+    };
+    let mut msg = format!(
+        "no {what} snapshot on {} (`sp snapshots --from` lists them)",
+        store.describe()
+    );
+    if !skipped.is_empty() {
+        msg.push_str(&format!(
+            "; passed over as not signed by a trusted key: {}",
+            skipped.join("; ")
+        ));
+    }
+    Error::NotFound(msg)
 }
 
 /// Deletes snapshot `id` from `store`: its index first, so it stops being a snapshot at once.
