@@ -103,6 +103,22 @@ impl Store for DirStore {
         self.root.display().to_string()
     }
 
+    fn folders(&self) -> Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io_path("read", &self.root, e)),
+        };
+        let mut out: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().symlink_metadata().is_ok_and(|m| m.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<Object>> {
         let start = super::list_start(prefix)?;
         let mut out = Vec::new();
@@ -166,6 +182,29 @@ impl Store for DirStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folders_are_the_roots_directories_as_a_listing_names_them() {
+        let t = tempfile::tempdir().unwrap();
+        let s = DirStore::new(t.path().join("store"));
+        assert!(s.folders().unwrap().is_empty(), "no root yet");
+        for p in ["b/x", "a/sites/y", "top-file"] {
+            let mut w = s.write(p).unwrap();
+            w.write_all(b"1").unwrap();
+            w.commit().unwrap();
+        }
+        std::fs::create_dir_all(t.path().join("store/.tmp-1")).unwrap();
+        std::fs::create_dir_all(t.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("elsewhere"), t.path().join("store/link"))
+            .unwrap();
+        assert_eq!(s.folders().unwrap(), vec!["a", "b"]);
+        // The default (from a listing) agrees.
+        let mem = crate::store::mem::MemStore::default();
+        for p in ["b/x", "a/sites/y", "top-file"] {
+            mem.put(p, b"1".to_vec());
+        }
+        assert_eq!(mem.folders().unwrap(), vec!["a", "b"]);
+    }
 
     #[test]
     fn atomic_writes_listing_and_delete() {

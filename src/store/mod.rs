@@ -74,6 +74,19 @@ pub trait Store: Send + Sync {
     fn write(&self, path: &str) -> Result<Box<dyn Upload>>;
     /// Deletes `path` (no error when it is already gone).
     fn delete(&self, path: &str) -> Result<()>;
+    /// The folders at the root (names that some object's path starts with, then `/`), sorted:
+    /// where a recursive listing of a bucket would page through every segment of every
+    /// snapshot, a store lists only its root.
+    fn folders(&self) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .list("")?
+            .into_iter()
+            .filter_map(|o| o.path.split_once('/').map(|(f, _)| f.to_string()))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
     /// Split every file into objects of at most this many bytes (see
     /// [`offsite::Segment`]); `None`: one object a file.
     fn segment_size(&self) -> Option<u64> {

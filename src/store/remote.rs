@@ -216,6 +216,24 @@ impl Store for RemoteStore {
         Ok(out)
     }
 
+    /// One listing of the root with a delimiter (a page per 1,000 folders), not of every object.
+    fn folders(&self) -> Result<Vec<String>> {
+        let entries = match self.op.list("") {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", "", e)),
+        };
+        let mut out: Vec<String> = entries
+            .into_iter()
+            .filter(|e| e.metadata().is_dir())
+            .map(|e| e.path().trim_end_matches('/').to_string())
+            .filter(|p| !p.is_empty() && !p.contains('/'))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     fn stat(&self, path: &str) -> Result<Option<u64>> {
         check_path(path)?;
         match self.op.stat(path) {

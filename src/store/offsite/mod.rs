@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{check_path, Object, Store};
+use super::{check_path, Store};
 use crate::error::{Error, Result};
 use crate::key::Keyring;
 use crate::snapshot::{self, Kind, SnapshotInfo};
@@ -156,16 +156,15 @@ pub fn image_object(hex: &str, encrypted: bool) -> String {
 
 /// The ids of the complete snapshots in `store` (those with an index), oldest first.
 pub fn ids(store: &dyn Store) -> Result<Vec<String>> {
-    let mut out: Vec<String> = store
-        .list("")?
-        .into_iter()
-        .filter_map(|o| {
-            let (id, rest) = o.path.split_once('/')?;
-            (rest == INDEX && id != IMAGES && check_path(id).is_ok()).then(|| id.to_string())
-        })
-        .collect();
-    out.sort();
-    out.dedup();
+    let mut out = Vec::new();
+    for id in store.folders()? {
+        if id != IMAGES
+            && check_path(&id).is_ok()
+            && store.stat(&format!("{id}/{INDEX}"))?.is_some()
+        {
+            out.push(id);
+        }
+    }
     Ok(out)
 }
 
@@ -174,22 +173,15 @@ pub fn ids(store: &dyn Store) -> Result<Vec<String>> {
 /// missing on a destination is uploaded again only while it is newer than the newest there).
 /// Call with the host lock held, so no upload of this host is under way.
 pub fn unfinished(store: &dyn Store, newest: &str) -> Result<Vec<String>> {
-    let objects = store.list("")?;
-    let folder = |o: &Object| -> Option<String> {
-        let (id, _) = o.path.split_once('/')?;
-        snapshot::is_id(id).then(|| id.to_string())
-    };
-    let indexed: std::collections::BTreeSet<String> = objects
-        .iter()
-        .filter(|o| o.path.split_once('/').map(|(_, rest)| rest) == Some(INDEX))
-        .filter_map(folder)
-        .collect();
-    let mut out: Vec<String> = objects
-        .iter()
-        .filter_map(folder)
-        .filter(|id| id.as_str() < newest && !indexed.contains(id))
-        .collect();
-    out.dedup();
+    let mut out = Vec::new();
+    for id in store.folders()? {
+        if snapshot::is_id(&id)
+            && id.as_str() < newest
+            && store.stat(&format!("{id}/{INDEX}"))?.is_none()
+        {
+            out.push(id);
+        }
+    }
     Ok(out)
 }
 
