@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use super::archive::HashingWriter;
 
 const WRITING: u8 = 0;
 const DONE: u8 = 1;
@@ -85,48 +85,41 @@ impl Drop for Followed {
     }
 }
 
-/// A snapshot file being written, hashed as it goes.
+/// A snapshot file being written, hashed as it goes (and CRC'd when followed).
 pub struct Writer {
-    file: File,
-    hasher: Sha256,
-    /// Only when followed.
+    file: HashingWriter<File>,
     crc: Option<crc32fast::Hasher>,
-    bytes: u64,
     tee: Tee,
 }
 
 impl Writer {
     pub fn new(file: File, tee: Tee) -> Writer {
         Writer {
-            file,
-            hasher: Sha256::new(),
+            file: HashingWriter::new(file),
             crc: tee.shared.as_ref().map(|_| crc32fast::Hasher::new()),
-            bytes: 0,
             tee,
         }
     }
 
     /// Fsyncs the file and returns its size and sha256 (for its followers too).
     pub fn finish(self) -> io::Result<(u64, String)> {
-        self.file.sync_all()?;
-        let sha = hex::encode(self.hasher.finalize());
+        let (file, bytes, sha) = self.file.finish();
+        file.sync_all()?;
         if let (Some(s), Some(crc)) = (self.tee.shared, self.crc) {
             if let Ok(mut d) = s.digest.lock() {
-                *d = Some((self.bytes, sha.clone(), crc.finalize()));
+                *d = Some((bytes, sha.clone(), crc.finalize()));
             }
         }
-        Ok((self.bytes, sha))
+        Ok((bytes, sha))
     }
 }
 
 impl Write for Writer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
         if let Some(c) = &mut self.crc {
             c.update(&buf[..n]);
         }
-        self.bytes += n as u64;
         Ok(n)
     }
 
