@@ -24,7 +24,7 @@ mod upload;
 pub use self::check::{authenticate, fetch, verify, Verified};
 pub use self::copy::{copy, copy_image};
 pub use self::segments::segment_limit;
-pub use self::upload::{finish, hashed, put_file, Source};
+pub use self::upload::{finish, hashed, put_file, Input};
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

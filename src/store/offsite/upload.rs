@@ -26,26 +26,26 @@ struct Put {
 }
 
 /// The bytes of a file to upload, and their size and sha256 once read to the end.
-pub trait Source: Read + Send {
+pub trait Input: Read + Send {
     fn digest(self: Box<Self>) -> std::io::Result<(u64, String)>;
 }
 
 /// Hashed as it is read.
-impl<R: Read + Send> Source for HashingReader<R> {
+impl<R: Read + Send> Input for HashingReader<R> {
     fn digest(self: Box<Self>) -> std::io::Result<(u64, String)> {
         self.finish()
     }
 }
 
 /// Hashed by its writer (see [`follow`](crate::snapshot::follow)).
-impl Source for Follower {
+impl Input for Follower {
     fn digest(self: Box<Self>) -> std::io::Result<(u64, String)> {
         Follower::digest(*self)
     }
 }
 
 /// A file (or any reader) to upload, hashed as it is read.
-pub fn hashed<'a, R: Read + Send + 'a>(r: R) -> Box<dyn Source + 'a> {
+pub fn hashed<'a, R: Read + Send + 'a>(r: R) -> Box<dyn Input + 'a> {
     Box::new(HashingReader::new(std::io::BufReader::with_capacity(
         1 << 20,
         r,
@@ -56,7 +56,7 @@ pub fn hashed<'a, R: Read + Send + 'a>(r: R) -> Box<dyn Source + 'a> {
 fn put(
     store: &dyn Store,
     rcpt: &Recipients,
-    mut input: Box<dyn Source + '_>,
+    mut input: Box<dyn Input + '_>,
     object: &str,
     split: bool,
     total: u64,
@@ -153,7 +153,7 @@ pub fn put_file(
     rcpt: &Recipients,
     id: &str,
     path: &str,
-    input: Box<dyn Source + '_>,
+    input: Box<dyn Input + '_>,
     total: u64,
     progress: Progress,
 ) -> Result<StoredFile> {
