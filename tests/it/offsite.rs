@@ -516,6 +516,57 @@ fn a_cut_off_upload_is_never_listed_and_the_next_backup_completes_it() {
     cut.cut();
 }
 
+/// A snapshot whose upload failed is caught up by the next backup even when whoever can write to
+/// the bucket has planted a "newer snapshot" there: only a signed index counts as the newest.
+#[test]
+fn a_planted_newer_index_does_not_stop_the_catch_up() {
+    let Some((host, bucket, _site, _, _)) = offsite_host("pc", None, "") else {
+        return;
+    };
+    let first = host.json(&["backup"])["id"].as_str().unwrap().to_string();
+    // The next upload fails (the bucket is out of reach): kept locally only.
+    let good = std::fs::read_to_string(&host.config).unwrap();
+    let gone = good.replace(
+        &format!("s3://{}/", bucket.name),
+        &format!("s3://{}-gone/", bucket.name),
+    );
+    assert_ne!(good, gone);
+    std::fs::write(&host.config, gone).unwrap();
+    let out = host.sp(&["--json", "backup"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let missed = report["id"].as_str().unwrap().to_string();
+    std::fs::write(&host.config, good).unwrap();
+
+    let (_, real) = bucket
+        .objects()
+        .into_iter()
+        .find(|(k, _)| k == &format!("host/{first}/index.json"))
+        .unwrap();
+    let fake = "29980101T000000Z";
+    let mut index: serde_json::Value = serde_json::from_slice(&real).unwrap();
+    index["id"] = fake.into();
+    bucket.put(
+        &format!("host/{fake}/index.json"),
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    bucket.put(&format!("host/{fake}/index.json.sig"), b"not a signature");
+
+    let third = host.json(&["backup"]);
+    assert_eq!(
+        third["uploads"][0]["caught_up"],
+        serde_json::json!([missed]),
+        "{third}"
+    );
+    let ids = host.snapshot_ids(&["--from", "s3"]);
+    assert!(ids.contains(&missed), "{ids:?}");
+}
+
 /// Each destination keeps exactly its own policy's set; snapshots planted in the bucket (an
 /// unsigned index) are neither counted nor deleted, and `restore latest` passes over them;
 /// the objects of an upload that never completed go once a newer snapshot is complete.

@@ -133,8 +133,13 @@ impl Uploader {
             return Ok(None);
         }
         let rcpt = Recipients::parse(&ctx.config.encryption.recipients).map_err(Error::Invalid)?;
-        // Catching a destination up from the encrypted store authenticates what it copies.
-        let keyring = if local { Some(ctx.keyring(&[])?) } else { None };
+        // Catching a destination up from the encrypted store authenticates what it copies;
+        // and a destination's newest snapshot counts only when it is authentic.
+        let keyring = if local {
+            Some(ctx.keyring(&[])?)
+        } else {
+            ctx.keyring(&[]).ok()
+        };
         let mut workers = Vec::new();
         let mut failed = Vec::new();
         let mut dests = Vec::new();
@@ -358,7 +363,16 @@ fn finish(
     let index = offsite::finish(store, &s.rcpt, &key, &dir, &s.images, done, progress)?;
     let mut bytes: u64 = index.files.iter().map(|f| f.stored_size).sum();
     let mut caught_up = Vec::new();
-    if let Some(newest) = before.last() {
+    // The newest there that a trusted key signed: an index planted in the bucket, newer than
+    // everything, would otherwise stop every catch-up.
+    let newest = match &s.keyring {
+        Some(k) => before
+            .iter()
+            .rev()
+            .find(|id| offsite::authenticate(store, id, k).is_ok()),
+        None => before.last(),
+    };
+    if let Some(newest) = newest {
         let images = s.backup_dir.join("images");
         // Plaintext snapshots (all of them with local = false; those from before it otherwise)
         // are encrypted on the way; the encrypted store's are copied as they are.
