@@ -75,8 +75,9 @@ pub struct DestinationConfig {
     /// SFTP: the known_hosts file that must hold the server's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts: Option<PathBuf>,
-    /// S3: files are stored as objects of this many MiB each (default 64; 0: one object a
-    /// file), so each piece completes while the backup goes on.
+    /// S3: files are stored as objects of this many MiB each (default 8, one request each;
+    /// doubling after every 1,000 of a file; 0: one object a file), so each piece completes
+    /// while the backup goes on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_mib: Option<u64>,
     /// This destination's own `keep_*` policy (none: the host's `[retention]`).
