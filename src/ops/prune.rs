@@ -333,16 +333,16 @@ fn prune_destination(
     let store = dest.store.as_ref();
     let fail = |e: Error| Error::Other(format!("prune {}: {e}", dest.name));
     crate::store::blocking(|| {
-        let (listed, _) = offsite::list(store)?;
+        let found = offsite::folders(store)?;
         // Whoever can write to the bucket could plant "newer snapshots" for the policy to keep
         // in place of the real ones: only authenticated ones count (leaving one out never
         // makes the policy delete more).
         let mut snaps = Vec::new();
         let mut unauthentic = Vec::new();
-        for s in listed {
-            match offsite::authenticate(store, &s.id, keyring) {
-                Ok(_) => snaps.push(s),
-                Err(e) => unauthentic.push(format!("{}: {e}", s.id)),
+        for id in &found.complete {
+            match offsite::authenticate(store, id, keyring) {
+                Ok((index, ..)) => snaps.push(index.info()),
+                Err(e) => unauthentic.push(format!("{id}: {e}")),
             }
         }
         let candidates: Vec<Candidate> = snaps
@@ -357,7 +357,7 @@ fn prune_destination(
             .collect();
         let decisions = plan(&candidates, &dest.retention);
         let unfinished = match snaps.iter().map(|s| s.id.as_str()).max() {
-            Some(newest) => offsite::unfinished(store, newest)?,
+            Some(newest) => found.unfinished(newest),
             None => Vec::new(),
         };
         let mut deleted = Vec::new();

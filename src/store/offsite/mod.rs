@@ -154,35 +154,49 @@ pub fn image_object(hex: &str, encrypted: bool) -> String {
     object_name(&format!("{IMAGES}/{hex}.tar.zst"), encrypted)
 }
 
-/// The ids of the complete snapshots in `store` (those with an index), oldest first.
-pub fn ids(store: &dyn Store) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for id in store.folders()? {
-        if id != IMAGES
-            && check_path(&id).is_ok()
-            && store.stat(&format!("{id}/{INDEX}"))?.is_some()
-        {
-            out.push(id);
-        }
-    }
-    Ok(out)
+/// The snapshot folders of a store, each list oldest first: those with an index, and those
+/// without one (an upload under way, or one that failed).
+pub struct Folders {
+    pub complete: Vec<String>,
+    pub incomplete: Vec<String>,
 }
 
-/// Snapshot folders without an index that are older than `newest` (the newest authenticated
-/// snapshot there): the objects of uploads that never completed and never will (a snapshot
-/// missing on a destination is uploaded again only while it is newer than the newest there).
-/// Call with the host lock held, so no upload of this host is under way.
-pub fn unfinished(store: &dyn Store, newest: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
+/// One listing of the store's root, and a stat of each folder's index.
+pub fn folders(store: &dyn Store) -> Result<Folders> {
+    let mut f = Folders {
+        complete: Vec::new(),
+        incomplete: Vec::new(),
+    };
     for id in store.folders()? {
-        if snapshot::is_id(&id)
-            && id.as_str() < newest
-            && store.stat(&format!("{id}/{INDEX}"))?.is_none()
-        {
-            out.push(id);
+        if id == IMAGES || check_path(&id).is_err() {
+            continue;
+        }
+        if store.stat(&format!("{id}/{INDEX}"))?.is_some() {
+            f.complete.push(id);
+        } else if snapshot::is_id(&id) {
+            f.incomplete.push(id);
         }
     }
-    Ok(out)
+    Ok(f)
+}
+
+impl Folders {
+    /// The incomplete ones older than `newest` (the newest authenticated snapshot there): the
+    /// objects of uploads that never completed and never will (a snapshot missing on a
+    /// destination is uploaded again only while it is newer than the newest there). Delete
+    /// them only with the host lock held, so no upload of this host is under way.
+    pub fn unfinished(&self, newest: &str) -> Vec<String> {
+        self.incomplete
+            .iter()
+            .filter(|id| id.as_str() < newest)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The ids of the complete snapshots in `store` (those with an index), oldest first.
+pub fn ids(store: &dyn Store) -> Result<Vec<String>> {
+    folders(store).map(|f| f.complete)
 }
 
 /// Reads an index without authenticating it (for listing; see [`authenticate`]).
@@ -218,20 +232,27 @@ pub fn list(store: &dyn Store) -> Result<(Vec<SnapshotInfo>, Vec<String>)> {
     let mut bad = Vec::new();
     for id in ids(store)? {
         match read_index(store, &id) {
-            Ok((_, i)) => out.push(SnapshotInfo {
-                id: i.id.clone(),
-                kind: i.kind,
-                time: i.created,
-                sites: i.sites.clone(),
-                size: i.files.iter().map(|f| f.size).sum(),
-                pinned: false,
-                verified: None,
-                dir: PathBuf::new(),
-            }),
+            Ok((_, i)) => out.push(i.info()),
             Err(e) => bad.push(format!("{id}: {e}")),
         }
     }
     Ok((out, bad))
+}
+
+impl Index {
+    /// The snapshot as `sp snapshots` lists it.
+    pub fn info(&self) -> SnapshotInfo {
+        SnapshotInfo {
+            id: self.id.clone(),
+            kind: self.kind,
+            time: self.created,
+            sites: self.sites.clone(),
+            size: self.files.iter().map(|f| f.size).sum(),
+            pinned: false,
+            verified: None,
+            dir: PathBuf::new(),
+        }
+    }
 }
 
 /// Resolves an id or `latest` (see [`snapshot::Pick`]) to a snapshot of `store`.
@@ -266,12 +287,13 @@ pub fn resolve_trusted(
     if id != "latest" {
         return resolve(store, id, pick).map(|id| (id, Vec::new()));
     }
-    let (all, _) = list(store)?;
+    // Each index is read once, by authenticate, newest first, only until one is picked.
     let mut skipped = Vec::new();
-    for s in all.iter().rev().filter(|s| picked(pick, s)) {
-        match authenticate(store, &s.id, keyring) {
-            Ok(_) => return Ok((s.id.clone(), skipped)),
-            Err(e) => skipped.push(format!("{}: {e}", s.id)),
+    for id in ids(store)?.into_iter().rev() {
+        match authenticate(store, &id, keyring) {
+            Ok((index, ..)) if picked(pick, &index.info()) => return Ok((id, skipped)),
+            Ok(_) => {}
+            Err(e) => skipped.push(format!("{id}: {e}")),
         }
     }
     Err(none_picked(store, pick, &skipped))

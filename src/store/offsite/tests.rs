@@ -442,7 +442,10 @@ fn unfinished_uploads_are_the_index_less_folders_older_than_the_newest_snapshot(
         assert!(!snapshot::is_id(not), "{not}");
     }
     let store = MemStore::default();
-    assert!(unfinished(&store, "20261201T000000Z").unwrap().is_empty());
+    assert!(folders(&store)
+        .unwrap()
+        .unfinished("20261201T000000Z")
+        .is_empty());
     let put = |p: &str| store.put(p, b"x".to_vec());
     put("20261101T000000Z/sites/a.tar.zst.age.0000");
     put("20261101T000000Z/sites/a.tar.zst.age.0001");
@@ -453,7 +456,7 @@ fn unfinished_uploads_are_the_index_less_folders_older_than_the_newest_snapshot(
     put("images/abc.tar.zst.age");
     put("notes/20261101.txt");
     assert_eq!(
-        unfinished(&store, "20261201T000000Z").unwrap(),
+        folders(&store).unwrap().unfinished("20261201T000000Z"),
         vec![
             "20261101T000000Z".to_string(),
             "20261105T000000Z".to_string()
@@ -461,7 +464,7 @@ fn unfinished_uploads_are_the_index_less_folders_older_than_the_newest_snapshot(
     );
     // Older than the newest authenticated snapshot only (not a planted newer index).
     assert_eq!(
-        unfinished(&store, "20261102T000000Z").unwrap(),
+        folders(&store).unwrap().unfinished("20261102T000000Z"),
         vec!["20261101T000000Z".to_string()]
     );
 }
